@@ -1,0 +1,52 @@
+"""The ``synthcount`` console script.
+
+Commands live in small modules, each a thin layer over a documented Python function:
+``cli.gen`` (generate, prepare, inspect, preview, verify), ``cli.vae_train``
+(vae train, vae vgg-slim), ``cli.vae_analysis`` (vae encode, probe, regress) and
+``cli.demo`` (demo). The ``vae`` commands and ``demo`` need the ``[vae]`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import click
+
+from synthcount import __version__
+
+
+def require_torch() -> None:
+    """Exit 2 with one line when torch is missing (the ``[vae]`` extra)."""
+    if importlib.util.find_spec("torch") is None:
+        click.echo("Error: this command needs the [vae] extra (torch, torchvision): pip install 'synthcount[vae]'", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="synthcount")
+def main() -> None:
+    """Synthetic counting datasets by cut-and-paste, and a VAE that asks whether number emerges."""
+
+
+@main.group()
+def vae() -> None:
+    """Train, encode and analyse the paper's VAE (needs the [vae] extra)."""
+    require_torch()
+
+
+def _register() -> None:
+    from . import demo, gen, vae_analysis, vae_train
+
+    for cmd in gen.COMMANDS:
+        main.add_command(cmd)
+    for cmd in vae_train.COMMANDS + vae_analysis.COMMANDS:
+        vae.add_command(cmd)
+    for cmd in demo.COMMANDS:
+        main.add_command(cmd)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

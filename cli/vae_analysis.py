@@ -1,0 +1,2 @@
+"""placeholder: commands arrive with their issue."""
+COMMANDS = []

@@ -1,0 +1,329 @@
+"""Configuration of a synthcount dataset as frozen dataclasses.
+
+Every knob that changes the pixels or the labels of a dataset lives here, so that
+``DatasetConfig.to_json()`` is a complete description of what was generated (it is
+stored in every shard) and two runs with equal configs produce byte-identical
+output. Values are checked in ``__post_init__``; a bad value raises ``ValueError``
+naming the field, the rule and the value it got.
+
+Defaults follow the paper's authors' generator (see ``REFERENCE.md``):
+reference longer side U(0.4, 0.8) x image height, per-copy scale jitter
+U(0.85, 1.15), rotation U(-10, 10) degrees, horizontal flip with p = 0.5,
+N uniform over 0..4, copies of one object, soft alpha blending.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Tuple
+
+__all__ = [
+    "SceneConfig",
+    "SourceConfig",
+    "DatasetConfig",
+    "PRESETS",
+    "preset",
+    "parse_size",
+]
+
+COMPRESSIONS = ("none", "lzf", "gzip")
+BLENDS = ("soft", "hard", "feather")
+MODES = ("same", "mixed")
+AREA_MODES = ("independent", "decorrelated")
+
+
+def _check(cond: bool, name: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def _range(name: str, value: Sequence[float], lo: float = -math.inf, hi: float = math.inf) -> Tuple[float, float]:
+    _check(len(tuple(value)) == 2, name, "a pair (low, high)", value)
+    a, b = (float(v) for v in value)
+    _check(math.isfinite(a) and math.isfinite(b) and a <= b, name, "a finite pair with low <= high", value)
+    _check(lo <= a and b <= hi, name, f"within [{lo}, {hi}]", value)
+    return (a, b)
+
+
+def parse_size(text: Any) -> Tuple[int, int]:
+    """Parse ``161`` or ``"120x160"`` (H x W) into ``(height, width)``."""
+    if isinstance(text, (tuple, list)):
+        h, w = (int(v) for v in text)
+    elif isinstance(text, int):
+        h = w = text
+    else:
+        s = str(text).lower().strip()
+        try:
+            if "x" in s:
+                hs, ws = s.split("x", 1)
+                h, w = int(hs), int(ws)
+            else:
+                h = w = int(s)
+        except ValueError:
+            raise ValueError(f"size must be an integer or HxW, got {text!r}") from None
+    _check(8 <= h <= 8192 and 8 <= w <= 8192, "size", "between 8 and 8192 pixels per side", text)
+    return (h, w)
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """What goes into one composite image.
+
+    Attributes
+    ----------
+    size : (int, int)
+        Output (height, width) in pixels.
+    max_count : int
+        Largest number of objects N in an image.
+    count_probs : tuple of float or None
+        Probability of N = 0..max_count; None means uniform. Must sum to 1.
+    mode : {"same", "mixed"}
+        ``same``: N copies of one object (the paper); ``mixed``: N different objects.
+    ref_side_range : (float, float)
+        Reference longer side of the object as a fraction of the image height,
+        drawn once per image (``independent`` area mode).
+    scale_jitter : (float, float)
+        Per-copy multiplicative jitter of the reference size.
+    rotation_range : (float, float)
+        Per-copy rotation in degrees; the canvas is expanded so no pixel is cut.
+    flip_p : float
+        Probability of a horizontal flip per copy.
+    color_jitter : float
+        Per-copy brightness/contrast/saturation jitter strength in [0, 1];
+        0 disables it (default, as in the paper).
+    min_visible : float or tuple of float
+        Occlusion threshold t: every object keeps at least this fraction of its own
+        pixels visible. 1.0 means no two objects share a pixel. A tuple gives t per N
+        (index N), e.g. the authors' ``(1, 0.5, 0.5, 0.6, 0.7)``.
+    min_gap : int
+        Minimum distance in pixels between objects (needs min_visible == 1 for all N).
+    area_mode : {"independent", "decorrelated"}
+        ``independent``: per-copy sizes from ref_side_range x scale_jitter (paper).
+        ``decorrelated``: the cumulative area A is drawn log-uniformly from
+        ``area_fraction_range`` x image area independently of N, and every copy gets
+        area A / N (times jitter), so corr(log N, log A) is near 0.
+    area_fraction_range : (float, float)
+        Range of the target cumulative area as a fraction of the image area
+        (``decorrelated`` mode only).
+    blend : {"soft", "hard", "feather"}
+        ``soft``: out = bg * (1 - a) + obj * a with the mask's own soft alpha
+        (the authors' choice); ``hard``: a = 1 where alpha >= 0.5 else 0;
+        ``feather``: alpha blurred with a Gaussian of ``feather_sigma`` pixels.
+    feather_sigma : float
+        Standard deviation of the feathering blur in pixels.
+    bg_scale_range : (float, float)
+        Random resized crop of the background: fraction of the source area kept.
+    stimulus : {"cutout", "binary"}
+        ``binary``: Stoianov & Zorzi style white shapes on black (use with the
+        ``binary`` preset / built-in binary assets).
+    max_tries_per_object : int
+        Blind placement tries per copy before the exact feasible-position map is
+        computed (the result is uniform over feasible positions either way).
+    max_layouts : int
+        Whole-layout resamples per image before the image fails with PlacementError.
+    """
+
+    size: Tuple[int, int] = (161, 161)
+    max_count: int = 4
+    count_probs: Optional[Tuple[float, ...]] = None
+    mode: str = "same"
+    ref_side_range: Tuple[float, float] = (0.4, 0.8)
+    scale_jitter: Tuple[float, float] = (0.85, 1.15)
+    rotation_range: Tuple[float, float] = (-10.0, 10.0)
+    flip_p: float = 0.5
+    color_jitter: float = 0.0
+    min_visible: Any = 1.0
+    min_gap: int = 0
+    area_mode: str = "independent"
+    area_fraction_range: Tuple[float, float] = (0.04, 0.16)
+    blend: str = "soft"
+    feather_sigma: float = 1.0
+    bg_scale_range: Tuple[float, float] = (0.5, 1.0)
+    stimulus: str = "cutout"
+    max_tries_per_object: int = 24
+    max_layouts: int = 200
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
+        set_("size", parse_size(self.size))
+        _check(isinstance(self.max_count, int) and 0 <= self.max_count <= 255, "max_count",
+               "an integer in 0..255", self.max_count)
+        if self.count_probs is not None:
+            p = tuple(float(v) for v in self.count_probs)
+            _check(len(p) == self.max_count + 1, "count_probs", f"{self.max_count + 1} values (N = 0..max_count)", self.count_probs)
+            _check(all(v >= 0 and math.isfinite(v) for v in p) and abs(sum(p) - 1) < 1e-6, "count_probs",
+                   "non-negative and summing to 1", self.count_probs)
+            set_("count_probs", p)
+        _check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
+        set_("ref_side_range", _range("ref_side_range", self.ref_side_range, 1e-3, 1.0))
+        set_("scale_jitter", _range("scale_jitter", self.scale_jitter, 1e-3, 10.0))
+        set_("rotation_range", _range("rotation_range", self.rotation_range, -180.0, 180.0))
+        _check(0.0 <= float(self.flip_p) <= 1.0, "flip_p", "in [0, 1]", self.flip_p)
+        _check(0.0 <= float(self.color_jitter) <= 1.0, "color_jitter", "in [0, 1]", self.color_jitter)
+        mv = self.min_visible
+        if isinstance(mv, (list, tuple)):
+            mv = tuple(float(v) for v in mv)
+            _check(len(mv) == self.max_count + 1, "min_visible", f"a number or {self.max_count + 1} values (t per N)", self.min_visible)
+            _check(all(0.0 <= v <= 1.0 for v in mv), "min_visible", "in [0, 1]", self.min_visible)
+        else:
+            mv = float(mv)
+            _check(0.0 <= mv <= 1.0, "min_visible", "in [0, 1]", self.min_visible)
+        set_("min_visible", mv)
+        _check(isinstance(self.min_gap, int) and 0 <= self.min_gap <= 64, "min_gap", "an integer in 0..64", self.min_gap)
+        if self.min_gap > 0:
+            _check(all(self.visible_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_gap",
+                   "0 unless min_visible is 1.0 (a gap only makes sense without overlap)", self.min_gap)
+        _check(self.area_mode in AREA_MODES, "area_mode", f"one of {AREA_MODES}", self.area_mode)
+        set_("area_fraction_range", _range("area_fraction_range", self.area_fraction_range, 1e-5, 1.0))
+        _check(self.blend in BLENDS, "blend", f"one of {BLENDS}", self.blend)
+        _check(0.0 < float(self.feather_sigma) <= 20.0, "feather_sigma", "in (0, 20]", self.feather_sigma)
+        set_("bg_scale_range", _range("bg_scale_range", self.bg_scale_range, 1e-3, 1.0))
+        _check(self.stimulus in ("cutout", "binary"), "stimulus", "'cutout' or 'binary'", self.stimulus)
+        _check(isinstance(self.max_tries_per_object, int) and self.max_tries_per_object >= 0,
+               "max_tries_per_object", "a non-negative integer", self.max_tries_per_object)
+        _check(isinstance(self.max_layouts, int) and self.max_layouts >= 1, "max_layouts", "a positive integer", self.max_layouts)
+
+    def visible_threshold(self, n: int) -> float:
+        """Occlusion threshold t for an image with ``n`` objects."""
+        mv = self.min_visible
+        return float(mv[n]) if isinstance(mv, tuple) else float(mv)
+
+    def count_distribution(self) -> Tuple[float, ...]:
+        """Probabilities of N = 0..max_count."""
+        if self.count_probs is not None:
+            return self.count_probs
+        k = self.max_count + 1
+        return tuple([1.0 / k] * k)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where objects and backgrounds come from.
+
+    Attributes
+    ----------
+    objects : str or None
+        Folder (MSRA10K layout or RGBA cut-outs) or an asset pack ``.h5`` made by
+        ``synthcount prepare``; None = built-in assets.
+    backgrounds : str or None
+        Folder (SUN397 layout or any image folder) or asset pack; None = built-in.
+    background_classes : tuple of str
+        SUN397 class filter such as ``("/f/forest/needleleaf",)``; empty = all.
+    mask_threshold : float
+        Alpha (0..1) at and above which a mask pixel counts as object when cropping
+        the object to its mask's bounding box and when rejecting empty/full masks.
+    object_max_side : int
+        Objects are downscaled so their longer side is at most this (pixels).
+    background_max_side : int
+        Backgrounds are downscaled so their shorter side is at most this (pixels).
+    """
+
+    objects: Optional[str] = None
+    backgrounds: Optional[str] = None
+    background_classes: Tuple[str, ...] = ()
+    mask_threshold: float = 0.5
+    object_max_side: int = 256
+    background_max_side: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "background_classes", tuple(self.background_classes))
+        _check(0.0 < float(self.mask_threshold) <= 1.0, "mask_threshold", "in (0, 1]", self.mask_threshold)
+        _check(isinstance(self.object_max_side, int) and self.object_max_side >= 8, "object_max_side",
+               "an integer >= 8", self.object_max_side)
+        _check(isinstance(self.background_max_side, int) and self.background_max_side >= 8, "background_max_side",
+               "an integer >= 8", self.background_max_side)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A whole dataset: scene, sources, size, seed and storage.
+
+    ``workers`` and the ``--shards`` range are deliberately not part of it: they
+    change how the dataset is made, never what it contains.
+    """
+
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    sources: SourceConfig = field(default_factory=SourceConfig)
+    num_images: int = 1000
+    seed: int = 0
+    shard_size: int = 1000
+    compression: str = "none"
+    label_compression: str = "lzf"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scene, dict):
+            object.__setattr__(self, "scene", SceneConfig(**self.scene))
+        if isinstance(self.sources, dict):
+            object.__setattr__(self, "sources", SourceConfig(**self.sources))
+        _check(isinstance(self.num_images, int) and self.num_images >= 1, "num_images", "a positive integer", self.num_images)
+        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, "seed", "an integer in [0, 2**63)", self.seed)
+        _check(isinstance(self.shard_size, int) and self.shard_size >= 1, "shard_size", "a positive integer", self.shard_size)
+        _check(self.compression in COMPRESSIONS, "compression", f"one of {COMPRESSIONS}", self.compression)
+        _check(self.label_compression in COMPRESSIONS, "label_compression", f"one of {COMPRESSIONS}", self.label_compression)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_images // self.shard_size)
+
+    def shard_range(self, shard: int) -> Tuple[int, int]:
+        """Global image index range [first, end) of shard ``shard``."""
+        first = shard * self.shard_size
+        return first, min(first + self.shard_size, self.num_images)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetConfig":
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown dataset config keys: {sorted(unknown)}")
+        scene = d.pop("scene", {}) or {}
+        sources = d.pop("sources", {}) or {}
+        for name, sub, klass in (("scene", scene, SceneConfig), ("sources", sources, SourceConfig)):
+            bad = set(sub) - {f.name for f in dataclasses.fields(klass)}
+            if bad:
+                raise ValueError(f"unknown {name} config keys: {sorted(bad)}")
+        return cls(scene=SceneConfig(**_tuples(scene)), sources=SourceConfig(**_tuples(sources)), **d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "DatasetConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _tuples(d: dict) -> dict:
+    """JSON/YAML give lists; the dataclasses hold tuples (hashable, comparable)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+# Named scene presets. ``paper``: the authors' pretraining setting; ``regression``:
+# paper section 4.4 (no overlap, sizes varying modestly); ``decorrelated``: A drawn
+# independently of N; ``binary``: Stoianov & Zorzi style stimuli.
+PRESETS = {
+    "paper": dict(),
+    "sos-occlusion": dict(min_visible=(1.0, 0.5, 0.5, 0.6, 0.7)),
+    "regression": dict(min_visible=1.0, ref_side_range=(0.3, 0.45), scale_jitter=(0.9, 1.1)),
+    "decorrelated": dict(min_visible=1.0, area_mode="decorrelated", area_fraction_range=(0.04, 0.16),
+                         scale_jitter=(0.95, 1.05)),
+    "binary": dict(size=(48, 48), stimulus="binary", max_count=8,
+                   count_probs=(0.0,) + (1.0 / 8,) * 8, mode="mixed", blend="hard",
+                   rotation_range=(0.0, 0.0), flip_p=0.0, min_visible=1.0, min_gap=1,
+                   area_mode="decorrelated", area_fraction_range=(0.06, 0.18), scale_jitter=(0.7, 1.3)),
+}
+
+
+def preset(name: str, **overrides: Any) -> SceneConfig:
+    """A SceneConfig from a named preset (see ``PRESETS``) with overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return SceneConfig(**{**PRESETS[name], **overrides})
