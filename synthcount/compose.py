@@ -1,0 +1,396 @@
+"""One composite: background crop, N transformed objects placed and blended, labels.
+
+``Composer.compose(seed, index)`` draws everything for global image ``index`` from
+``image_rng(seed, index)`` and returns ``(image, label_map, record)``.
+
+Label-map rule: objects are pasted in order 1..N, each on top of the previous ones;
+a pixel belongs to the topmost object whose blend alpha there is >= 0.5, else to the
+background (0). All areas are counted from pixels: ``object_full_areas[k]`` is the
+number of pixels with alpha >= 0.5 of object k (what it would cover alone),
+``object_areas[k]`` the pixels of label k+1 in the final label map (visible after
+occlusion), ``cumulative_area`` their sum. Objects lie fully inside the image, so no
+area is lost to clipping.
+
+Re-sampling: when a copy has no feasible position, the whole layout is drawn again
+(sizes, rotations, flips, positions), keeping N, the object identities and the
+background. In ``decorrelated`` area mode the target cumulative area is kept too,
+so its distribution stays independent of N. ``layout_tries`` records how many
+layouts an image needed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+
+from .config import SceneConfig
+from .pack import AssetPack
+from .placement import Layout, PlacementError, min_visible_pixels
+from .rng import image_rng
+from .transforms import MipAsset, sample_color, transform_patch
+
+__all__ = ["Composer", "PlacementError", "check_feasible", "field_area", "record_spec"]
+
+
+def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
+    """Every per-image record field -> (dtype, per-image shape).
+
+    Per-object fields have ``max_count`` columns; column k-1 is object k. Absent
+    objects hold 0 (areas), -1 (integer ids/boxes/positions) or NaN (floats).
+    """
+    m = max(max_count, 1)
+    i32, i64, f32, u8 = np.dtype("int32"), np.dtype("int64"), np.dtype("float32"), np.dtype("uint8")
+    return {
+        "index": (i64, ()),                # global image index
+        "count": (i32, ()),                # N
+        "cumulative_area": (i64, ()),      # A = sum of visible object pixels
+        "object_areas": (i32, (m,)),       # visible pixels per object
+        "object_full_areas": (i32, (m,)),  # pixels per object if nothing occluded it
+        "object_ids": (i32, (m,)),         # index into the object pack
+        "object_boxes": (i32, (m, 4)),     # visible-pixel box y0, x0, y1, x1 (end exclusive)
+        "object_centroids": (f32, (m, 2)), # visible-pixel centroid y, x
+        "object_position": (i32, (m, 2)),  # top-left y, x of the pasted patch
+        "object_patch_size": (i32, (m, 2)),
+        "object_scale": (f32, (m,)),       # size factor relative to the asset
+        "object_angle": (f32, (m,)),       # degrees, counter-clockwise
+        "object_flip": (u8, (m,)),         # horizontal flip
+        "object_color": (f32, (m, 3)),     # brightness, contrast, saturation factors
+        "field_area": (f32, ()),           # convex hull area of all object pixels
+        "mean_item_area": (f32, ()),       # A / N (0 when N = 0)
+        "background_id": (i32, ()),        # index into the background pack
+        "bg_crop": (i32, (4,)),            # y, x, h, w of the crop in the background
+        "min_visible": (f32, ()),          # t used for this image
+        "ref_side": (f32, ()),             # reference longer side in pixels (independent mode)
+        "target_area": (f32, ()),          # drawn cumulative area (decorrelated mode)
+        "layout_tries": (i32, ()),         # layouts drawn (1 = first one fitted)
+        "placement_maps": (i32, ()),       # exact feasible-position maps computed
+    }
+
+
+def _empty_record(spec) -> dict:
+    rec = {}
+    for k, (dt, shape) in spec.items():
+        if dt.kind == "f":
+            fill = np.nan if shape else 0.0
+        elif k in ("object_areas", "object_full_areas", "object_flip") or not shape:
+            fill = 0
+        else:
+            fill = -1
+        rec[k] = np.full(shape, fill, dt) if shape else dt.type(fill)
+    for k in ("ref_side", "target_area"):
+        rec[k] = np.float32(np.nan)
+    return rec
+
+
+def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
+    """Raise ``ValueError`` when the request cannot be met at all.
+
+    Impossible means: even the smallest copies the config allows of the most compact
+    object cannot fit (their patch is larger than the image, or ``max_count`` of them
+    need more pixels than the image has at the occlusion threshold); or, in
+    ``decorrelated`` mode, one object of the largest target area does not fit alone.
+    Requests that are merely hard are handled by re-sampling layouts and fail with
+    ``PlacementError`` after ``max_layouts`` tries.
+    """
+    if not objects.objects:
+        raise ValueError("no objects to paste")
+    H, W = scene.size
+    if scene.max_count == 0:
+        return
+    best_area, best_dims = math.inf, None
+    for o in objects.objects:
+        h, w = o.alpha.shape
+        fp = int(np.count_nonzero(o.alpha >= 128))
+        if fp == 0:
+            continue
+        if scene.area_mode == "independent":
+            s = scene.ref_side_range[0] * H * scene.scale_jitter[0] / max(h, w)
+        else:
+            per = scene.area_fraction_range[0] * H * W / scene.max_count
+            s = math.sqrt(per / fp) * scene.scale_jitter[0]
+            big = math.sqrt(scene.area_fraction_range[1] * H * W / fp) * scene.scale_jitter[1]
+            if h * big > H or w * big > W:
+                raise ValueError(
+                    f"object {o.name!r} at the largest target area ({scene.area_fraction_range[1]:g} of the image) "
+                    f"needs {h * big:.0f}x{w * big:.0f} px, more than the {H}x{W} image: lower area_fraction_range")
+        area = fp * s * s
+        if area < best_area:
+            best_area, best_dims = area, (h * s, w * s)
+    if best_dims is None:
+        raise ValueError("every object has an empty mask")
+    if best_dims[0] > H or best_dims[1] > W:
+        raise ValueError(f"objects cannot fit: the smallest allowed copy is {best_dims[0]:.0f}x{best_dims[1]:.0f} px, "
+                         f"larger than the {H}x{W} image")
+    for n in range(1, scene.max_count + 1):
+        p = scene.count_distribution()[n]
+        if p == 0:
+            continue
+        need = n * best_area * scene.visible_threshold(n)
+        if scene.min_gap:
+            need += n * 2 * scene.min_gap * math.sqrt(best_area) * 2
+        if need > H * W:
+            raise ValueError(f"objects cannot fit: {n} copies at the smallest allowed size need about {need:.0f} px "
+                             f"but the image has {H * W}: lower ref_side_range/area_fraction_range or min_visible")
+
+
+def _f32(x) -> float:
+    return float(np.float32(x))
+
+
+def field_area(label_map: np.ndarray) -> float:
+    """Area of the convex hull through the centres of all object pixels (field area).
+
+    The hull of a pixel set equals the hull of each row's leftmost and rightmost
+    pixels, so only those (at most 2 H points) go to ``cv2.convexHull``.
+    """
+    m = label_map > 0
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return 0.0
+    sub = m[rows]
+    left = sub.argmax(axis=1)
+    right = m.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
+    pts = np.concatenate([np.stack([left, rows], 1), np.stack([right, rows], 1)]).astype(np.int32)
+    return float(cv2.contourArea(cv2.convexHull(pts)))
+
+
+class Composer:
+    """Makes composites from a scene config and asset packs.
+
+    Parameters
+    ----------
+    scene : SceneConfig
+    objects : AssetPack
+        Pack with at least one object.
+    backgrounds : AssetPack
+        Pack with at least one background.
+    """
+
+    def __init__(self, scene: SceneConfig, objects: AssetPack, backgrounds: AssetPack):
+        if not objects.objects:
+            raise ValueError("objects: the pack has no objects")
+        if not backgrounds.backgrounds:
+            raise ValueError("backgrounds: the pack has no backgrounds")
+        self.scene = scene
+        self.objects = objects
+        self.backgrounds = backgrounds.backgrounds
+        self._bg_small, self._bg_factor = self._prescale(backgrounds.backgrounds)
+        self.mips: List[MipAsset] = [MipAsset(o) for o in objects.objects]
+        self.record_spec = record_spec(scene.max_count)
+        self._probs = np.asarray(scene.count_distribution(), np.float64)
+        self._probs /= self._probs.sum()
+
+    def _prescale(self, bgs):
+        """Downscale each background once (INTER_AREA) so that the smallest allowed
+        crop maps to the output at about 1:1; every crop is then shrunk by at most
+        1 / sqrt(min crop fraction) (1.41 by default), where a bilinear warp does not
+        alias, instead of paying for INTER_AREA per composite."""
+        H, W = self.scene.size
+        lo = self.scene.bg_scale_range[0]
+        small, factor = [], []
+        for b in bgs:
+            hb, wb = b.shape[:2]
+            k = math.sqrt(H * W / (lo * hb * wb))
+            if k < 1.0:
+                size = (max(1, int(round(wb * k))), max(1, int(round(hb * k))))
+                small.append(cv2.resize(b, size, interpolation=cv2.INTER_AREA))
+                factor.append((size[1] / hb, size[0] / wb))
+            else:
+                small.append(b)
+                factor.append((1.0, 1.0))
+        return small, factor
+
+    # -- sampling -----------------------------------------------------------
+    def _background(self, rng: np.random.Generator) -> Tuple[int, Tuple[int, int, int, int]]:
+        H, W = self.scene.size
+        bid = int(rng.integers(len(self.backgrounds)))
+        hb, wb = self.backgrounds[bid].shape[:2]
+        frac = rng.uniform(*self.scene.bg_scale_range)
+        r = W / H
+        ch = math.sqrt(frac * hb * wb / r)
+        cw = ch * r
+        if ch > hb:
+            ch, cw = hb, hb * r
+        if cw > wb:
+            ch, cw = wb / r, wb
+        ch, cw = max(1, min(hb, int(round(ch)))), max(1, min(wb, int(round(cw))))
+        y, x = int(rng.integers(hb - ch + 1)), int(rng.integers(wb - cw + 1))
+        return bid, (y, x, ch, cw)
+
+    def _scales(self, rng: np.random.Generator, ids: np.ndarray, ref_side: float, target: float) -> np.ndarray:
+        sc = self.scene
+        jit = rng.uniform(*sc.scale_jitter, size=len(ids))
+        if sc.area_mode == "independent":
+            longs = np.array([self.mips[i].long_side for i in ids], np.float64)
+            return ref_side * jit / longs
+        # Decorrelated: areas share the drawn total A in proportion to jitter**2.
+        w = jit ** 2
+        areas = target * w / w.sum()
+        fps = np.array([max(self.mips[i].footprint_area, 1) for i in ids], np.float64)
+        return np.sqrt(areas / fps)
+
+    def compose(self, seed: int, index: int) -> Tuple[np.ndarray, np.ndarray, dict]:
+        """Image ``index`` of the dataset with root ``seed``.
+
+        Returns
+        -------
+        image : ndarray, uint8, (H, W, 3)
+        label_map : ndarray, uint8, (H, W)
+            0 background, k for the k-th pasted object.
+        record : dict
+            Every field of ``record_spec`` (numpy scalars / fixed-shape arrays).
+
+        Raises
+        ------
+        PlacementError
+            If no layout fitted within ``max_layouts`` tries.
+        """
+        sc = self.scene
+        H, W = sc.size
+        rng = image_rng(seed, index)
+        n = int(rng.choice(len(self._probs), p=self._probs))
+        t = sc.visible_threshold(n)
+        bid, crop = self._background(rng)
+        if sc.mode == "same" or n == 0:
+            ids = np.full(n, int(rng.integers(len(self.mips))), np.int64)
+        else:
+            ids = rng.choice(len(self.mips), size=n, replace=n > len(self.mips)).astype(np.int64)
+        target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W) if sc.area_mode == "decorrelated" and n else math.nan
+        ref_side = math.nan
+        maps = 0
+        for tries in range(1, sc.max_layouts + 1):
+            if sc.area_mode == "independent":
+                ref_side = float(rng.uniform(*sc.ref_side_range) * H)
+            scales = self._scales(rng, ids, ref_side, target)
+            copies = []
+            for k in range(n):
+                # Parameters are rounded to the float32 the record stores, so that
+                # replaying a record reproduces the image bit for bit.
+                angle = _f32(rng.uniform(*sc.rotation_range))
+                flip = bool(rng.random() < sc.flip_p)
+                color = tuple(_f32(v) for v in sample_color(rng, sc.color_jitter))
+                scale = _f32(scales[k])
+                patch = transform_patch(self.mips[ids[k]], scale, angle, flip, sc.blend, sc.feather_sigma)
+                copies.append([patch, None, scale, angle, flip, color])
+            if not self._may_fit(copies, t):
+                continue  # provably impossible: skip the placement work
+            layout = Layout(H, W, t, sc.min_gap)
+            # At t = 1 pasting order cannot change any label, so place the largest
+            # copies first (they are the hard ones); at t < 1 order is z-order.
+            order = sorted(range(n), key=lambda k: -copies[k][0].alpha.size) if t >= 1.0 else range(n)
+            for k in order:
+                pos = layout.find(rng, copies[k][0].footprint, sc.max_tries_per_object)
+                if pos is None:
+                    break
+                layout.add(copies[k][0].footprint, *pos)
+                copies[k][1] = pos
+            maps += layout.maps_computed
+            if len(layout.placed) == n:
+                break
+        else:
+            raise PlacementError(
+                f"image {index}: no layout of {n} objects fitted at min_visible={t:g} in {sc.max_layouts} tries; "
+                "lower the object sizes or min_visible")
+        image, label_map = self._render(bid, crop, copies)
+        rec = self._record(index, n, t, ids, bid, crop, copies, label_map, ref_side, target, tries, maps)
+        return image, label_map, rec
+
+    def replay(self, record: dict) -> Tuple[np.ndarray, np.ndarray]:
+        """Render an image again from its stored record (no random numbers drawn).
+
+        Returns the same ``(image, label_map)`` as the ``compose`` call that made the
+        record, given the same asset packs and scene config.
+        """
+        sc = self.scene
+        copies = []
+        for k in range(int(record["count"])):
+            scale, angle = float(record["object_scale"][k]), float(record["object_angle"][k])
+            flip = bool(record["object_flip"][k])
+            patch = transform_patch(self.mips[int(record["object_ids"][k])], scale, angle, flip, sc.blend, sc.feather_sigma)
+            pos = tuple(int(v) for v in record["object_position"][k])
+            copies.append([patch, pos, scale, angle, flip, tuple(float(c) for c in record["object_color"][k])])
+        return self._render(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies)
+
+    def _may_fit(self, copies, t: float) -> bool:
+        """False when the copies provably cannot be laid out (exact necessary tests).
+
+        Each footprint must be non-empty and fit inside the image, and the pixels
+        that must stay visible (disjoint between objects) cannot exceed the image.
+        Rejecting only impossible layouts leaves the distribution unchanged.
+        """
+        H, W = self.scene.size
+        need = 0
+        for c in copies:
+            if c[0] is None:
+                return False  # vanished at this scale
+            fp = c[0].footprint
+            if fp.shape[0] > H or fp.shape[1] > W:
+                return False
+            full = int(np.count_nonzero(fp))
+            if full == 0:
+                return False  # only faint alpha left: no pixel would carry its label
+            need += min_visible_pixels(full, t)
+        return need <= H * W
+
+    # -- rendering (draws no random numbers) ---------------------------------
+    def _render(self, bid: int, crop, copies) -> Tuple[np.ndarray, np.ndarray]:
+        H, W = self.scene.size
+        y, x, ch, cw = crop  # in the background's own pixels
+        ky, kx = self._bg_factor[bid]
+        # Inverse map: output pixel centre -> prescaled background coordinates.
+        M = np.array([[cw * kx / W, 0.0, (x + 0.5 * cw / W) * kx - 0.5],
+                      [0.0, ch * ky / H, (y + 0.5 * ch / H) * ky - 0.5]])
+        image = cv2.warpAffine(self._bg_small[bid], M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT_101)
+        label_map = np.zeros((H, W), np.uint8)
+        for k, (patch, (py, px), _scale, _angle, _flip, color) in enumerate(copies, start=1):
+            fp = patch.footprint
+            h, w = fp.shape
+            win = image[py:py + h, px:px + w]
+            f = win.astype(np.float32)
+            f += (patch.rgb(color) - f) * patch.alpha[..., None]  # out = bg * (1 - a) + obj * a
+            np.rint(f, out=f)
+            win[...] = f.astype(np.uint8)
+            label_map[py:py + h, px:px + w][fp] = k
+        return image, label_map
+
+    def _record(self, index, n, t, ids, bid, crop, copies, label_map, ref_side, target, tries, maps) -> dict:
+        rec = _empty_record(self.record_spec)
+        rec["index"] = np.int64(index)
+        rec["count"] = np.int32(n)
+        rec["min_visible"] = np.float32(t)
+        rec["background_id"] = np.int32(bid)
+        rec["bg_crop"][:] = crop
+        rec["ref_side"] = np.float32(ref_side)
+        rec["target_area"] = np.float32(target)
+        rec["layout_tries"] = np.int32(tries)
+        rec["placement_maps"] = np.int32(maps)
+        if n == 0:
+            return rec
+        areas = np.bincount(label_map.ravel(), minlength=n + 1)[1:n + 1]
+        for k, (patch, (py, px), scale, angle, flip, color) in enumerate(copies):
+            fp = patch.footprint
+            h, w = fp.shape
+            rec["object_ids"][k] = ids[k]
+            rec["object_full_areas"][k] = np.count_nonzero(fp)
+            rec["object_areas"][k] = areas[k]
+            rec["object_position"][k] = (py, px)
+            rec["object_patch_size"][k] = (h, w)
+            rec["object_scale"][k] = scale
+            rec["object_angle"][k] = angle
+            rec["object_flip"][k] = flip
+            rec["object_color"][k] = color
+            if areas[k]:
+                vis = (label_map[py:py + h, px:px + w] == k + 1).view(np.uint8)
+                bx, by, bw, bh = cv2.boundingRect(vis)
+                rec["object_boxes"][k] = (py + by, px + bx, py + by + bh, px + bx + bw)
+                mo = cv2.moments(vis, binaryImage=True)
+                rec["object_centroids"][k] = (py + mo["m01"] / mo["m00"], px + mo["m10"] / mo["m00"])
+        total = int(areas.sum())
+        rec["cumulative_area"] = np.int64(total)
+        rec["mean_item_area"] = np.float32(total / n)
+        rec["field_area"] = np.float32(field_area(label_map))
+        return rec

@@ -1,0 +1,166 @@
+"""Per-copy object transforms: sample the parameters, then apply them (pure).
+
+``sample_*`` functions draw every random number from the Generator they are given;
+``apply_transform`` draws none, so recorded parameters replay a patch exactly.
+
+A transformed copy is a ``Patch``: a blend alpha ``float32 (h, w)`` in [0, 1] and its
+footprint (alpha >= 0.5), trimmed to the box of non-zero alpha so that "fully
+inside the image" means every pixel the object touches is inside; its RGB
+(``float32 (h, w, 3)``, 0..255) is warped only when the layout is known to fit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .pack import ObjectAsset
+
+__all__ = ["MipAsset", "Patch", "transform_patch", "sample_color", "footprint_threshold"]
+
+# Alpha at or above which a pixel belongs to an object (the label-map rule).
+footprint_threshold = 0.5
+
+
+class MipAsset:
+    """An object asset with a cached pyramid of halvings (RGB and alpha, uint8).
+
+    Scaling from the nearest level at or above the target size keeps the bilinear
+    warp's scale in [0.5, 1], which avoids aliasing without a per-copy INTER_AREA
+    resize of the full-size asset.
+    """
+
+    def __init__(self, asset: ObjectAsset):
+        self.rgb: List[np.ndarray] = [asset.rgb]
+        self.alpha: List[np.ndarray] = [asset.alpha]
+        while min(self.alpha[-1].shape) >= 8:
+            h, w = self.alpha[-1].shape
+            size = ((w + 1) // 2, (h + 1) // 2)
+            self.rgb.append(cv2.resize(self.rgb[-1], size, interpolation=cv2.INTER_AREA))
+            self.alpha.append(cv2.resize(self.alpha[-1], size, interpolation=cv2.INTER_AREA))
+        self.height, self.width = asset.alpha.shape
+        self.long_side = max(self.height, self.width)
+        # Footprint pixels at scale 1: a copy at scale s covers about s**2 times this.
+        self.footprint_area = int(np.count_nonzero(asset.alpha >= 128))
+
+    def level_for(self, scale: float) -> Tuple[int, float]:
+        """The pyramid level to warp from and the scale left to apply (>= 0.5 where possible)."""
+        i = 0
+        while i + 1 < len(self.alpha) and scale * (2 ** i) < 0.5:
+            i += 1
+        # The level's true width (rounded up at every halving) gives its exact scale.
+        return i, scale * self.width / self.alpha[i].shape[1]
+
+
+def sample_color(rng: np.random.Generator, strength: float) -> Tuple[float, float, float]:
+    """Brightness, contrast and saturation factors, each U(1 - s, 1 + s); (1, 1, 1) when s = 0."""
+    if strength <= 0:
+        return (1.0, 1.0, 1.0)
+    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
+    return (float(b), float(c), float(s))
+
+
+def _apply_color(rgb: np.ndarray, alpha: np.ndarray, color: Tuple[float, float, float]) -> np.ndarray:
+    b, c, s = color
+    if (b, c, s) == (1.0, 1.0, 1.0):
+        return rgb
+    out = rgb * b
+    w = alpha[..., None]
+    mean = float((out * w).sum() / max(3 * float(w.sum()), 1e-6))  # mean over the object only
+    out = (out - mean) * c + mean
+    gray = out @ np.array([0.299, 0.587, 0.114], np.float32)
+    out = gray[..., None] + (out - gray[..., None]) * s
+    return np.clip(out, 0, 255, out=out)
+
+
+class Patch:
+    """One transformed copy: its footprint now, its colours only when rendered.
+
+    Attributes
+    ----------
+    alpha : ndarray, float32, (h, w), [0, 1]
+        Blend alpha, trimmed to the bounding box of alpha > 0.
+    footprint : ndarray, bool, (h, w)
+        alpha >= 0.5: the pixels the object claims in the label map.
+    """
+
+    def __init__(self, mip: MipAsset, level: int, M: np.ndarray, out_size: Tuple[int, int],
+                 alpha: np.ndarray, box: Tuple[int, int, int, int]):
+        self._mip, self._level, self._M, self._out_size, self._box = mip, level, M, out_size, box
+        self.alpha = alpha
+        self.footprint = alpha >= footprint_threshold
+        self.shape = alpha.shape
+
+    def rgb(self, color: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+        """RGB float32 (h, w, 3) in 0..255, warped with the same geometry as the alpha."""
+        y0, y1, x0, x1 = self._box
+        # Replicate the border: black outside the asset would bleed into edge pixels.
+        warped = cv2.warpAffine(self._mip.rgb[self._level], self._M, self._out_size, flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        return _apply_color(warped[y0:y1, x0:x1].astype(np.float32), self.alpha, color)
+
+
+def transform_patch(
+    mip: MipAsset,
+    scale: float,
+    angle: float,
+    flip: bool,
+    blend: str = "soft",
+    feather_sigma: float = 1.0,
+) -> Optional[Patch]:
+    """Scale, rotate (expanding the canvas) and flip one object's alpha.
+
+    Parameters
+    ----------
+    mip : MipAsset
+    scale : float
+        Size factor relative to the asset (> 0).
+    angle : float
+        Rotation in degrees, counter-clockwise.
+    flip : bool
+        Horizontal flip (applied before rotation).
+    blend : {"soft", "hard", "feather"}
+        How the blend alpha is derived from the mask (see ``SceneConfig``).
+    feather_sigma : float
+        Gaussian sigma in pixels for ``feather``.
+
+    Returns
+    -------
+    Patch or None
+        None when the object vanishes at this scale. Only the alpha is warped here;
+        ``Patch.rgb`` warps the colours when the layout is known to fit.
+    """
+    level, s = mip.level_for(scale)
+    h, w = mip.alpha[level].shape
+    a = math.radians(angle)
+    cos, sin = math.cos(a) * s, math.sin(a) * s
+    margin = int(math.ceil(3 * feather_sigma)) + 1 if blend == "feather" else 1
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    fx = -1.0 if flip else 1.0
+    # dst = R S F (p - c) + d: F flips x about the centre, R rotates counter-clockwise
+    # on screen (y points down). Source pixel edges span [-0.5, w - 0.5].
+    m = np.array([[cos * fx, sin], [-sin * fx, cos]], np.float64)
+    corners = np.array([[-0.5 - cx, -0.5 - cy], [w - 0.5 - cx, -0.5 - cy], [-0.5 - cx, h - 0.5 - cy], [w - 0.5 - cx, h - 0.5 - cy]])
+    mapped = corners @ m.T
+    lo = mapped.min(axis=0)
+    out_size = (int(math.ceil(mapped[:, 0].max() - lo[0])) + 2 * margin, int(math.ceil(mapped[:, 1].max() - lo[1])) + 2 * margin)
+    d = np.array([margin - 0.5 - lo[0], margin - 0.5 - lo[1]])  # lowest mapped edge at margin - 0.5
+    M = np.hstack([m, (d - m @ np.array([cx, cy]))[:, None]])
+    a8 = cv2.warpAffine(mip.alpha[level], M, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if blend == "soft":
+        alpha = a8.astype(np.float32) * np.float32(1.0 / 255.0)
+    elif blend == "hard":
+        alpha = (a8 >= 128).astype(np.float32)  # 128 / 255 is the first value >= 0.5
+    else:
+        alpha = cv2.GaussianBlur(a8.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), feather_sigma,
+                                 borderType=cv2.BORDER_CONSTANT)
+    nz = alpha > 0
+    rows = np.flatnonzero(nz.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(nz.any(axis=0))
+    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    return Patch(mip, level, M, out_size, np.ascontiguousarray(alpha[box[0]:box[1], box[2]:box[3]]), box)

@@ -1,0 +1,110 @@
+"""Placement: exact feasibility, uniform sampling over feasible positions, transforms."""
+
+import cv2
+import numpy as np
+import pytest
+
+from synthcount.pack import ObjectAsset
+from synthcount.placement import Layout, min_visible_pixels
+from synthcount.transforms import MipAsset, transform_patch
+
+
+def _brute_feasible(layout, fp):
+    h, w = fp.shape
+    return np.array([[layout.fits(fp, y, x) for x in range(layout.w - w + 1)] for y in range(layout.h - h + 1)])
+
+
+def _disc(r):
+    m = np.zeros((2 * r + 1, 2 * r + 1), np.uint8)
+    cv2.circle(m, (r, r), r, 1, -1)
+    return m.astype(bool)
+
+
+@pytest.mark.parametrize("t", [1.0, 0.7, 0.3])
+def test_feasible_map_matches_brute_force(t):
+    rng = np.random.default_rng(3)
+    lay = Layout(40, 50, t)
+    for r in (8, 6, 5):
+        fp = _disc(r)
+        ok = lay.feasible_map(fp)
+        assert np.array_equal(ok, _brute_feasible(lay, fp))
+        pos = lay.find(rng, fp, blind_tries=4)
+        assert pos is not None and lay.fits(fp, *pos)
+        lay.add(fp, *pos)
+
+
+def test_find_is_uniform_over_feasible_positions():
+    # A layout where about a third of positions are feasible, so both the blind
+    # phase and the map phase run; their mixture must be uniform.
+    lay = Layout(30, 30, 1.0)
+    lay.add(_disc(9), 5, 5)
+    fp = _disc(4)
+    feas = _brute_feasible(lay, fp)
+    n_feas = int(feas.sum())
+    assert 0 < n_feas < feas.size
+    rng = np.random.default_rng(0)
+    hits = np.zeros_like(feas, dtype=np.int64)
+    draws = 20 * n_feas
+    for _ in range(draws):
+        y, x = lay.find(rng, fp, blind_tries=1)
+        hits[y, x] += 1
+    assert hits[~feas].sum() == 0
+    expected = draws / n_feas
+    chi2 = float((((hits[feas] - expected) ** 2) / expected).sum())
+    dof = n_feas - 1
+    assert chi2 < dof + 5 * np.sqrt(2 * dof)  # within 5 sigma of the chi-square mean
+
+
+def test_find_returns_none_when_nothing_fits():
+    lay = Layout(20, 20, 1.0)
+    lay.add(np.ones((20, 12), bool), 0, 0)
+    assert lay.find(np.random.default_rng(0), np.ones((5, 9), bool), blind_tries=3) is None
+    assert lay.maps_computed == 1
+
+
+def test_min_visible_pixels_exact():
+    for full in range(1, 400):
+        for t in (0.0, 0.1, 0.5, 0.6, 0.7, 0.95, 1.0):
+            v = min_visible_pixels(full, t)
+            assert v / full >= t and (v == 0 or (v - 1) / full < t)
+
+
+def _rect_asset(h, w):
+    a = np.full((h, w), 255, np.uint8)
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, : w // 2] = 255  # left half white: shows flips
+    return MipAsset(ObjectAsset(rgb, a, "rect"))
+
+
+def test_transform_geometry():
+    mip = _rect_asset(40, 100)
+    p = transform_patch(mip, 1.0, 0.0, False, "hard")
+    assert p.footprint.shape == (40, 100) and p.footprint.all()
+    p90 = transform_patch(mip, 1.0, 90.0, False, "hard")
+    assert abs(p90.footprint.shape[0] - 100) <= 1 and abs(p90.footprint.shape[1] - 40) <= 1
+    half = transform_patch(mip, 0.5, 0.0, False, "hard")
+    assert abs(half.footprint.sum() - 1000) <= 60
+    small = transform_patch(mip, 0.2, 30.0, False, "soft")
+    assert abs(small.footprint.sum() - 0.04 * 4000) <= 25
+    left = transform_patch(mip, 1.0, 0.0, False, "hard").rgb()
+    flipped = transform_patch(mip, 1.0, 0.0, True, "hard").rgb()
+    assert left[:, 10].mean() > 200 and flipped[:, 10].mean() < 50
+    assert np.allclose(flipped, left[:, ::-1], atol=1)
+
+
+def test_rotation_expands_canvas_without_cutting():
+    mip = _rect_asset(60, 60)
+    for angle in (-10.0, 10.0, 45.0):
+        p = transform_patch(mip, 1.0, angle, False, "soft")
+        assert abs(p.footprint.sum() - 3600) < 3600 * 0.03  # nothing cut off
+        # alpha touches the trimmed box on all four sides
+        nz = p.alpha > 0
+        assert nz[0].any() and nz[-1].any() and nz[:, 0].any() and nz[:, -1].any()
+
+
+def test_feather_blurs_and_pads():
+    mip = _rect_asset(30, 30)
+    p = transform_patch(mip, 1.0, 0.0, False, "feather", feather_sigma=2.0)
+    assert p.alpha.shape[0] > 30  # blur spills past the object, inside the padded canvas
+    assert 0 < p.alpha.min() < 0.1 and p.alpha.max() > 0.99
+    assert np.array_equal(p.footprint, p.alpha >= 0.5)
