@@ -105,6 +105,8 @@ class AssetPack:
 
 
 def _flatten(arrays: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    if not arrays:  # reshape(0, -1) is ambiguous; an empty side still has 3-column shapes
+        return np.zeros(0, np.uint8), np.zeros((0, 3), np.int64)
     shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(len(arrays), -1)
     flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.uint8)
     return flat, shapes
