@@ -1,2 +1,267 @@
-"""placeholder: commands arrive with their issue."""
-COMMANDS = []
+"""``synthcount generate | prepare | inspect | preview | verify`` (thin over synthcount.*).
+
+Exit codes: 0 success; 2 bad usage or bad input (one line on stderr, nothing
+written); 1 a failed check (``verify``) or a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+__all__ = ["COMMANDS", "generate", "prepare", "inspect", "preview", "verify"]
+
+
+def _fail(msg: str, code: int) -> None:
+    """One line on stderr and exit ``code`` (never a traceback)."""
+    click.echo(f"Error: {' '.join(str(msg).split())}", err=True)
+    sys.exit(code)
+
+
+def _usage(msg: str) -> None:
+    raise click.UsageError(" ".join(str(msg).split()))
+
+
+def _parse_shards(text):
+    if text is None:
+        return None
+    try:
+        a, b = text.split(":")
+        return int(a), int(b)
+    except ValueError:
+        raise click.BadParameter(f"must be I:J (two integers), got {text!r}", param_hint="--shards") from None
+
+
+def _parse_min_visible(text):
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise click.BadParameter(f"must be a number in [0, 1] or one per N (comma-separated), got {text!r}",
+                                 param_hint="--min-visible") from None
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+# Config fields whose checks (in synthcount.config) a flag feeds: name the flag in the message.
+_FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "--max-count", "min_gap": "--min-gap",
+                "num_images": "--num-images", "shard_size": "--shard-size", "seed": "--seed", "mode": "--mode"}
+
+
+def _flagify(msg: str) -> str:
+    field = msg.split(" ", 1)[0]
+    return f"{_FIELD_FLAGS[field]} (or {field} in --config): {msg}" if field in _FIELD_FLAGS else msg
+
+
+def _load_config_file(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path) as f:
+            text = f.read()
+        d = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        _usage(f"--config {path}: cannot read it ({str(e).splitlines()[0]})")
+    if not isinstance(d, dict):
+        _usage(f"--config {path}: must hold a mapping of DatasetConfig fields, got {type(d).__name__}")
+    return d
+
+
+def build_config(config_file=None, preset_name=None, **flags):
+    """A DatasetConfig from a config file, a preset and explicit flags (flags win).
+
+    Order of precedence, lowest first: DatasetConfig defaults, ``config_file``, the
+    preset's scene fields, explicit flags (those not None).
+    """
+    from synthcount.config import PRESETS, DatasetConfig, parse_size
+
+    d = _load_config_file(config_file) if config_file else {}
+    d = dict(d)
+    scene = dict(d.pop("scene", None) or {})
+    sources = dict(d.pop("sources", None) or {})
+    if preset_name is not None:
+        if preset_name not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
+        scene.update(PRESETS[preset_name])
+    top = {"num_images": "num_images", "seed": "seed", "shard_size": "shard_size",
+           "compression": "compression", "label_compression": "label_compression"}
+    for flag, key in top.items():
+        if flags.get(flag) is not None:
+            d[key] = flags[flag]
+    if flags.get("size") is not None:
+        scene["size"] = parse_size(flags["size"])
+    for key in ("max_count", "mode", "min_visible", "min_gap", "area_mode", "blend"):
+        if flags.get(key) is not None:
+            scene[key] = flags[key]
+    if flags.get("objects") is not None:
+        sources["objects"] = flags["objects"]
+    if flags.get("backgrounds") is not None:
+        sources["backgrounds"] = flags["backgrounds"]
+    if flags.get("background_classes"):
+        sources["background_classes"] = list(flags["background_classes"])
+    if "num_images" not in d:
+        raise ValueError("--num-images is required (or num_images in --config)")
+    d["scene"], d["sources"] = scene, sources
+    return DatasetConfig.from_dict(d)
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--num-images", type=click.IntRange(min=1), default=None,
+              help="Images in the dataset (required unless in --config).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed.  [default: 0]")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes; never changes the output.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Images per shard.  [default: 1000]")
+@click.option("--shards", "shards_text", default=None, metavar="I:J",
+              help="Make only shards I (inclusive) to J (exclusive) of the dataset.")
+@click.option("--size", default=None, metavar="161|HxW", help="Output size.  [default: 161]")
+@click.option("--objects", type=click.Path(exists=True), default=None,
+              help="Object source folder (MSRA10K layout or RGBA cut-outs) or pack; default built-in.")
+@click.option("--backgrounds", type=click.Path(exists=True), default=None,
+              help="Background source folder (SUN397 layout or images) or pack; default built-in.")
+@click.option("--background-classes", multiple=True, metavar="/f/forest/needleleaf",
+              help="SUN397 class filter (repeatable).")
+@click.option("--max-count", type=click.IntRange(min=0, max=255), default=None,
+              help="Largest number of objects N.  [default: 4]")
+@click.option("--mode", type=click.Choice(["same", "mixed"]), default=None,
+              help="same: N copies of one object; mixed: N different objects.  [default: same]")
+@click.option("--min-visible", default=None, metavar="T",
+              help="Occlusion threshold t in [0, 1], or one per N as t0,t1,...  [default: 1.0]")
+@click.option("--min-gap", type=click.IntRange(min=0), default=None, help="Minimum gap between objects (pixels).")
+@click.option("--area-mode", type=click.Choice(["independent", "decorrelated"]), default=None,
+              help="decorrelated: cumulative area drawn independently of N.")
+@click.option("--blend", type=click.Choice(["soft", "hard", "feather"]), default=None, help="Alpha blending.")
+@click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
+              help="Image compression.  [default: none]")
+@click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
+              help="Label-map compression.  [default: lzf]")
+@click.option("--preset", "preset_name", default=None,
+              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
+@click.option("--overwrite", is_flag=True, help="Replace a different dataset in OUT_DIR.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def generate(out_dir, shards_text, workers, overwrite, quiet, config_file, preset_name, **flags):
+    """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
+    from synthcount.compose import PlacementError
+    from synthcount.generate import plan_generation, run_plan
+
+    shards = _parse_shards(shards_text)
+    flags["min_visible"] = _parse_min_visible(flags["min_visible"])
+    try:
+        config = build_config(config_file, preset_name, **flags)
+        # Validates everything (sources included) before OUT_DIR is touched.
+        plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite)
+    except ValueError as e:  # includes SourceError
+        _usage(_flagify(str(e)))
+    try:
+        res = run_plan(plan, workers=workers, progress=not quiet)
+    except PlacementError as e:
+        _fail(f"generation failed: {e}", 1)
+    except OSError as e:
+        _fail(f"generation failed: {e}", 1)
+    corr = "undefined" if res.corr_log_n_log_a is None else f"{res.corr_log_n_log_a:.3f}"
+    click.echo(f"{res.images_written} images in {len(res.shards_made)} shards ({len(res.shards_skipped)} kept) "
+               f"in {res.seconds:.1f} s: {res.images_per_second:.0f} images/s; layout resamples "
+               f"{res.layout_resamples}; corr(log N, log A) = {corr}; skipped source files: {len(res.skipped_sources)}")
+    for f, why in res.skipped_sources[:20]:
+        click.echo(f"  skipped {f}: {why}", err=True)
+    if len(res.skipped_sources) > 20:
+        click.echo(f"  ... and {len(res.skipped_sources) - 20} more", err=True)
+    if not res.complete:
+        click.echo(f"{out_dir}: dataset incomplete (pieces still missing: run the other --shards ranges)")
+
+
+@click.command()
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_pack", type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(["objects", "backgrounds"]), required=True)
+@click.option("--max-side", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Objects: longest side; backgrounds: shortest side (pixels).")
+@click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Mask alpha at and above which a pixel counts as object (objects only).")
+@click.option("--classes", multiple=True, metavar="/f/forest/needleleaf", help="SUN397 class filter (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers, quiet):
+    """Decode SRC_DIR once into the asset pack OUT_PACK (+ OUT_PACK.report.json)."""
+    from synthcount.sources import prepare as _prepare
+
+    try:
+        pack = _prepare(src_dir, out_pack, kind, max_side=max_side, mask_threshold=mask_threshold,
+                        classes=tuple(classes), workers=workers, progress=not quiet)
+    except ValueError as e:
+        _usage(str(e))
+    n = len(pack.objects) if kind == "objects" else len(pack.backgrounds)
+    click.echo(f"{out_pack}: {n} {kind}, {len(pack.skipped)} skipped (see {out_pack}.report.json)")
+
+
+def _open(path):
+    from synthcount.reader import open_dataset
+
+    try:
+        return open_dataset(path)
+    except ValueError as e:
+        _usage(str(e))
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def inspect(dataset, as_json):
+    """Count histogram, area statistics, corr(log N, log A) and shards of DATASET."""
+    from synthcount.stats import format_summary, summarize
+
+    with _open(dataset) as ds:
+        try:
+            s = summarize(ds)
+        except (OSError, KeyError, ValueError) as e:
+            _fail(f"{dataset}: cannot read ({e}); run synthcount verify", 1)
+    click.echo(json.dumps(s) if as_json else format_summary(s))
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True))
+@click.argument("out_png", type=click.Path(dir_okay=False))
+@click.option("--n", type=click.IntRange(min=1), default=64, show_default=True, help="Tiles.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the tile choice.")
+def preview(dataset, out_png, n, seed):
+    """Contact sheet PNG of DATASET with counts and object outlines."""
+    from synthcount.stats import preview as _preview
+
+    with _open(dataset) as ds:
+        try:
+            _preview(ds, out_png, n=n, seed=seed)
+        except ValueError as e:
+            _usage(str(e))
+        except OSError as e:
+            _fail(f"{out_png}: {e}", 1)
+    click.echo(out_png)
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True))
+def verify(dataset):
+    """Check every shard: readable, schema, checksums, labels agree with pixels."""
+    from synthcount.shards import verify_dataset
+
+    problems = verify_dataset(dataset)
+    if problems:
+        for p in problems:
+            click.echo(f"FAIL {p}", err=True)
+        _fail(f"{dataset}: {len(problems)} problem(s); first: {problems[0]}", 1)
+    if os.path.isdir(dataset):
+        from synthcount.shards import read_manifest
+
+        man = read_manifest(dataset)
+        note = "" if man.get("complete", True) else " (incomplete: some planned shards are not made yet)"
+        click.echo(f"OK {dataset}: {man['num_images']} images in {len(man['shards'])} shards{note}")
+    else:
+        click.echo(f"OK {dataset}")
+
+
+COMMANDS = [generate, prepare, inspect, preview, verify]

@@ -32,7 +32,7 @@ from .placement import Layout, PlacementError, min_visible_pixels
 from .rng import image_rng
 from .transforms import MipAsset, sample_color, transform_patch
 
-__all__ = ["Composer", "PlacementError", "check_feasible", "field_area", "record_spec"]
+__all__ = ["Composer", "PlacementError", "check_feasible", "field_area", "new_records", "record_spec"]
 
 
 def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
@@ -61,7 +61,7 @@ def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
         "field_area": (f32, ()),           # convex hull area of all object pixels
         "mean_item_area": (f32, ()),       # A / N (0 when N = 0)
         "background_id": (i32, ()),        # index into the background pack
-        "bg_crop": (i32, (4,)),            # y, x, h, w of the crop in the background
+        "bg_crop": (i32, (4,)),            # y, x, h, w of the crop in the prescaled background
         "min_visible": (f32, ()),          # t used for this image
         "ref_side": (f32, ()),             # reference longer side in pixels (independent mode)
         "target_area": (f32, ()),          # drawn cumulative area (decorrelated mode)
@@ -70,19 +70,17 @@ def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
     }
 
 
-def _empty_record(spec) -> dict:
-    rec = {}
-    for k, (dt, shape) in spec.items():
-        if dt.kind == "f":
-            fill = np.nan if shape else 0.0
-        elif k in ("object_areas", "object_full_areas", "object_flip") or not shape:
-            fill = 0
-        else:
-            fill = -1
-        rec[k] = np.full(shape, fill, dt) if shape else dt.type(fill)
-    for k in ("ref_side", "target_area"):
-        rec[k] = np.float32(np.nan)
-    return rec
+def _fill_value(key: str, dtype: np.dtype, shape: tuple):
+    if dtype.kind == "f":
+        return np.nan if (shape or key in ("ref_side", "target_area")) else 0.0
+    if key in ("object_areas", "object_full_areas", "object_flip") or not shape:
+        return 0
+    return -1
+
+
+def new_records(spec: Dict[str, Tuple[np.dtype, tuple]], n: int) -> Dict[str, np.ndarray]:
+    """Arrays for ``n`` records, pre-filled with the "absent" values of ``record_spec``."""
+    return {k: np.full((n,) + shape, _fill_value(k, dt, shape), dt) for k, (dt, shape) in spec.items()}
 
 
 def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
@@ -177,7 +175,7 @@ class Composer:
         self.scene = scene
         self.objects = objects
         self.backgrounds = backgrounds.backgrounds
-        self._bg_small, self._bg_factor = self._prescale(backgrounds.backgrounds)
+        self._bg_small, self.bg_prescale = self._prescale(backgrounds.backgrounds)
         self.mips: List[MipAsset] = [MipAsset(o) for o in objects.objects]
         self.record_spec = record_spec(scene.max_count)
         self._probs = np.asarray(scene.count_distribution(), np.float64)
@@ -185,9 +183,11 @@ class Composer:
 
     def _prescale(self, bgs):
         """Downscale each background once (INTER_AREA) so that the smallest allowed
-        crop maps to the output at about 1:1; every crop is then shrunk by at most
-        1 / sqrt(min crop fraction) (1.41 by default), where a bilinear warp does not
-        alias, instead of paying for INTER_AREA per composite."""
+        crop maps to the output at about 1:1. Every crop is then shrunk by at most
+        1 / sqrt(min crop fraction) (1.41 by default), which a bilinear resize does
+        without aliasing, instead of paying for INTER_AREA per composite. Crops are
+        drawn (and recorded in ``bg_crop``) in the prescaled background's pixels;
+        ``Composer.bg_prescale[id]`` is the factor applied."""
         H, W = self.scene.size
         lo = self.scene.bg_scale_range[0]
         small, factor = [], []
@@ -197,17 +197,17 @@ class Composer:
             if k < 1.0:
                 size = (max(1, int(round(wb * k))), max(1, int(round(hb * k))))
                 small.append(cv2.resize(b, size, interpolation=cv2.INTER_AREA))
-                factor.append((size[1] / hb, size[0] / wb))
+                factor.append(size[0] / wb)
             else:
                 small.append(b)
-                factor.append((1.0, 1.0))
+                factor.append(1.0)
         return small, factor
 
     # -- sampling -----------------------------------------------------------
     def _background(self, rng: np.random.Generator) -> Tuple[int, Tuple[int, int, int, int]]:
         H, W = self.scene.size
         bid = int(rng.integers(len(self.backgrounds)))
-        hb, wb = self.backgrounds[bid].shape[:2]
+        hb, wb = self._bg_small[bid].shape[:2]
         frac = rng.uniform(*self.scene.bg_scale_range)
         r = W / H
         ch = math.sqrt(frac * hb * wb / r)
@@ -248,10 +248,32 @@ class Composer:
         PlacementError
             If no layout fitted within ``max_layouts`` tries.
         """
+        H, W = self.scene.size
+        images = np.empty((1, H, W, 3), np.uint8)
+        maps = np.empty((1, H, W), np.uint8)
+        recs = new_records(self.record_spec, 1)
+        self.compose_into(seed, index, images, maps, recs, 0)
+        return images[0], maps[0], {k: v[0] for k, v in recs.items()}
+
+    def compose_into(self, seed: int, index: int, images: np.ndarray, label_maps: np.ndarray,
+                     records: Dict[str, np.ndarray], row: int) -> None:
+        """Like ``compose``, writing into row ``row`` of preallocated batch arrays.
+
+        ``images`` (n, H, W, 3) uint8 and ``label_maps`` (n, H, W) uint8 must be
+        C-contiguous; ``records`` comes from ``new_records`` (its "absent" fill values
+        are relied on). This is the hot path of dataset generation: no per-image
+        allocation of records.
+        """
+        rng = image_rng(seed, index)
+        lay = self._sample(rng, index)
+        self._render_into(lay["bid"], lay["crop"], lay["copies"], images[row], label_maps[row])
+        self._record_into(records, row, index, lay, label_maps[row])
+
+    def _sample(self, rng: np.random.Generator, index: int) -> dict:
+        """Draw N, background, objects, transforms and positions (all randomness)."""
         sc = self.scene
         H, W = sc.size
-        rng = image_rng(seed, index)
-        n = int(rng.choice(len(self._probs), p=self._probs))
+        n = int(rng.choice(len(self._probs), p=self._probs)) if len(self._probs) > 1 else 0
         t = sc.visible_threshold(n)
         bid, crop = self._background(rng)
         if sc.mode == "same" or n == 0:
@@ -294,9 +316,8 @@ class Composer:
             raise PlacementError(
                 f"image {index}: no layout of {n} objects fitted at min_visible={t:g} in {sc.max_layouts} tries; "
                 "lower the object sizes or min_visible")
-        image, label_map = self._render(bid, crop, copies)
-        rec = self._record(index, n, t, ids, bid, crop, copies, label_map, ref_side, target, tries, maps)
-        return image, label_map, rec
+        return dict(n=n, t=t, bid=bid, crop=crop, ids=ids, copies=copies, ref_side=ref_side, target=target,
+                    tries=tries, maps=maps)
 
     def replay(self, record: dict) -> Tuple[np.ndarray, np.ndarray]:
         """Render an image again from its stored record (no random numbers drawn).
@@ -312,7 +333,10 @@ class Composer:
             patch = transform_patch(self.mips[int(record["object_ids"][k])], scale, angle, flip, sc.blend, sc.feather_sigma)
             pos = tuple(int(v) for v in record["object_position"][k])
             copies.append([patch, pos, scale, angle, flip, tuple(float(c) for c in record["object_color"][k])])
-        return self._render(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies)
+        H, W = sc.size
+        image, label_map = np.empty((H, W, 3), np.uint8), np.empty((H, W), np.uint8)
+        self._render_into(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies, image, label_map)
+        return image, label_map
 
     def _may_fit(self, copies, t: float) -> bool:
         """False when the copies provably cannot be laid out (exact necessary tests).
@@ -329,68 +353,66 @@ class Composer:
             fp = c[0].footprint
             if fp.shape[0] > H or fp.shape[1] > W:
                 return False
-            full = int(np.count_nonzero(fp))
+            full = c[0].full_area
             if full == 0:
                 return False  # only faint alpha left: no pixel would carry its label
             need += min_visible_pixels(full, t)
         return need <= H * W
 
     # -- rendering (draws no random numbers) ---------------------------------
-    def _render(self, bid: int, crop, copies) -> Tuple[np.ndarray, np.ndarray]:
+    def _render_into(self, bid: int, crop, copies, image: np.ndarray, label_map: np.ndarray) -> None:
         H, W = self.scene.size
-        y, x, ch, cw = crop  # in the background's own pixels
-        ky, kx = self._bg_factor[bid]
-        # Inverse map: output pixel centre -> prescaled background coordinates.
-        M = np.array([[cw * kx / W, 0.0, (x + 0.5 * cw / W) * kx - 0.5],
-                      [0.0, ch * ky / H, (y + 0.5 * ch / H) * ky - 0.5]])
-        image = cv2.warpAffine(self._bg_small[bid], M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT_101)
-        label_map = np.zeros((H, W), np.uint8)
+        y, x, ch, cw = crop  # in the prescaled background's pixels
+        src = self._bg_small[bid][y:y + ch, x:x + cw]
+        if (ch, cw) != (H, W):
+            cv2.resize(src, (W, H), dst=image, interpolation=cv2.INTER_LINEAR)
+        else:
+            image[...] = src
+        label_map[...] = 0
         for k, (patch, (py, px), _scale, _angle, _flip, color) in enumerate(copies, start=1):
             fp = patch.footprint
             h, w = fp.shape
             win = image[py:py + h, px:px + w]
             f = win.astype(np.float32)
-            f += (patch.rgb(color) - f) * patch.alpha[..., None]  # out = bg * (1 - a) + obj * a
-            np.rint(f, out=f)
-            win[...] = f.astype(np.uint8)
+            # out = bg * (1 - a) + obj * a, rounded to nearest
+            f = cv2.add(cv2.multiply(cv2.subtract(patch.rgb(color), f), patch.alpha3), f)
+            win[...] = np.rint(f).astype(np.uint8)
             label_map[py:py + h, px:px + w][fp] = k
-        return image, label_map
 
-    def _record(self, index, n, t, ids, bid, crop, copies, label_map, ref_side, target, tries, maps) -> dict:
-        rec = _empty_record(self.record_spec)
-        rec["index"] = np.int64(index)
-        rec["count"] = np.int32(n)
-        rec["min_visible"] = np.float32(t)
-        rec["background_id"] = np.int32(bid)
-        rec["bg_crop"][:] = crop
-        rec["ref_side"] = np.float32(ref_side)
-        rec["target_area"] = np.float32(target)
-        rec["layout_tries"] = np.int32(tries)
-        rec["placement_maps"] = np.int32(maps)
+    def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, lay: dict, label_map: np.ndarray) -> None:
+        n = lay["n"]
+        rec["index"][row] = index
+        rec["count"][row] = n
+        rec["min_visible"][row] = lay["t"]
+        rec["background_id"][row] = lay["bid"]
+        rec["bg_crop"][row] = lay["crop"]
+        rec["ref_side"][row] = lay["ref_side"]
+        rec["target_area"][row] = lay["target"]
+        rec["layout_tries"][row] = lay["tries"]
+        rec["placement_maps"][row] = lay["maps"]
         if n == 0:
-            return rec
+            return
         areas = np.bincount(label_map.ravel(), minlength=n + 1)[1:n + 1]
+        rec["object_areas"][row, :n] = areas
+        rec["object_ids"][row, :n] = lay["ids"]
+        copies = lay["copies"]
         for k, (patch, (py, px), scale, angle, flip, color) in enumerate(copies):
             fp = patch.footprint
             h, w = fp.shape
-            rec["object_ids"][k] = ids[k]
-            rec["object_full_areas"][k] = np.count_nonzero(fp)
-            rec["object_areas"][k] = areas[k]
-            rec["object_position"][k] = (py, px)
-            rec["object_patch_size"][k] = (h, w)
-            rec["object_scale"][k] = scale
-            rec["object_angle"][k] = angle
-            rec["object_flip"][k] = flip
-            rec["object_color"][k] = color
+            rec["object_full_areas"][row, k] = patch.full_area
+            rec["object_position"][row, k] = (py, px)
+            rec["object_patch_size"][row, k] = (h, w)
+            rec["object_scale"][row, k] = scale
+            rec["object_angle"][row, k] = angle
+            rec["object_flip"][row, k] = flip
+            rec["object_color"][row, k] = color
             if areas[k]:
                 vis = (label_map[py:py + h, px:px + w] == k + 1).view(np.uint8)
                 bx, by, bw, bh = cv2.boundingRect(vis)
-                rec["object_boxes"][k] = (py + by, px + bx, py + by + bh, px + bx + bw)
+                rec["object_boxes"][row, k] = (py + by, px + bx, py + by + bh, px + bx + bw)
                 mo = cv2.moments(vis, binaryImage=True)
-                rec["object_centroids"][k] = (py + mo["m01"] / mo["m00"], px + mo["m10"] / mo["m00"])
+                rec["object_centroids"][row, k] = (py + mo["m01"] / mo["m00"], px + mo["m10"] / mo["m00"])
         total = int(areas.sum())
-        rec["cumulative_area"] = np.int64(total)
-        rec["mean_item_area"] = np.float32(total / n)
-        rec["field_area"] = np.float32(field_area(label_map))
-        return rec
+        rec["cumulative_area"][row] = total
+        rec["mean_item_area"][row] = total / n
+        rec["field_area"][row] = field_area(label_map)

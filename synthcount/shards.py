@@ -1,0 +1,400 @@
+"""HDF5 shard schema, the atomic shard writer, the manifest and ``verify``.
+
+A dataset folder holds ``shard-00000.h5``, ``shard-00001.h5``, ... (only finished
+shards carry the ``.h5`` ending; work in progress is ``shard-XXXXX.h5.tmp-<pid>``),
+a sidecar ``shard-XXXXX.sha256`` per finished shard (written before the rename, so
+the manifest never has to re-hash), ``dataset.json`` (the identity of the dataset,
+see :mod:`synthcount.generate`) and ``manifest.json``::
+
+    {"format_version": 1, "num_images": ..., "num_shards_planned": ..., "complete": ...,
+     "shards": [{"file": "shard-00000.h5", "shard_index": 0, "first_image_index": 0,
+                 "num_images": ..., "sha256": ...}, ...]}
+
+Schema of one shard with ``n`` images of size ``H x W`` and ``M = max_count``:
+
+- ``images`` uint8 (n, H, W, 3), RGB, one image per chunk;
+- ``label_maps`` uint8 (n, H, W), 0 background, k = k-th pasted object (1-based),
+  one map per chunk;
+- ``index`` int64 (n,), global image index;
+- ``count`` (n,) int, ``object_areas`` / ``object_full_areas`` (n, M) int,
+  ``cumulative_area`` (n,) int, and one dataset per further key of the compositor's
+  record (boxes, centroids, transform parameters, ...), first axis n;
+- attributes ``format_version``, ``synthcount_version``, ``config`` (JSON text),
+  ``seed``, ``shard_index``, ``first_image_index``, ``end_image_index``.
+
+Every dataset is written with ``track_times=False`` and nothing else carries a
+clock, so the same images give byte-identical shard files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import List, Mapping, Optional
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_DATASETS",
+    "REQUIRED_ATTRS",
+    "shard_name",
+    "shard_index_of",
+    "write_shard",
+    "sha256_file",
+    "read_sidecar",
+    "write_json_atomic",
+    "read_manifest",
+    "write_manifest",
+    "verify_shard",
+    "verify_dataset",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_DATASETS = ("images", "label_maps", "index", "count", "object_areas", "object_full_areas",
+                     "cumulative_area")
+REQUIRED_ATTRS = ("format_version", "synthcount_version", "config", "seed", "shard_index",
+                  "first_image_index", "end_image_index")
+_SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
+_COMP = {"none": None, "lzf": "lzf", "gzip": "gzip"}
+
+
+def shard_name(index: int) -> str:
+    """File name of shard ``index``: ``shard-00012.h5``."""
+    return f"shard-{int(index):05d}.h5"
+
+
+def shard_index_of(name: str) -> Optional[int]:
+    """Shard index parsed from a finished shard's file name, or None if it is not one."""
+    m = _SHARD_RE.match(os.path.basename(name))
+    return int(m.group(1)) if m else None
+
+
+def sha256_file(path: str, block: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sidecar(path: str) -> str:
+    return path[:-3] + ".sha256" if path.endswith(".h5") else path + ".sha256"
+
+
+def _write_sidecar(path: str, digest: str) -> None:
+    side = _sidecar(path)
+    tmp = f"{side}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as s:
+            s.write(digest + "\n")
+        os.replace(tmp, side)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_sidecar(path: str) -> Optional[str]:
+    """The sha256 recorded next to finished shard ``path``, or None if absent/garbled."""
+    try:
+        with open(_sidecar(path)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _attr_value(v):
+    # h5py stores Python ints as int64 and str as variable-length UTF-8 text.
+    if isinstance(v, (bool, np.bool_)):
+        return np.int64(int(v))
+    if isinstance(v, (int, np.integer)):
+        return np.int64(v)
+    return v
+
+
+def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: Mapping[str, np.ndarray],
+                attrs: Mapping[str, object], *, compression: str = "none", label_compression: str = "lzf") -> str:
+    """Write one finished shard atomically and return its sha256.
+
+    The file is written as ``<path>.tmp-<pid>``, hashed, the hash stored in the
+    sidecar ``<stem>.sha256``, and only then renamed to ``path``; on any error the
+    temporary file is removed, so a ``.h5`` name always means a complete shard.
+
+    Parameters
+    ----------
+    path : str
+        Final file name, ending in ``.h5``.
+    images : ndarray, uint8, shape (n, H, W, 3)
+    label_maps : ndarray, uint8, shape (n, H, W)
+    records : dict of str -> ndarray
+        Per-image fields, each with first axis n (e.g. ``count`` (n,),
+        ``object_areas`` (n, M)). Written in the dict's order.
+    attrs : dict
+        Shard attributes (``REQUIRED_ATTRS`` at least); str, int or float values.
+    compression, label_compression : {"none", "lzf", "gzip"}
+        Filters for ``images`` and ``label_maps``; records are small and stored plain.
+
+    Returns
+    -------
+    str
+        Hex sha256 of the written file.
+    """
+    import h5py
+
+    n = len(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or n == 0:
+        raise ValueError(f"images must be uint8 (n>0, H, W, 3), got {images.dtype} {images.shape}")
+    if label_maps.dtype != np.uint8 or label_maps.shape != images.shape[:3]:
+        raise ValueError(f"label_maps must be uint8 {images.shape[:3]}, got {label_maps.dtype} {label_maps.shape}")
+    for key, arr in records.items():
+        if key in ("images", "label_maps") or len(arr) != n:
+            raise ValueError(f"record {key!r} must be a per-image array with first axis {n}, got shape {np.shape(arr)}")
+    for key in (compression, label_compression):
+        if key not in _COMP:
+            raise ValueError(f"compression must be one of {sorted(_COMP)}, got {key!r}")
+    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"shard attrs lack {missing}")
+    _, h, w, _ = images.shape
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = _attr_value(v)
+            # One image per chunk: random access reads exactly one chunk.
+            f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
+                             track_times=False)
+            f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
+                             compression=_COMP[label_compression], track_times=False)
+            for k, arr in records.items():
+                f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
+        digest = sha256_file(tmp)
+        _write_sidecar(path, digest)  # before the rename: a finished shard always has its hash
+        os.replace(tmp, path)
+    except BaseException:
+        # Never leave a half-written temp file behind (KeyboardInterrupt included).
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return digest
+
+
+def read_manifest(folder: str) -> dict:
+    """Read ``folder/manifest.json``.
+
+    Raises
+    ------
+    ValueError
+        If the manifest is missing or not valid JSON of the expected shape.
+    """
+    path = os.path.join(folder, MANIFEST)
+    try:
+        with open(path) as f:
+            man = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{folder}: not a synthcount dataset (no {MANIFEST})") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(man, dict) or not isinstance(man.get("shards"), list):
+        raise ValueError(f"{path}: manifest must be an object with a 'shards' list")
+    return man
+
+
+def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_missing: bool = True) -> dict:
+    """Scan ``folder`` for finished shards and rewrite ``manifest.json`` atomically.
+
+    Shards are listed in shard order with ``num_images`` (from their attributes) and
+    ``sha256`` (from the sidecar written with the shard; hashed and the sidecar
+    written if absent and ``hash_missing``). ``num_images`` is their total.
+    """
+    import h5py
+
+    entries = []
+    for name in sorted(os.listdir(folder)):
+        idx = shard_index_of(name)
+        if idx is None or (num_shards_planned is not None and idx >= num_shards_planned):
+            continue
+        path = os.path.join(folder, name)
+        digest = read_sidecar(path)
+        if digest is None and hash_missing:
+            digest = sha256_file(path)
+            _write_sidecar(path, digest)
+        with h5py.File(path, "r") as f:
+            first = int(f.attrs["first_image_index"])
+            n = int(f["images"].shape[0])
+        entries.append({"file": name, "shard_index": idx, "first_image_index": first,
+                        "num_images": n, "sha256": digest})
+    entries.sort(key=lambda e: e["shard_index"])
+    man = {"format_version": FORMAT_VERSION,
+           "num_images": int(sum(e["num_images"] for e in entries)),
+           "num_shards_planned": num_shards_planned,
+           "complete": num_shards_planned is not None and len(entries) == num_shards_planned,
+           "shards": entries}
+    write_json_atomic(os.path.join(folder, MANIFEST), man)
+    return man
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
+    """Label maps agree with count, object_areas, object_full_areas and cumulative_area."""
+    count = f["count"][()].astype(np.int64)
+    areas = f["object_areas"][()].astype(np.int64)
+    full = f["object_full_areas"][()].astype(np.int64)
+    cum = f["cumulative_area"][()].astype(np.int64)
+    n, m = areas.shape
+    bad = np.nonzero(cum != areas.sum(axis=1))[0]
+    if bad.size:
+        problems.append(f"{name}: cumulative_area differs from the row sum of object_areas at image {int(bad[0])} "
+                        f"({bad.size} images)")
+    bad = np.nonzero((full < areas).any(axis=1))[0]
+    if bad.size:
+        problems.append(f"{name}: object_full_areas < object_areas at image {int(bad[0])} ({bad.size} images)")
+    cols = np.arange(m)[None, :]
+    bad = np.nonzero(((cols >= count[:, None]) & (areas != 0)).any(axis=1) | (count < 0) | (count > m))[0]
+    if bad.size:
+        problems.append(f"{name}: object_areas nonzero beyond count (or count outside 0..{m}) at image "
+                        f"{int(bad[0])} ({bad.size} images)")
+    present = cols < count[:, None]
+    bad = np.nonzero((present & (full <= 0)).any(axis=1))[0]
+    if bad.size:
+        problems.append(f"{name}: an object within count has object_full_areas 0 at image {int(bad[0])}")
+    elif "min_visible" in f:
+        # Occlusion rule: visible / full >= t (t stored as float32: allow its rounding).
+        t = f["min_visible"][()].astype(np.float64)[:, None]
+        frac = np.where(present, areas / np.maximum(full, 1), 1.0)
+        bad = np.nonzero((frac < t - 1e-6).any(axis=1))[0]
+        if bad.size:
+            problems.append(f"{name}: an object is less visible than min_visible at image {int(bad[0])}")
+    lm = f["label_maps"]
+    for s in range(0, n, block):
+        maps = lm[s:s + block]  # (b, H, W), a block at a time: never the whole shard
+        b = len(maps)
+        if int(maps.max(initial=0)) > m:
+            i = int(np.nonzero(maps.reshape(b, -1).max(axis=1) > m)[0][0])
+            problems.append(f"{name}: label map of image {s + i} has label > max_count {m}")
+            return
+        # Per-image histograms in one bincount: offset each image's labels by (m+1)*i.
+        off = (np.arange(b, dtype=np.int64) * (m + 1))[:, None, None]
+        hist = np.bincount((maps.astype(np.int64) + off).ravel(), minlength=b * (m + 1)).reshape(b, m + 1)
+        diff = np.nonzero((hist[:, 1:] != areas[s:s + b]).any(axis=1))[0]
+        if diff.size:
+            i = int(diff[0])
+            problems.append(f"{name}: label map of image {s + i} has object pixel counts {hist[i, 1:].tolist()} "
+                            f"but object_areas {areas[s + i].tolist()}")
+            return
+
+
+def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
+    """Problems found in one shard file (empty list: the shard is good).
+
+    Checks: the sha256 (if ``expected_sha256``), that HDF5 opens it, the schema
+    (required datasets, dtypes, first axes, attributes, index range), that every
+    image chunk decodes, and that the label maps agree with the stored counts and areas.
+    """
+    import h5py
+
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        return [f"{name}: missing"]
+    if expected_sha256 is not None:
+        got = sha256_file(path)
+        if got != expected_sha256:
+            return [f"{name}: sha256 {got[:12]}... does not match the manifest's {str(expected_sha256)[:12]}..."]
+    problems: List[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED_DATASETS if k not in f]
+            missing_attrs = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+            if missing or missing_attrs:
+                return [f"{name}: schema: missing datasets {missing} / attributes {missing_attrs}"]
+            img, lm = f["images"], f["label_maps"]
+            n = img.shape[0]
+            if img.dtype != np.uint8 or img.ndim != 4 or img.shape[3] != 3:
+                problems.append(f"{name}: schema: images must be uint8 (n, H, W, 3), got {img.dtype} {img.shape}")
+            if lm.dtype != np.uint8 or lm.shape != img.shape[:3]:
+                problems.append(f"{name}: schema: label_maps must be uint8 {img.shape[:3]}, got {lm.dtype} {lm.shape}")
+            for k, d in f.items():
+                if not isinstance(d, h5py.Dataset) or d.shape[:1] != (n,):
+                    problems.append(f"{name}: schema: {k} must be a dataset with first axis {n}")
+            for k in ("count", "object_areas", "object_full_areas", "cumulative_area", "index"):
+                if f[k].dtype.kind not in "iu":
+                    problems.append(f"{name}: schema: {k} must be integer, got {f[k].dtype}")
+            first, end = int(f.attrs["first_image_index"]), int(f.attrs["end_image_index"])
+            if end - first != n or not np.array_equal(f["index"][()], np.arange(first, end)):
+                problems.append(f"{name}: index does not run {first}..{end - 1} over its {n} images")
+            try:
+                json.loads(f.attrs["config"])
+            except (TypeError, ValueError):
+                problems.append(f"{name}: attribute config is not JSON")
+            if problems:
+                return problems
+            # Decode every chunk (catches filter/compression corruption without a manifest).
+            for s in range(0, n, 256):
+                img[s:s + 256]
+            _check_labels(f, name, problems)
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        problems.append(f"{name}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    return problems
+
+
+def verify_dataset(path: str) -> List[str]:
+    """Problems found in a dataset folder or a single shard file (empty: all good).
+
+    For a folder: the manifest exists and is consistent (totals, order), every
+    listed shard exists, its sha256 matches the manifest and :func:`verify_shard`
+    finds nothing; finished shards missing from the manifest are reported too.
+    Each problem is one line naming the bad shard.
+    """
+    if os.path.isfile(path):
+        return verify_shard(path)
+    if not os.path.isdir(path):
+        return [f"{path}: no such dataset folder or shard file"]
+    try:
+        man = read_manifest(path)
+    except ValueError as e:
+        return [str(e)]
+    problems: List[str] = []
+    listed = [e.get("file") for e in man["shards"]]
+    total = 0
+    prev_end = None
+    for e in man["shards"]:
+        fname = str(e.get("file"))
+        total += int(e.get("num_images", 0))
+        sp = verify_shard(os.path.join(path, fname), e.get("sha256"))
+        problems.extend(sp)
+        if not sp:
+            import h5py
+
+            with h5py.File(os.path.join(path, fname), "r") as f:
+                n = int(f["images"].shape[0])
+                first = int(f.attrs["first_image_index"])
+            if n != int(e.get("num_images", -1)):
+                problems.append(f"{fname}: holds {n} images, manifest says {e.get('num_images')}")
+            if prev_end is not None and first < prev_end:
+                problems.append(f"{fname}: listed out of order (first image {first} < {prev_end})")
+            prev_end = first + n
+    if total != man.get("num_images"):
+        problems.append(f"manifest.json: num_images {man.get('num_images')} != sum over shards {total}")
+    for name in sorted(os.listdir(path)):
+        if shard_index_of(name) is not None and name not in listed:
+            problems.append(f"{name}: finished shard not listed in manifest.json")
+    return problems

@@ -1,0 +1,158 @@
+"""Summaries and contact sheets of a dataset (``synthcount inspect`` / ``preview``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from .generate import corr_log_n_log_a
+from .reader import Dataset
+
+__all__ = ["summarize", "format_summary", "preview"]
+
+
+def _stats(x: np.ndarray) -> dict:
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
+
+
+def summarize(ds: Dataset) -> dict:
+    """Summary of a dataset from its label table (images are not read).
+
+    Returns
+    -------
+    dict
+        ``num_images``, ``num_shards``, ``image_size`` [H, W], ``count_histogram``
+        {count (str): images}, ``cumulative_area`` stats (mean/std/min/max, pixels),
+        ``cumulative_area_by_count`` {count: stats}, ``corr_log_n_log_a`` (Pearson r of
+        log N and log A over the images with N >= 1; ``corr_note`` says so; None if
+        undefined), ``field_area`` and ``mean_item_area`` stats when stored, ``seed``,
+        and ``shards``: one row per shard (file, first index, images, count mean,
+        area mean).
+    """
+    if len(ds) == 0:
+        return {"num_images": 0, "num_shards": int(ds.num_shards), "image_size": None, "seed": None,
+                "count_histogram": {}, "cumulative_area": _stats(np.zeros(0)), "cumulative_area_by_count": {},
+                "corr_log_n_log_a": None, "corr_note": "no images", "shards": []}
+    lab = ds.labels
+    count = lab["count"].astype(np.int64)
+    area = lab["cumulative_area"].astype(np.int64)
+    hist = {str(int(c)): int(n) for c, n in zip(*np.unique(count, return_counts=True))}
+    by_count = {str(int(c)): _stats(area[count == c]) for c in np.unique(count)}
+    out = {
+        "num_images": int(len(ds)),
+        "num_shards": int(ds.num_shards),
+        "image_size": list(ds.image_size) if len(ds) else None,
+        "seed": ds.config.get("seed") if len(ds) else None,
+        "count_histogram": hist,
+        "cumulative_area": _stats(area),
+        "cumulative_area_by_count": by_count,
+        "corr_log_n_log_a": corr_log_n_log_a(count, area),
+        "corr_note": "Pearson r of log N and log A over images with N >= 1 (N = 0 has no log)",
+    }
+    for name in ("field_area", "mean_item_area"):
+        if name in lab.dtype.names:
+            out[name] = _stats(lab[name])
+    rows = []
+    for k in range(ds.num_shards):
+        sel = lab["shard"] == k
+        rows.append({"file": ds.files[k].rsplit("/", 1)[-1], "first_image_index": int(lab["index"][sel][0]) if sel.any() else None,
+                     "num_images": int(sel.sum()), "count_mean": float(count[sel].mean()) if sel.any() else None,
+                     "cumulative_area_mean": float(area[sel].mean()) if sel.any() else None})
+    out["shards"] = rows
+    return out
+
+
+def format_summary(s: dict, max_shard_rows: int = 20) -> str:
+    """Human-readable text of :func:`summarize`'s dict."""
+    f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = [f"images: {s['num_images']} in {s['num_shards']} shards, size {s['image_size']}, seed {s['seed']}", "",
+             "count  images  area mean    std     min     max"]
+    for c, n in s["count_histogram"].items():
+        st = s["cumulative_area_by_count"][c]
+        lines.append(f"{c:>5}  {n:>6}  {f(st['mean']):>9} {f(st['std']):>7} {f(st['min']):>7} {f(st['max']):>7}")
+    a = s["cumulative_area"]
+    lines.append(f"  all  {s['num_images']:>6}  {f(a['mean']):>9} {f(a['std']):>7} {f(a['min']):>7} {f(a['max']):>7}")
+    r = s["corr_log_n_log_a"]
+    lines += ["", f"corr(log N, log A) = {'undefined' if r is None else f'{r:.3f}'}  ({s['corr_note']})"]
+    for name in ("field_area", "mean_item_area"):
+        if name in s:
+            st = s[name]
+            lines.append(f"{name}: mean {f(st['mean'])}, std {f(st['std'])}, min {f(st['min'])}, max {f(st['max'])}")
+    lines += ["", "shard               first  images  count mean  area mean"]
+    rows = s["shards"]
+    for row in rows[:max_shard_rows]:
+        lines.append(f"{row['file']:<18} {row['first_image_index']:>6} {row['num_images']:>7} "
+                     f"{f(row['count_mean']):>11} {f(row['cumulative_area_mean']):>10}")
+    if len(rows) > max_shard_rows:
+        lines.append(f"... {len(rows) - max_shard_rows} more shards (see --json)")
+    return "\n".join(lines)
+
+
+def _outline(label_map: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): object pixels with a 4-neighbour carrying another label."""
+    lm = label_map
+    edge = np.zeros(lm.shape, bool)
+    edge[1:, :] |= lm[1:, :] != lm[:-1, :]
+    edge[:-1, :] |= lm[:-1, :] != lm[1:, :]
+    edge[:, 1:] |= lm[:, 1:] != lm[:, :-1]
+    edge[:, :-1] |= lm[:, :-1] != lm[:, 1:]
+    return edge & (lm > 0)
+
+
+def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optional[int] = 160) -> str:
+    """Write a contact sheet of ``n`` random images with outlines and counts.
+
+    Parameters
+    ----------
+    ds : Dataset
+    out_png : str
+        PNG path to write.
+    n : int, >= 1
+        Tiles (at most the dataset size); drawn without replacement with
+        ``numpy.random.default_rng(seed)``, shown in index order.
+    seed : int
+        Seed of the tile selection.
+    tile : int or None
+        Longer side of a tile in pixels (None: native size).
+
+    Returns
+    -------
+    str
+        ``out_png``.
+    """
+    from PIL import Image, ImageDraw
+
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if len(ds) == 0:
+        raise ValueError(f"{ds.path}: the dataset holds no images")
+    n = min(int(n), len(ds))
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+    imgs, maps = ds.read_images(idx), ds.read_label_maps(idx)
+    counts = ds.labels["count"][idx]
+    h, w = imgs.shape[1:3]
+    scale = 1.0 if tile is None else tile / max(h, w)
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pad = 2
+    sheet = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + pad) + pad), (32, 32, 32))
+    for t in range(n):
+        im = imgs[t].copy()
+        im[_outline(maps[t])] = (255, 255, 0)  # outlines from the label map: what the labels claim
+        pil = Image.fromarray(im)
+        if (th, tw) != (h, w):
+            pil = pil.resize((tw, th), Image.NEAREST)
+        d = ImageDraw.Draw(pil)
+        text = f"N={int(counts[t])}"
+        d.rectangle([0, 0, 7 * len(text) + 4, 13], fill=(0, 0, 0))
+        d.text((2, 1), text, fill=(255, 255, 255))
+        r, c = divmod(t, cols)
+        sheet.paste(pil, (pad + c * (tw + pad), pad + r * (th + pad)))
+    sheet.save(out_png)
+    return out_png
