@@ -294,21 +294,30 @@ class Composer:
                 angle = _f32(rng.uniform(*sc.rotation_range))
                 flip = bool(rng.random() < sc.flip_p)
                 color = tuple(_f32(v) for v in sample_color(rng, sc.color_jitter))
-                scale = _f32(scales[k])
-                patch = transform_patch(self.mips[ids[k]], scale, angle, flip, sc.blend, sc.feather_sigma)
-                copies.append([patch, None, scale, angle, flip, color])
-            if not self._may_fit(copies, t):
-                continue  # provably impossible: skip the placement work
+                copies.append([None, None, _f32(scales[k]), angle, flip, color])
             layout = Layout(H, W, t, sc.min_gap)
             # At t = 1 pasting order cannot change any label, so place the largest
             # copies first (they are the hard ones); at t < 1 order is z-order.
-            order = sorted(range(n), key=lambda k: -copies[k][0].alpha.size) if t >= 1.0 else range(n)
+            # Patches are warped only when their turn comes: a layout that fails
+            # early does not pay for the rest.
+            if t >= 1.0:
+                order = sorted(range(n), key=lambda k: -(copies[k][2] ** 2) * self.mips[ids[k]].footprint_area)
+            else:
+                order = range(n)
+            need = 0
             for k in order:
-                pos = layout.find(rng, copies[k][0].footprint, sc.max_tries_per_object)
+                c = copies[k]
+                patch = c[0] = transform_patch(self.mips[ids[k]], c[2], c[3], c[4], sc.blend, sc.feather_sigma)
+                if patch is None or patch.full_area == 0:
+                    break  # vanished at this scale
+                need += min_visible_pixels(patch.full_area, t)
+                if need > H * W:
+                    break  # provably impossible: the pixels that must stay visible exceed the image
+                pos = layout.find(rng, patch.footprint, sc.max_tries_per_object)
                 if pos is None:
                     break
-                layout.add(copies[k][0].footprint, *pos)
-                copies[k][1] = pos
+                layout.add(patch.footprint, *pos)
+                c[1] = pos
             maps += layout.maps_computed
             if len(layout.placed) == n:
                 break
@@ -337,27 +346,6 @@ class Composer:
         image, label_map = np.empty((H, W, 3), np.uint8), np.empty((H, W), np.uint8)
         self._render_into(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies, image, label_map)
         return image, label_map
-
-    def _may_fit(self, copies, t: float) -> bool:
-        """False when the copies provably cannot be laid out (exact necessary tests).
-
-        Each footprint must be non-empty and fit inside the image, and the pixels
-        that must stay visible (disjoint between objects) cannot exceed the image.
-        Rejecting only impossible layouts leaves the distribution unchanged.
-        """
-        H, W = self.scene.size
-        need = 0
-        for c in copies:
-            if c[0] is None:
-                return False  # vanished at this scale
-            fp = c[0].footprint
-            if fp.shape[0] > H or fp.shape[1] > W:
-                return False
-            full = c[0].full_area
-            if full == 0:
-                return False  # only faint alpha left: no pixel would carry its label
-            need += min_visible_pixels(full, t)
-        return need <= H * W
 
     # -- rendering (draws no random numbers) ---------------------------------
     def _render_into(self, bid: int, crop, copies, image: np.ndarray, label_map: np.ndarray) -> None:

@@ -108,3 +108,31 @@ def test_feather_blurs_and_pads():
     assert p.alpha.shape[0] > 30  # blur spills past the object, inside the padded canvas
     assert 0 < p.alpha.min() < 0.1 and p.alpha.max() > 0.99
     assert np.array_equal(p.footprint, p.alpha >= 0.5)
+
+
+@pytest.mark.parametrize("t", [1.0, 0.6])
+def test_coarse_superset_contains_every_feasible_position(t):
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        lay = Layout(int(rng.integers(30, 60)), int(rng.integers(30, 60)), t)
+        for _ in range(3):
+            r = int(rng.integers(4, 10))
+            fp = _disc(r)
+            if trial % 2:
+                fp = np.ascontiguousarray(fp[:, : r + 2])  # odd shapes, odd phases
+            sup = lay.coarse_superset(fp)
+            feas = _brute_feasible(lay, fp)
+            assert sup.shape == feas.shape
+            assert not np.any(feas & ~sup)
+            pos = lay.find(rng, fp, blind_tries=2)
+            if pos is None:
+                assert not feas.any()
+                break
+            lay.add(fp, *pos)
+
+
+def test_coarse_superset_proves_infeasible_cheaply():
+    lay = Layout(40, 40, 1.0)
+    lay.add(np.ones((40, 22), bool), 0, 0)
+    assert lay.find(np.random.default_rng(0), _disc(10), blind_tries=2) is None
+    assert lay.coarse_maps == 1 and lay.maps_computed == 0
