@@ -1,0 +1,37 @@
+# Two commands for a fresh machine (README "Quick start"):
+#   make run    set up the generator and make a small dataset on the built-in assets, then print its summary
+#   make test   set up everything (generator + [vae] + [dev]) and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out/quickstart
+
+.PHONY: run test demo bench clean
+
+run: $(VENV)/.generator
+	$(BIN)/synthcount generate $(OUT) --num-images 2000 --shard-size 500 --workers 2
+	$(BIN)/synthcount inspect $(OUT)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+demo: $(VENV)/.dev
+	$(BIN)/synthcount demo out/demo
+
+bench: $(VENV)/.dev
+	for b in floor generate placement load train; do $(BIN)/python -m benchmarks.$$b --out out/bench-$$b.json || exit 1; done
+
+# The generator alone: numpy, pillow, opencv-python-headless, scikit-image, click, h5py, tqdm, PyYAML.
+$(VENV)/.generator: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Everything: torch==2.14.1 + torchvision==0.29.1 (pinned together) and the test tools.
+$(VENV)/.dev: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[vae,dev]'
+	touch $@ $(VENV)/.generator
+
+clean:
+	rm -rf out
