@@ -25,6 +25,9 @@ import numpy as np
 __all__ = ["Layout", "PlacementError", "min_visible_pixels"]
 
 
+_K3 = np.ones((3, 3), np.uint8)
+
+
 class PlacementError(RuntimeError):
     """An image could not be laid out within the allowed number of layouts."""
 
@@ -104,21 +107,24 @@ class Layout:
         """
         h, w = fp.shape
         ny, nx = self.h - h + 1, self.w - w + 1
-        core = cv2.erode(np.pad(fp, 1).view(np.uint8), np.ones((3, 3), np.uint8),
-                         borderType=cv2.BORDER_CONSTANT, borderValue=0)[1::2, 1::2].astype(np.float32)
-        ok = np.ones(((ny + 1) // 2, (nx + 1) // 2), bool)
+        # Erosion of the zero-padded footprint at odd padded rows/cols = erosion of
+        # the footprint itself (zero border) at even rows/cols.
+        core = cv2.erode(fp.view(np.uint8), _K3, borderType=cv2.BORDER_CONSTANT, borderValue=0)[0::2, 0::2]
         if not core.any():
             return np.ones((ny, nx), bool)
+        core = core.astype(np.float32)
+        ay, ax = (ny + 1) // 2, (nx + 1) // 2  # coarse corners a = p // 2
+        ry, rx = ay + core.shape[0] - 1, ax + core.shape[1] - 1  # coarse cells read
+        ok = np.ones((ay, ax), bool)
         masks = [self.occ] if self.exclusive else self.vis
         limits = [0] if self.exclusive else self.slack
-        ch, cw = (self.h + 1) // 2 + core.shape[0], (self.w + 1) // 2 + core.shape[1]
-        pad = np.zeros((2 * ch, 2 * cw), np.float32)
         for m, lim in zip(masks, limits):
-            pad[:self.h, :self.w] = m
+            src = m[:2 * ry, :2 * rx].view(np.uint8)
+            if src.shape != (2 * ry, 2 * rx):  # cells past the image edge hold nothing
+                src = cv2.copyMakeBorder(src, 0, 2 * ry - src.shape[0], 0, 2 * rx - src.shape[1], cv2.BORDER_CONSTANT, value=0)
             # 2x2 sum-pool: INTER_AREA at exactly half size averages each cell.
-            cnt = cv2.resize(pad, (cw, ch), interpolation=cv2.INTER_AREA) * np.float32(4)
-            lb = cv2.matchTemplate(cnt, core, cv2.TM_CCORR)[:ok.shape[0], :ok.shape[1]]
-            ok &= lb < lim + 0.5
+            cnt = cv2.resize(src.astype(np.float32), (rx, ry), interpolation=cv2.INTER_AREA) * np.float32(4)
+            ok &= cv2.matchTemplate(cnt, core, cv2.TM_CCORR) < lim + 0.5
         return np.repeat(np.repeat(ok, 2, axis=0), 2, axis=1)[:ny, :nx]
 
     # -- sampling -----------------------------------------------------------

@@ -23,6 +23,8 @@ __all__ = ["MipAsset", "Patch", "transform_patch", "sample_color", "footprint_th
 
 # Alpha at or above which a pixel belongs to an object (the label-map rule).
 footprint_threshold = 0.5
+# Replicated border around the RGBA pyramid levels (see MipAsset).
+RGBA_PAD = 2
 
 
 class MipAsset:
@@ -34,14 +36,18 @@ class MipAsset:
     """
 
     def __init__(self, asset: ObjectAsset):
-        # Colours are kept as RGBA: OpenCV warps 4 channels faster than 3.
-        self.rgba: List[np.ndarray] = [np.ascontiguousarray(np.dstack([asset.rgb, asset.alpha]))]
+        rgba = [np.ascontiguousarray(np.dstack([asset.rgb, asset.alpha]))]
         self.alpha: List[np.ndarray] = [asset.alpha]
         while min(self.alpha[-1].shape) >= 8:
             h, w = self.alpha[-1].shape
             size = ((w + 1) // 2, (h + 1) // 2)
-            self.rgba.append(cv2.resize(self.rgba[-1], size, interpolation=cv2.INTER_AREA))
+            rgba.append(cv2.resize(rgba[-1], size, interpolation=cv2.INTER_AREA))
             self.alpha.append(cv2.resize(self.alpha[-1], size, interpolation=cv2.INTER_AREA))
+        # Colours are kept as RGBA (OpenCV warps 4 channels much faster than 3) with a
+        # replicated border of RGBA_PAD pixels, so a constant-border warp (faster than
+        # a replicating one) never blends black into edge pixels.
+        p = RGBA_PAD
+        self.rgba: List[np.ndarray] = [cv2.copyMakeBorder(x, p, p, p, p, cv2.BORDER_REPLICATE) for x in rgba]
         self.height, self.width = asset.alpha.shape
         self.long_side = max(self.height, self.width)
         # Footprint pixels at scale 1: a copy at scale s covers about s**2 times this.
@@ -104,10 +110,12 @@ class Patch:
     def rgb(self, color: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
         """RGB float32 (h, w, 3) in 0..255, warped with the same geometry as the alpha."""
         y0, y1, x0, x1 = self._box
-        # Replicate the border: black outside the asset would bleed into edge pixels.
-        warped = cv2.warpAffine(self._mip.rgba[self._level], self._M, self._out_size, flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-        return _apply_color(warped[y0:y1, x0:x1, :3].astype(np.float32), self.alpha, color)
+        M = self._M.copy()
+        # Source coordinates shift by the pad; the output starts at the trimmed box.
+        M[:, 2] -= M[:, :2] @ (RGBA_PAD, RGBA_PAD) + (x0, y0)
+        warped = cv2.warpAffine(self._mip.rgba[self._level], M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return _apply_color(warped[..., :3].astype(np.float32), self.alpha, color)
 
 
 def transform_patch(
