@@ -98,13 +98,18 @@ class GenerationPlan:
 
 
 def _identity(config: DatasetConfig, objects, backgrounds) -> dict:
+    """What must match to resume: content, not where the sources happen to be mounted
+    (the pack fingerprints identify the assets; another machine may see another path)."""
+    cfg = json.loads(config.to_json())
+    cfg["sources"].pop("objects", None)
+    cfg["sources"].pop("backgrounds", None)
     return {
         "format_version": FORMAT_VERSION,
         "synthcount_version": __version__,
         "num_shards": config.num_shards,
         "objects_fingerprint": objects.fingerprint(),
         "backgrounds_fingerprint": backgrounds.fingerprint(),
-        "config": json.loads(config.to_json()),
+        "config": cfg,
     }
 
 

@@ -161,3 +161,17 @@ def test_placement_error_keeps_finished_shards(tmp_path, msra_dir, sun_dir, monk
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert [s["file"] for s in man["shards"]] == sorted(n for n in names if n.endswith(".h5"))
     assert verify_dataset(out) == []
+
+
+def test_pieces_from_sources_at_another_path_resume(tmp_path, reference, msra_dir, sun_dir):
+    """A cluster node may mount the same sources elsewhere: identity is content, not path."""
+    import shutil
+
+    moved = str(tmp_path / "moved-msra")
+    shutil.copytree(msra_dir, moved)
+    out = str(tmp_path / "pieces")
+    generate_dataset(out, _cfg(msra_dir, sun_dir), shards=(0, 1), progress=False)
+    generate_dataset(out, _cfg(moved, sun_dir), shards=(1, 3), progress=False)
+    with open_dataset(out) as a, open_dataset(reference) as b:
+        assert len(a) == len(b) == 30
+        np.testing.assert_array_equal(a.read_images(range(30)), b.read_images(range(30)))
