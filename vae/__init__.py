@@ -1,0 +1,28 @@
+"""vae: the paper's convolutional VAE trained on synthcount shards (needs the [vae] extra).
+
+Modules: ``config`` (ModelConfig, TrainConfig, PRESETS; no torch), ``model`` (VAE),
+``losses`` (KL, feature-perceptual, pixel), ``vgg`` (VGG-19 features from local
+weights), ``data`` (datasets over shards, augmentation, curriculum), ``sos``
+(natural images: SOS ``imgIdx.mat`` or folder + CSV), ``checkpoint`` (safe
+checkpoints, ``load_model``), ``train`` (the training program).
+
+Attributes below are imported lazily, so ``import vae`` (and ``vae.config``) works
+without importing torch.
+"""
+
+import importlib
+
+__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "VAE", "load_model", "ShardImages", "split_indices"]
+
+_LAZY = {
+    "ModelConfig": "config", "TrainConfig": "config", "PRESETS": "config",
+    "VAE": "model", "load_model": "checkpoint",
+    "ShardImages": "data", "split_indices": "data",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        mod = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(mod, name)
+    raise AttributeError(f"module 'vae' has no attribute {name!r}")
