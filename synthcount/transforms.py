@@ -78,7 +78,9 @@ def _apply_color(rgb: np.ndarray, alpha: np.ndarray, color: Tuple[float, float, 
     w = alpha[..., None]
     mean = float((out * w).sum() / max(3 * float(w.sum()), 1e-6))  # mean over the object only
     out = (out - mean) * c + mean
-    gray = out @ np.array([0.299, 0.587, 0.114], np.float32)
+    # Elementwise (not a BLAS matmul, whose summation order may vary by CPU) so the
+    # bytes do not depend on the machine.
+    gray = out[..., 0] * np.float32(0.299) + out[..., 1] * np.float32(0.587) + out[..., 2] * np.float32(0.114)
     out = gray[..., None] + (out - gray[..., None]) * s
     return np.clip(out, 0, 255, out=out)
 
