@@ -1,0 +1,130 @@
+"""Every benchmark runs with ``--quick`` and prints the JSON it promises.
+
+Each runs as ``python -m benchmarks.NAME --quick`` in a subprocess (as CI and users
+run them); the last stdout line must parse as one JSON object with the promised
+keys and positive figures, the same object must land in ``--out``, and the
+readable table goes to stderr. Speed is never asserted: the machine is shared.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(name, tmp_path, *args):
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out", str(out), *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    res = json.loads(lines[-1])
+    assert res == json.loads(out.read_text())
+    assert res["benchmark"] == name and res["quick"] is True
+    m = res["machine"]
+    assert m["cpu_model"] and m["logical_cores"] >= 1 and m["date"]
+    assert "\n---" in p.stderr or "  ---" in p.stderr  # the readable table (its rule line)
+    return res
+
+
+def _positive(row, *keys):
+    for k in keys:
+        assert isinstance(row[k], (int, float)) and row[k] > 0, (k, row)
+
+
+def test_generate(tmp_path):
+    res = _run("generate", tmp_path)
+    rows = res["synthcount"]
+    got = {(r["size"], r["t"], r["compression"], r["workers"]) for r in rows}
+    for t in (1.0, 0.5):
+        for c in ("none", "lzf", "gzip"):
+            assert (161, t, c, 1) in got
+        assert (161, t, "none", 2) in got
+    for r in rows + res["regression_preset"]:
+        _positive(r, "images_per_s", "end_to_end_images_per_s", "cpu_images_per_s", "layouts_per_image",
+                  "peak_rss_mb")
+        assert r["maps_per_image"] >= 0 and r["shards"] >= 2 * r["workers"]
+    assert {r["preset"] for r in res["regression_preset"]} == {"regression"}
+    for s in res["scaling"]:
+        _positive(s, "workers1_images_per_s", "workers2_images_per_s", "speedup")
+    assert {b["t"] for b in res["baseline"]} == {1.0, 0.5}
+    for b in res["baseline"]:
+        assert b["images"] >= 1
+        _positive(b, "images_per_s", "layouts_per_image")
+    assert {r["t"] for r in res["ratios"]} == {1.0, 0.5}
+    for r in res["ratios"]:
+        _positive(r, "synthcount_images_per_s", "baseline_images_per_s", "ratio")
+
+
+def test_baseline_alone(tmp_path):
+    res = _run("baseline", tmp_path, "--t", "0.5")
+    (b,) = res["baseline"]
+    assert b["t"] == 0.5 and b["images"] >= 1
+    _positive(b, "images_per_s", "cpu_images_per_s")
+
+
+def test_placement(tmp_path):
+    res = _run("placement", tmp_path)
+    cells = res["cells"]
+    for sp in ("paper", "regression"):
+        for t in (1.0, 0.8, 0.5, 0.2):
+            for n in (0, 1, 2, 4, 8, 16):
+                (c,) = [c for c in cells if (c["preset"], c["t"], c["n"]) == (sp, t, n)]
+                if c["status"] == "infeasible":
+                    assert c["reason"]
+                    continue
+                _positive(c, "median_us", "mean_us", "images_per_s")
+                assert 0.0 <= c["failure_rate"] <= 1.0
+    # N = 0 never fails and needs exactly one layout.
+    zero = [c for c in cells if c["n"] == 0]
+    assert all(c["failure_rate"] == 0 and c["layouts_per_image"] == 1 for c in zero)
+
+
+def test_floor(tmp_path):
+    res = _run("floor", tmp_path)
+    names = {f["floor"] for f in res["floors"]}
+    assert {"copy_warm", "copy_fresh", "hdf5_none", "hdf5_lzf", "sha256"} <= names
+    for f in res["floors"]:
+        _positive(f, "images_per_s")
+    assert {(f["t"], f["compression"]) for f in res["fractions"]} == {(1.0, "none"), (1.0, "lzf"), (0.5, "none"),
+                                                                       (0.5, "lzf")}
+    for f in res["fractions"]:
+        _positive(f, "synthcount_images_per_s", "floor_images_per_s", "fraction_of_floor")
+
+
+def test_load(tmp_path):
+    res = _run("load", tmp_path)
+    got = {(r["source"], r["workers"]) for r in res["loaders"]}
+    for w in (0, 2):
+        assert ("shards (none)", w) in got and ("jpeg folder", w) in got
+    for r in res["loaders"]:
+        _positive(r, "images_per_s", "cpu_images_per_s")
+    for r in res["ratios"]:
+        _positive(r, "ratio")
+    for g in res["gpu_budget_estimate"]:
+        assert g["preset"] == "paper"
+        _positive(g, "training_gflops_per_image", "estimated_gpu_images_per_s", "assumed_gpu_tflops")
+
+
+def test_train(tmp_path):
+    res = _run("train", tmp_path)
+    rows = {r["preset"]: r for r in res["presets"]}
+    assert set(rows) == {"tiny", "paper"}
+    for r in rows.values():
+        assert r["recon"] == "pixel" and r["vgg_weights"].startswith("none")
+        _positive(r, "images_per_s", "data_s_per_step", "compute_s_per_step", "peak_rss_mb", "training_flops",
+                  "parameters")
+    assert rows["paper"]["parameters"] > rows["tiny"]["parameters"]
+
+
+# load and train import torch before parsing (seconds each); the parser is the same helper.
+@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline"])
+def test_bad_flag_exits_2(name):
+    p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--no-such-flag"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "usage" in p.stderr.lower() and "Traceback" not in p.stderr
