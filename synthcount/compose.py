@@ -358,14 +358,9 @@ class Composer:
             image[...] = src
         label_map[...] = 0
         for k, (patch, (py, px), _scale, _angle, _flip, color) in enumerate(copies, start=1):
-            fp = patch.footprint
-            h, w = fp.shape
-            win = image[py:py + h, px:px + w]
-            f = win.astype(np.float32)
-            # out = bg * (1 - a) + obj * a, rounded to nearest
-            f = cv2.add(cv2.multiply(cv2.subtract(patch.rgb(color), f), patch.alpha3), f)
-            win[...] = np.rint(f).astype(np.uint8)
-            label_map[py:py + h, px:px + w][fp] = k
+            patch.paste(image, py, px, color)
+            h, w = patch.shape
+            label_map[py:py + h, px:px + w][patch.footprint] = k
 
     def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, lay: dict, label_map: np.ndarray) -> None:
         n = lay["n"]
@@ -380,7 +375,8 @@ class Composer:
         rec["placement_maps"][row] = lay["maps"]
         if n == 0:
             return
-        areas = np.bincount(label_map.ravel(), minlength=n + 1)[1:n + 1]
+        # calcHist counts uint8 labels twice as fast as bincount (exact below 2**24 px).
+        areas = cv2.calcHist([label_map], [0], None, [n + 1], [0, n + 1]).ravel()[1:].astype(np.int64)
         rec["object_areas"][row, :n] = areas
         rec["object_ids"][row, :n] = lay["ids"]
         copies = lay["copies"]

@@ -90,34 +90,65 @@ class Patch:
 
     Attributes
     ----------
-    alpha : ndarray, float32, (h, w), [0, 1]
-        Blend alpha, trimmed to the bounding box of alpha > 0.
     footprint : ndarray, bool, (h, w)
         alpha >= 0.5: the pixels the object claims in the label map.
+    full_area : int
+        Pixels in the footprint.
+    alpha : ndarray, float32, (h, w), [0, 1]
+        Blend alpha, trimmed to the bounding box of alpha > 0 (computed on demand).
     """
 
-    def __init__(self, mip: MipAsset, level: int, M: np.ndarray, out_size: Tuple[int, int],
-                 alpha: np.ndarray, box: Tuple[int, int, int, int]):
-        self._mip, self._level, self._M, self._out_size, self._box = mip, level, M, out_size, box
-        self.alpha = alpha
-        self.footprint = alpha >= footprint_threshold
+    def __init__(self, mip: MipAsset, level: int, M: np.ndarray, box: Tuple[int, int, int, int],
+                 a8: Optional[np.ndarray], alpha: Optional[np.ndarray]):
+        self._mip, self._level, self._M, self._box = mip, level, M, box
+        # uint8 alpha (soft), bool alpha (hard) or float alpha (feather)
+        self._a8, self._alpha = a8, alpha
+        self.hard = a8 is not None and a8.dtype == bool
+        if self.hard:
+            self.footprint = a8
+        else:  # 128 / 255 is the first uint8 alpha >= 0.5
+            self.footprint = a8 >= 128 if a8 is not None else alpha >= footprint_threshold
         self.full_area = int(np.count_nonzero(self.footprint))
-        self.shape = alpha.shape
+        self.shape = self.footprint.shape
+
+    @property
+    def alpha(self) -> np.ndarray:
+        if self._alpha is None:
+            a = self._a8.astype(np.float32)
+            self._alpha = a if self.hard else a * np.float32(1.0 / 255.0)
+        return self._alpha
 
     @property
     def alpha3(self) -> np.ndarray:
         """The alpha repeated over 3 channels (for OpenCV's per-element blend)."""
-        return cv2.merge([self.alpha, self.alpha, self.alpha])
+        a = self.alpha
+        return cv2.merge([a, a, a])
 
     def rgb(self, color: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-        """RGB float32 (h, w, 3) in 0..255, warped with the same geometry as the alpha."""
+        """RGB (h, w, 3) warped with the same geometry as the alpha: uint8 when no
+        colour change is asked for, else float32 in 0..255."""
         y0, y1, x0, x1 = self._box
         M = self._M.copy()
         # Source coordinates shift by the pad; the output starts at the trimmed box.
         M[:, 2] -= M[:, :2] @ (RGBA_PAD, RGBA_PAD) + (x0, y0)
         warped = cv2.warpAffine(self._mip.rgba[self._level], M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if tuple(color) == (1.0, 1.0, 1.0):
+            return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         return _apply_color(warped[..., :3].astype(np.float32), self.alpha, color)
+
+    def paste(self, image: np.ndarray, y: int, x: int, color: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        """Blend onto ``image`` (uint8, (H, W, 3)) at top-left (y, x), in place:
+        out = bg * (1 - a) + obj * a, rounded to nearest."""
+        h, w = self.shape
+        win = image[y:y + h, x:x + w]
+        rgb = self.rgb(color)
+        if self.hard:
+            win[self.footprint] = rgb[self.footprint] if rgb.dtype == np.uint8 else np.rint(rgb[self.footprint])
+            return
+        d = cv2.subtract(rgb, win, dtype=cv2.CV_32F) if rgb.dtype == np.uint8 else rgb - win
+        # saturate_cast to uint8 rounds to nearest: the same bytes as np.rint.
+        cv2.add(cv2.multiply(d, self.alpha3), win, dst=win, dtype=cv2.CV_8U)
 
 
 def transform_patch(
@@ -159,25 +190,25 @@ def transform_patch(
     fx = -1.0 if flip else 1.0
     # dst = R S F (p - c) + d: F flips x about the centre, R rotates counter-clockwise
     # on screen (y points down). Source pixel edges span [-0.5, w - 0.5].
-    m = np.array([[cos * fx, sin], [-sin * fx, cos]], np.float64)
-    corners = np.array([[-0.5 - cx, -0.5 - cy], [w - 0.5 - cx, -0.5 - cy], [-0.5 - cx, h - 0.5 - cy], [w - 0.5 - cx, h - 0.5 - cy]])
-    mapped = corners @ m.T
-    lo = mapped.min(axis=0)
-    out_size = (int(math.ceil(mapped[:, 0].max() - lo[0])) + 2 * margin, int(math.ceil(mapped[:, 1].max() - lo[1])) + 2 * margin)
-    d = np.array([margin - 0.5 - lo[0], margin - 0.5 - lo[1]])  # lowest mapped edge at margin - 0.5
-    M = np.hstack([m, (d - m @ np.array([cx, cy]))[:, None]])
+    m00, m01, m10, m11 = cos * fx, sin, -sin * fx, cos
+    xs = [m00 * px + m01 * py for px in (-0.5 - cx, w - 0.5 - cx) for py in (-0.5 - cy, h - 0.5 - cy)]
+    ys = [m10 * px + m11 * py for px in (-0.5 - cx, w - 0.5 - cx) for py in (-0.5 - cy, h - 0.5 - cy)]
+    lox, loy = min(xs), min(ys)
+    out_size = (int(math.ceil(max(xs) - lox)) + 2 * margin, int(math.ceil(max(ys) - loy)) + 2 * margin)
+    dx, dy = margin - 0.5 - lox, margin - 0.5 - loy  # lowest mapped edge at margin - 0.5
+    M = np.array([[m00, m01, dx - (m00 * cx + m01 * cy)], [m10, m11, dy - (m10 * cx + m11 * cy)]])
     a8 = cv2.warpAffine(mip.alpha[level], M, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if blend == "soft":
-        alpha = a8.astype(np.float32) * np.float32(1.0 / 255.0)
-    elif blend == "hard":
-        alpha = (a8 >= 128).astype(np.float32)  # 128 / 255 is the first value >= 0.5
-    else:
+    alpha = None
+    if blend == "hard":
+        a8 = a8 >= 128
+    elif blend == "feather":
         alpha = cv2.GaussianBlur(a8.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), feather_sigma,
                                  borderType=cv2.BORDER_CONSTANT)
-    nz = alpha > 0
-    rows = np.flatnonzero(nz.any(axis=1))
-    if rows.size == 0:
+        a8 = None
+    bx, by, bw, bh = cv2.boundingRect((alpha > 0).view(np.uint8) if alpha is not None else a8.view(np.uint8))
+    if bw == 0:
         return None
-    cols = np.flatnonzero(nz.any(axis=0))
-    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-    return Patch(mip, level, M, out_size, np.ascontiguousarray(alpha[box[0]:box[1], box[2]:box[3]]), box)
+    box = (by, by + bh, bx, bx + bw)
+    if alpha is not None:
+        return Patch(mip, level, M, box, None, np.ascontiguousarray(alpha[by:by + bh, bx:bx + bw]))
+    return Patch(mip, level, M, box, np.ascontiguousarray(a8[by:by + bh, bx:bx + bw]), None)
