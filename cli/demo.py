@@ -1,2 +1,49 @@
-"""placeholder: commands arrive with their issue."""
-COMMANDS = []
+"""``synthcount demo OUT_DIR``: the end-to-end story in one command (thin over vae.demo.run_demo)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+__all__ = ["COMMANDS", "demo"]
+
+
+@click.command("demo")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--binary", is_flag=True, help="Stoianov & Zorzi-style binary images (48x48, N 1..8, area independent of N).")
+@click.option("--quick", is_flag=True, help="A much smaller run (one epoch on a few hundred images), for tests.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=9.0, show_default=True,
+              help="Wall-clock budget; training runs whole epochs within it.")
+@click.option("--train-images", type=click.IntRange(min=2), default=None, help="Training images (default 10000).")
+@click.option("--eval-images", type=click.IntRange(min=30), default=None, help="Held-out images (default 6000).")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=None, help="Most epochs (default 40).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch CPU threads (1 is fastest for the tiny model on shared cores).")
+def demo(out_dir, binary, quick, minutes, train_images, eval_images, max_epochs, seed, batch_size, device, threads):
+    """Generate data, train the tiny VAE, encode, probe, regress, compare with the untrained control, report.
+
+    Writes OUT_DIR/report.md with its figures and JSON beside it.
+    """
+    from cli.main import require_torch
+
+    require_torch()
+    from vae.demo import run_demo
+
+    try:
+        res = run_demo(out_dir, minutes=minutes, train_images=train_images, eval_images=eval_images,
+                       max_epochs=max_epochs, quick=quick, binary=binary, seed=seed, batch_size=batch_size,
+                       device=device, threads=threads, progress=True)
+    except ValueError as e:
+        click.echo(f"Error: {' '.join(str(e).split())}", err=True)
+        sys.exit(2)
+    except (OSError, RuntimeError) as e:
+        click.echo(f"Error: demo failed: {type(e).__name__}: {' '.join(str(e).split())}", err=True)
+        sys.exit(1)
+    click.echo(f"report: {out_dir}/report.md ({res['timings']['total_s'] / 60:.1f} min)")
+
+
+COMMANDS = [demo]

@@ -1,0 +1,151 @@
+"""Encoding (shard dataset, SOS split), the analysis CLI, and the demo at a tiny scale."""
+
+import json
+import os
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+scipy_io = pytest.importorskip("scipy.io")
+
+from click.testing import CliRunner  # noqa: E402
+
+import synthcount  # noqa: E402
+from synthcount.generate import generate_dataset  # noqa: E402
+from cli.main import main  # noqa: E402
+from vae.checkpoint import checkpoint_path, save_checkpoint  # noqa: E402
+from vae.config import model_preset  # noqa: E402
+from vae.encode import encode_dataset  # noqa: E402
+from vae.model import VAE  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder with init and last checkpoints of the tiny preset (no training needed)."""
+    d = tmp_path_factory.mktemp("run")
+    cfg = model_preset("tiny")
+    torch.manual_seed(0)
+    for which in ("init", "last"):
+        m = VAE(cfg)
+        save_checkpoint(checkpoint_path(str(d), which),
+                        {"model": m.state_dict(), "epoch": 0 if which == "init" else 3,
+                         "config": {"model": cfg.to_dict(), "train": {}}})
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("data") / "reg")
+    cfg = synthcount.DatasetConfig(scene=synthcount.preset("regression", size=(64, 64)), num_images=60,
+                                   shard_size=25, seed=3)
+    generate_dataset(d, cfg, workers=1, progress=False)
+    return d
+
+
+def test_encode_shard_dataset(run_dir, shards, tmp_path):
+    from vae.checkpoint import load_model
+
+    out = tmp_path / "lat.h5"
+    res = encode_dataset(run_dir, shards, str(out), which="last", batch_size=16, device="cpu", progress=False)
+    assert res["num_images"] == 60 and res["epoch"] == 3
+    ds = synthcount.open_dataset(shards)
+    with h5py.File(out, "r") as f:
+        assert f["mu"].shape == (60, 32) and f["mu"].dtype == np.float32 and f["sigma"].shape == (60, 32)
+        assert (f["sigma"][()] > 0).all()
+        assert np.array_equal(f["count"][()], ds.labels["count"])
+        assert np.array_equal(f["cumulative_area"][()], ds.labels["cumulative_area"])
+        assert np.array_equal(f["index"][()], np.arange(60))
+        assert f.attrs["checkpoint"] == "last" and f.attrs["dataset"] == os.path.abspath(shards)
+        mu7 = f["mu"][7]
+    model, _, _ = load_model(run_dir, "last")
+    x = torch.from_numpy(ds[7]["image"].transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+    with torch.no_grad():
+        assert np.allclose(model.encode(x)[0][0].numpy(), mu7, atol=1e-5)  # batching changes nothing (eval mode)
+
+
+def _sos_root(root):
+    rows = [("img/a.png", 0, 0), ("img/b.png", 1, 0), ("img/c.png", 4, 0), ("img/d.png", 2, 1), ("img/e.png", 3, 1)]
+    os.makedirs(root / "img")
+    rng = np.random.default_rng(0)
+    for name, _, _ in rows:
+        cv2.imwrite(str(root / name), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    rec = np.zeros(len(rows), dtype=[("name", "O"), ("label", "O"), ("istest", "O")])
+    for i, (n, lab, t) in enumerate(rows):
+        rec[i] = (n, float(lab), float(t))
+    scipy_io.savemat(str(root / "imgIdx.mat"), {"imgIdx": rec})
+    return rows
+
+
+def test_encode_sos_split(run_dir, tmp_path):
+    rows = _sos_root(tmp_path / "sos")
+    out = tmp_path / "sos_test.h5"
+    res = encode_dataset(run_dir, str(tmp_path / "sos"), str(out), which="init", split="test", progress=False)
+    assert res["num_images"] == 2 and res["data_kind"] == "sos" and res["epoch"] == 0
+    with h5py.File(out, "r") as f:
+        assert f["count"][()].tolist() == [2, 3]
+        assert (f["cumulative_area"][()] == -1).all()  # unknown for natural images
+        assert f["istest"][()].tolist() == [1, 1]
+        assert [os.path.basename(n.decode()) for n in f["names"][()]] == ["d.png", "e.png"]
+        assert f.attrs["split"] == "test"
+    res = encode_dataset(run_dir, str(tmp_path / "sos"), str(tmp_path / "all.h5"), split="all", progress=False)
+    with h5py.File(tmp_path / "all.h5", "r") as f:
+        assert f["count"][()].tolist() == [r[1] for r in rows]
+    with pytest.raises(ValueError, match="split"):
+        encode_dataset(run_dir, str(tmp_path / "sos"), str(out), split="val", progress=False)
+
+
+def test_analysis_cli(run_dir, shards, tmp_path):
+    r = CliRunner()
+    lat = str(tmp_path / "lat.h5")
+    res = r.invoke(main, ["vae", "encode", run_dir, shards, lat, "--which", "init", "--batch-size", "32"])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(main, ["vae", "regress", lat, "--out", str(tmp_path / "reg"), "--permutations", "2",
+                          "--log-n", "plus1"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "reg" / "regression.json").read_text())
+    assert data["n_used"] == 60 and data["log_n"] == "plus1" and len(data["units"]) == 32
+    res = r.invoke(main, ["vae", "probe", lat, lat, "--out", str(tmp_path / "probe"), "--max-epochs", "3"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "probe" / "probe.json").read_text())["ap"]) == 5
+    # bad input: exit 2 with one line, no traceback
+    res = r.invoke(main, ["vae", "encode", run_dir, shards, lat, "--which", "best"])
+    assert res.exit_code == 2 and "--which" in res.output
+    with h5py.File(tmp_path / "noarea.h5", "w") as f:
+        f["mu"] = np.zeros((5, 2), np.float32)
+        f["count"] = np.arange(5)
+    res = r.invoke(main, ["vae", "regress", str(tmp_path / "noarea.h5"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "cumulative_area" in res.output and "Traceback" not in res.output
+
+
+def test_demo_quick_writes_every_file(tmp_path):
+    from vae.demo import run_demo
+
+    out = tmp_path / "demo"
+    res = run_demo(str(out), quick=True, progress=False, seed=1)
+    for name in ("report.md", "demo.json", "table1.md", "fig2_reconstructions.png", "fig3_traversal.png",
+                 "latents_trained.h5", "latents_untrained.h5"):
+        assert (out / name).stat().st_size > 0, name
+    for rep in ("trained", "untrained", "pca"):
+        for name in (f"probe_{rep}.json", f"regression_{rep}.json", f"{rep}_coefficients.png"):
+            assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "corr(log N, log A)" in report and "Permutation baseline" in report and "untrained" in report
+    assert "pixel BCE loss" in report
+    for png in [line.split("](")[1].rstrip(")") for line in report.splitlines() if "![" in line]:
+        assert (out / png).is_file(), png
+    assert res["training"]["epochs"] == 1
+    assert set(res["results"]) == {"trained", "untrained", "pca"}
+    # a second demo into the same folder is refused (exit 2 from the CLI)
+    r = CliRunner().invoke(main, ["demo", str(out), "--quick"])
+    assert r.exit_code == 2 and "already holds a demo" in r.output
