@@ -375,14 +375,11 @@ class Composer:
         rec["placement_maps"][row] = lay["maps"]
         if n == 0:
             return
-        # calcHist counts uint8 labels twice as fast as bincount (exact below 2**24 px).
-        areas = cv2.calcHist([label_map], [0], None, [n + 1], [0, n + 1]).ravel()[1:].astype(np.int64)
-        rec["object_areas"][row, :n] = areas
         rec["object_ids"][row, :n] = lay["ids"]
-        copies = lay["copies"]
-        for k, (patch, (py, px), scale, angle, flip, color) in enumerate(copies):
-            fp = patch.footprint
-            h, w = fp.shape
+        total = 0
+        box = [label_map.shape[0], label_map.shape[1], 0, 0]  # union of the patches, for the hull
+        for k, (patch, (py, px), scale, angle, flip, color) in enumerate(lay["copies"]):
+            h, w = patch.shape
             rec["object_full_areas"][row, k] = patch.full_area
             rec["object_position"][row, k] = (py, px)
             rec["object_patch_size"][row, k] = (h, w)
@@ -390,13 +387,18 @@ class Composer:
             rec["object_angle"][row, k] = angle
             rec["object_flip"][row, k] = flip
             rec["object_color"][row, k] = color
-            if areas[k]:
-                vis = (label_map[py:py + h, px:px + w] == k + 1).view(np.uint8)
+            box = [min(box[0], py), min(box[1], px), max(box[2], py + h), max(box[3], px + w)]
+            # Object k's pixels lie inside its patch window: count them there, from
+            # the final label map (occlusion by later objects included).
+            vis = (label_map[py:py + h, px:px + w] == k + 1).view(np.uint8)
+            mo = cv2.moments(vis, binaryImage=True)
+            area = int(mo["m00"])
+            rec["object_areas"][row, k] = area
+            total += area
+            if area:
                 bx, by, bw, bh = cv2.boundingRect(vis)
                 rec["object_boxes"][row, k] = (py + by, px + bx, py + by + bh, px + bx + bw)
-                mo = cv2.moments(vis, binaryImage=True)
-                rec["object_centroids"][row, k] = (py + mo["m01"] / mo["m00"], px + mo["m10"] / mo["m00"])
-        total = int(areas.sum())
+                rec["object_centroids"][row, k] = (py + mo["m01"] / area, px + mo["m10"] / area)
         rec["cumulative_area"][row] = total
         rec["mean_item_area"][row] = total / n
-        rec["field_area"][row] = field_area(label_map)
+        rec["field_area"][row] = field_area(label_map[box[0]:box[2], box[1]:box[3]])

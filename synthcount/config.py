@@ -143,7 +143,7 @@ class SceneConfig:
     feather_sigma: float = 1.0
     bg_scale_range: Tuple[float, float] = (0.5, 1.0)
     stimulus: str = "cutout"
-    max_tries_per_object: int = 6
+    max_tries_per_object: int = 12
     max_layouts: int = 200
 
     def __post_init__(self) -> None:
