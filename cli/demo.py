@@ -21,8 +21,8 @@ __all__ = ["COMMANDS", "demo"]
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="torch CPU threads (1 is fastest for the tiny model on shared cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads [default: the usable cores; 1 can be faster on cores shared with other work].")
 def demo(out_dir, binary, quick, minutes, train_images, eval_images, max_epochs, seed, batch_size, device, threads):
     """Generate data, train the tiny VAE, encode, probe, regress, compare with the untrained control, report.
 
