@@ -12,6 +12,8 @@ __all__ = ["COMMANDS", "demo"]
 @click.command("demo")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--binary", is_flag=True, help="Stoianov & Zorzi-style binary images (48x48, N 1..8, area independent of N).")
+@click.option("--scene", type=click.Choice(["regression", "decorrelated"]), default="regression", show_default=True,
+              help="Cut-out scene: the paper's regression set (A grows with N) or A drawn independently of N.")
 @click.option("--quick", is_flag=True, help="A much smaller run (one epoch on a few hundred images), for tests.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=9.0, show_default=True,
               help="Wall-clock budget; training runs whole epochs within it.")
@@ -23,7 +25,7 @@ __all__ = ["COMMANDS", "demo"]
 @click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: the usable cores; 1 can be faster on cores shared with other work].")
-def demo(out_dir, binary, quick, minutes, train_images, eval_images, max_epochs, seed, batch_size, device, threads):
+def demo(out_dir, binary, scene, quick, minutes, train_images, eval_images, max_epochs, seed, batch_size, device, threads):
     """Generate data, train the tiny VAE, encode, probe, regress, compare with the untrained control, report.
 
     Writes OUT_DIR/report.md with its figures and JSON beside it.
@@ -35,7 +37,7 @@ def demo(out_dir, binary, quick, minutes, train_images, eval_images, max_epochs,
 
     try:
         res = run_demo(out_dir, minutes=minutes, train_images=train_images, eval_images=eval_images,
-                       max_epochs=max_epochs, quick=quick, binary=binary, seed=seed, batch_size=batch_size,
+                       max_epochs=max_epochs, quick=quick, binary=binary, scene=scene, seed=seed, batch_size=batch_size,
                        device=device, threads=threads, progress=True)
     except ValueError as e:
         click.echo(f"Error: {' '.join(str(e).split())}", err=True)

@@ -28,3 +28,14 @@ def sun_dir(tmp_path_factory):
 def rgba_dir(tmp_path_factory):
     """Folder of RGBA/LA/palette PNG cut-outs (``fixtures.RGBA_FILES``)."""
     return fixtures.make_rgba_dir(str(tmp_path_factory.mktemp("rgba")))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (tiny models run fastest so on shared cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -22,12 +22,7 @@ from vae.encode import encode_dataset  # noqa: E402
 from vae.model import VAE  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ def _latents(rng, n, d=12):
     return mu.astype(np.float32), count
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_probe_learns_separable_latents_and_is_deterministic():
