@@ -43,6 +43,12 @@ def summarize(ds: Dataset) -> dict:
     area = lab["cumulative_area"].astype(np.int64)
     hist = {str(int(c)): int(n) for c, n in zip(*np.unique(count, return_counts=True))}
     by_count = {str(int(c)): _stats(area[count == c]) for c in np.unique(count)}
+    # Mean item area and layouts per N show when object size is confounded with N
+    # (layouts resampled until copies fit favour smaller copies at larger N).
+    item = lab["mean_item_area"] if "mean_item_area" in lab.dtype.names else None
+    tries = lab["layout_tries"] if "layout_tries" in lab.dtype.names else None
+    item_by_count = {str(int(c)): float(item[count == c].mean()) for c in np.unique(count) if c > 0} if item is not None else {}
+    tries_by_count = {str(int(c)): float(tries[count == c].mean()) for c in np.unique(count)} if tries is not None else {}
     out = {
         "num_images": int(len(ds)),
         "num_shards": int(ds.num_shards),
@@ -51,6 +57,8 @@ def summarize(ds: Dataset) -> dict:
         "count_histogram": hist,
         "cumulative_area": _stats(area),
         "cumulative_area_by_count": by_count,
+        "mean_item_area_by_count": item_by_count,
+        "layouts_per_image_by_count": tries_by_count,
         "corr_log_n_log_a": corr_log_n_log_a(count, area),
         "corr_note": "Pearson r of log N and log A over images with N >= 1 (N = 0 has no log)",
     }
@@ -71,10 +79,13 @@ def format_summary(s: dict, max_shard_rows: int = 20) -> str:
     """Human-readable text of :func:`summarize`'s dict."""
     f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [f"images: {s['num_images']} in {s['num_shards']} shards, size {s['image_size']}, seed {s['seed']}", "",
-             "count  images  area mean    std     min     max"]
+             "count  images  area mean    std     min     max  item area  layouts"]
     for c, n in s["count_histogram"].items():
         st = s["cumulative_area_by_count"][c]
-        lines.append(f"{c:>5}  {n:>6}  {f(st['mean']):>9} {f(st['std']):>7} {f(st['min']):>7} {f(st['max']):>7}")
+        item = s.get("mean_item_area_by_count", {}).get(c)
+        tries = s.get("layouts_per_image_by_count", {}).get(c)
+        lines.append(f"{c:>5}  {n:>6}  {f(st['mean']):>9} {f(st['std']):>7} {f(st['min']):>7} {f(st['max']):>7}"
+                     f"  {f(item):>9}  {'-' if tries is None else f'{tries:.2f}':>7}")
     a = s["cumulative_area"]
     lines.append(f"  all  {s['num_images']:>6}  {f(a['mean']):>9} {f(a['std']):>7} {f(a['min']):>7} {f(a['max']):>7}")
     r = s["corr_log_n_log_a"]
