@@ -18,7 +18,11 @@ from synthcount import __version__
 
 def require_torch() -> None:
     """Exit 2 with one line when torch is missing (the ``[vae]`` extra)."""
-    if importlib.util.find_spec("torch") is None:
+    if "torch" in sys.modules:  # a blocked import (None) counts as missing
+        missing = sys.modules["torch"] is None
+    else:
+        missing = importlib.util.find_spec("torch") is None
+    if missing:
         click.echo("Error: this command needs the [vae] extra (torch, torchvision): pip install 'synthcount[vae]'", err=True)
         sys.exit(2)
 

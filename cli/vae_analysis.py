@@ -103,7 +103,7 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
                f"{res['chance']['mean_frequency']:.3f}); wrote {out_dir}/probe.json and table1.md")
 
 
-@click.command("regress")
+@click.command("regress", short_help="Fit Eq. 3 per latent unit; select number and area units.")
 @click.argument("latents", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--r2-min", type=click.FloatRange(0, 1), default=0.05, show_default=True,

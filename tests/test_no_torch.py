@@ -52,3 +52,21 @@ def test_generator_works_without_torch(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and "CLI-OK" in p.stdout, p.stderr[-3000:]
+
+
+_CLI = r"""
+import sys
+sys.modules["torch"] = None
+from cli.main import main
+sys.argv = ["synthcount"] + sys.argv[1:]
+main()
+"""
+
+
+def test_vae_commands_without_torch_say_so_and_exit_2(tmp_path):
+    for args in (["vae", "train", str(tmp_path), str(tmp_path / "run")], ["demo", str(tmp_path / "demo")]):
+        p = subprocess.run([sys.executable, "-c", _CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        assert "[vae] extra" in p.stderr and "Traceback" not in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
