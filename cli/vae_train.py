@@ -122,6 +122,8 @@ def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quie
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun only rank 0 reports
     last = summary["last"] or {}
     click.echo(json.dumps({"run_dir": summary["run_dir"], "status": summary["status"],
                            "epochs_done": summary["epochs_done"], "test_loss": last.get("test_loss"),
