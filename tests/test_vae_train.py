@@ -6,6 +6,8 @@ import json
 import os
 import socket
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,7 +18,7 @@ from cli.main import main  # noqa: E402
 from tests.test_vae_data import make_dataset  # noqa: E402
 from vae import train as vtrain  # noqa: E402
 from vae.checkpoint import load_checkpoint, load_model  # noqa: E402
-from vae.config import TrainConfig  # noqa: E402
+from vae.config import TrainConfig, model_preset  # noqa: E402
 from vae.vgg import VGGFeatures, sha256_file  # noqa: E402
 
 # A small, fast model: the tiny preset at 32x32 with 8 latent units.
@@ -131,6 +133,18 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert [[r_[k] for k in keys] for r_ in _rows(a)] == [[r_[k] for k in keys] for r_ in _rows(b)]
     # A run that is already complete has nothing to do.
     assert vtrain.train(ds, b, small_cfg(epochs=3), resume=True, progress=False)["status"] == "nothing to do"
+
+
+def test_resume_with_another_worker_count_equals_an_uninterrupted_run(tmp_path):
+    """Augmentation is seeded per sample, so DataLoader workers do not change the result."""
+    ds = make_dataset()
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    vtrain.train(ds, a, small_cfg(epochs=2, workers=0), progress=False)
+    vtrain.train(ds, b, small_cfg(epochs=1, workers=0), progress=False)
+    vtrain.train(ds, b, small_cfg(epochs=2, workers=2), resume=True, progress=False)
+    sa, sb = load_checkpoint(os.path.join(a, "checkpoints/last.pt")), load_checkpoint(os.path.join(b, "checkpoints/last.pt"))
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
 
 
 class _Marker:
@@ -250,3 +264,23 @@ def test_natural_images_enter_after_the_warmup(tmp_path):
     assert rows[0]["test_loss_natural"] == "" and float(rows[2]["test_loss_natural"]) > 0
     nat = json.load(open(os.path.join(run, "metadata.json")))["natural"]
     assert nat["kind"] == "csv" and nat["train"] == 7 and nat["test"] == 1
+
+
+def test_logged_losses_are_per_image_for_every_reduction():
+    """``sum`` losses are batch sums: the epoch figures must not weight them by batch size again."""
+    from vae.data import ShardImages
+    from vae.losses import VAELoss
+    from vae.model import VAE
+
+    ds = ShardImages(make_dataset(), indices=np.arange(13), image_size=(32, 32))
+    torch.manual_seed(0)
+    cfg = small_cfg(batch_size=8)
+    model = VAE(model_preset("tiny", **SMALL)).eval()
+    out = {}
+    for red in ("batch-mean", "sum"):
+        c = small_cfg(batch_size=8, reduction=red)
+        loss_fn = VAELoss(c.recon, c.pixel_loss, c.alpha, c.beta, c.reduction, None)
+        out[red] = vtrain._evaluate(model, loss_fn, ds, c, torch.device("cpu"), False, 0, 1, 0)
+    assert cfg.batch_size == 8  # batches of 8 and 5
+    for k in ("loss", "kl", "rec"):
+        assert out["sum"][k] == pytest.approx(out["batch-mean"][k], rel=1e-5), k

@@ -6,11 +6,11 @@ handles, safe in forked DataLoader workers) -> :class:`ShardImages` -> training.
 Augmentation (train mode only; paper section 4.2): resize to ``scale`` x the
 model's size (about 1.14x, as the authors' 256 -> 225 crop) and random crop back,
 horizontal flip with p = 0.5, per-channel additive colour shift. Its random numbers
-come from a ``numpy.random.Generator`` per process: in a DataLoader worker it is
-seeded from torch's own worker seed (``get_worker_info().seed``, which torch derives
-from the loader's generator for every epoch and worker), in the main process from
-a seed the training loop sets per epoch (:meth:`ShardImages.reseed`), so runs are
-reproducible for a given worker count.
+are drawn per sample from a seed the training loop sets every epoch
+(:meth:`ShardImages.reseed`) and the sample's index, so the augmentation of an image
+depends on neither the number of DataLoader workers nor which one reads it, and a
+run resumed with another worker count matches an uninterrupted one. A dataset that
+was never reseeded draws from torch's per-worker seed (``get_worker_info().seed``).
 
 Curriculum (:func:`natural_share`, :func:`epoch_indices`): synthetic images only
 for ``warmup`` epochs, then a rising share of the natural training images (linear
@@ -150,22 +150,31 @@ class _Augmented(Dataset):
         self._rng_key: Optional[int] = None
 
     def reseed(self, seed: int) -> None:
-        """Seed the augmentation RNG used in the main process (DataLoader workers=0)."""
+        """Seed the augmentation of the next epoch (the training loop calls it every epoch).
+
+        With a seed set, sample ``i`` is augmented from ``SeedSequence([seed, key,
+        stream, i])`` alone, so the result does not depend on how many DataLoader
+        workers there are or which one reads it: a resumed run may use another
+        worker count and still match an uninterrupted one.
+        """
         self._seed, self._rng, self._rng_key = int(seed), None, None
 
-    def _aug_rng(self) -> np.random.Generator:
+    def _aug_rng(self, i: int) -> np.random.Generator:
+        if self._seed is not None:
+            return np.random.default_rng(np.random.SeedSequence([self._seed, _AUG_KEY, self._stream, int(i)]))
+        # Not reseeded (a Dataset used on its own): one stream per process, seeded from
+        # torch's per-worker seed, never seed + worker_id arithmetic.
         info = get_worker_info()
-        # torch gives each worker its own seed, new every epoch (drawn from the
-        # loader's generator): use it rather than any seed + worker_id arithmetic.
-        key = info.seed if info is not None else (self._seed if self._seed is not None else torch.initial_seed())
+        key = info.seed if info is not None else torch.initial_seed()
         if self._rng is None or self._rng_key != key:
             self._rng = np.random.default_rng(np.random.SeedSequence([int(key), _AUG_KEY, self._stream]))
             self._rng_key = key
         return self._rng
 
-    def _transform(self, img: np.ndarray) -> torch.Tensor:
+    def _transform(self, img: np.ndarray, i: int) -> torch.Tensor:
+        """``img`` as a float tensor, augmented (from sample ``i``'s stream) in train mode."""
         if self.train:
-            return torch.from_numpy(augment(img, self.image_size, self._aug_rng(), self.scale, self.color_shift))
+            return torch.from_numpy(augment(img, self.image_size, self._aug_rng(i), self.scale, self.color_shift))
         return torch.from_numpy(_to_chw(img, self.image_size))
 
     def __getstate__(self) -> dict:
@@ -231,12 +240,12 @@ class ShardImages(_Augmented):
     def __getitem__(self, i: int):
         g = int(self.indices[i])
         img = self.ds.read_images([g])[0]
-        return self._transform(img), self._labels(g)
+        return self._transform(img, g), self._labels(g)
 
     def __getitems__(self, items: Sequence[int]) -> List[tuple]:
         g = self.indices[np.asarray(items, dtype=np.int64)]
         imgs = self.ds.read_images(g)                                  # (k, h, w, 3) uint8, one read per shard
-        return [(self._transform(img), self._labels(int(gi))) for img, gi in zip(imgs, g)]
+        return [(self._transform(img, int(gi)), self._labels(int(gi))) for img, gi in zip(imgs, g)]
 
 
 class NaturalImages(_Augmented):
@@ -276,7 +285,7 @@ class NaturalImages(_Augmented):
         if bgr is None:
             raise ValueError(f"natural image could not be decoded: {path}")
         img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return self._transform(img), {"count": int(self.labels[i]), "cumulative_area": -1, "index": int(i)}
+        return self._transform(img, i), {"count": int(self.labels[i]), "cumulative_area": -1, "index": int(i)}
 
 
 class EpochView(Dataset):

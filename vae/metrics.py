@@ -225,10 +225,13 @@ def chance_rows(y_true: np.ndarray, num_classes: int = 5, rng: Optional[np.rando
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"y_true must be a non-empty 1-D array, got shape {y.shape}")
-    freq = np.bincount(y, minlength=num_classes)[:num_classes] / y.size
+    counts = np.bincount(y, minlength=num_classes)[:num_classes]
+    # A class absent from the test set has no chance figure (NaN), as the measured
+    # rows; the mean runs over the classes present, as theirs does.
+    freq = np.where(counts > 0, counts / y.size, np.nan)
     out: Dict[str, object] = {
         "frequency": freq.tolist(),
-        "mean_frequency": float(freq.mean()),
+        "mean_frequency": float(np.nanmean(freq)),
         "accuracy_uniform": [1.0 / num_classes] * num_classes,
     }
     if rng is not None:

@@ -156,12 +156,23 @@ def _evaluate(model, loss_fn, ds, cfg, device, amp, rank: int, world: int, seed:
                 recon, mu, sigma = model(x)
                 parts = loss_fn(x, recon, mu, sigma)
             b = x.shape[0]
-            sums += torch.tensor([float(parts[k]) * b for k in ("loss", "kl", "rec")] + [b], dtype=torch.float64)
+            w = _batch_weight(cfg, b)
+            sums += torch.tensor([float(parts[k]) * w for k in ("loss", "kl", "rec")] + [b], dtype=torch.float64)
     model.train()
     if world > 1:
         dist.all_reduce(sums)
     n = max(sums[3].item(), 1.0)
     return {"loss": sums[0].item() / n, "kl": sums[1].item() / n, "rec": sums[2].item() / n}
+
+
+def _batch_weight(cfg: TrainConfig, b: int) -> float:
+    """Weight of one batch's loss in the epoch sums, which are divided by the images.
+
+    ``sum`` losses are already summed over the batch; the other reductions are
+    per-image (``batch-mean``) or per-element (``mean``) averages. Either way the
+    logged figures are per image (per element for ``mean``), whatever the batch size.
+    """
+    return 1.0 if cfg.reduction == "sum" else float(b)
 
 
 def _workers(cfg: TrainConfig) -> int:
@@ -324,8 +335,7 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
                     sampler.set_epoch(epoch)
                 else:
                     sampler = RandomSampler(view, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, 2, epoch)))
-                if workers == 0:
-                    view.reseed(derive_seed(cfg.seed, 4, epoch, rank))
+                view.reseed(derive_seed(cfg.seed, 4, epoch))  # per-sample streams: any worker count
                 per_rank = len(sampler)
                 loader = _loader(view, cfg.batch_size, sampler, workers, derive_seed(cfg.seed, 3, epoch, rank), device,
                                  drop_last=per_rank >= cfg.batch_size and per_rank % cfg.batch_size == 1)
@@ -355,7 +365,8 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
                     t1 = time.perf_counter()
                     b = x.shape[0]
                     lv, kv, rv = (float(parts_[k].detach()) for k in ("loss", "kl", "rec"))
-                    sums += torch.tensor([lv * b, kv * b, rv * b, b, t0 - t_wait, t1 - t0], dtype=torch.float64)
+                    w = _batch_weight(cfg, b)
+                    sums += torch.tensor([lv * w, kv * w, rv * w, b, t0 - t_wait, t1 - t0], dtype=torch.float64)
                     step_info["step"] += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{lv:.4g}", img_s=f"{b * world / max(t1 - t_wait, 1e-9):.0f}")
