@@ -80,8 +80,11 @@ def build_config(config_file=None, preset_name=None, **flags):
 
     d = _load_config_file(config_file) if config_file else {}
     d = dict(d)
-    scene = dict(d.pop("scene", None) or {})
-    sources = dict(d.pop("sources", None) or {})
+    scene, sources = d.pop("scene", None) or {}, d.pop("sources", None) or {}
+    for name, sub in (("scene", scene), ("sources", sources)):
+        if not isinstance(sub, dict):
+            raise ValueError(f"{name} in --config must be a mapping of settings, got {sub!r}")
+    scene, sources = dict(scene), dict(sources)
     if preset_name is not None:
         if preset_name not in PRESETS:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
@@ -96,6 +99,12 @@ def build_config(config_file=None, preset_name=None, **flags):
     for key in ("max_count", "mode", "min_visible", "min_gap", "area_mode", "blend"):
         if flags.get(key) is not None:
             scene[key] = flags[key]
+    probs = scene.get("count_probs")
+    if flags.get("max_count") is not None and isinstance(probs, (list, tuple)) and len(probs) != flags["max_count"] + 1:
+        # A new --max-count with a preset's (or file's) count distribution of another
+        # length: keep its shape (no N = 0 if it had none), uniform over the rest.
+        m = flags["max_count"]
+        scene["count_probs"] = ((0.0,) + (1.0 / m,) * m) if probs[0] == 0 and m > 0 else None
     if flags.get("objects") is not None:
         sources["objects"] = flags["objects"]
     if flags.get("backgrounds") is not None:
@@ -156,7 +165,7 @@ def generate(out_dir, shards_text, workers, overwrite, quiet, config_file, prese
         config = build_config(config_file, preset_name, **flags)
         # Validates everything (sources included) before OUT_DIR is touched.
         plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite)
-    except ValueError as e:  # includes SourceError
+    except (ValueError, TypeError) as e:  # includes SourceError; TypeError: wrongly typed --config values
         _usage(_flagify(str(e)))
     try:
         res = run_plan(plan, workers=workers, progress=not quiet)

@@ -83,21 +83,34 @@ def new_records(spec: Dict[str, Tuple[np.dtype, tuple]], n: int) -> Dict[str, np
     return {k: np.full((n,) + shape, _fill_value(k, dt, shape), dt) for k, (dt, shape) in spec.items()}
 
 
+def _patch_dims(h: int, w: int, s: float, scene: SceneConfig) -> Tuple[float, float]:
+    """Smallest patch (height, width) of an h x w object at scale s that the config can
+    draw: at the allowed angle closest to 0, plus the feathering margin."""
+    lo, hi = scene.rotation_range
+    a = math.radians(0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi)))
+    c, si = abs(math.cos(a)), abs(math.sin(a))
+    pad = 2 * (math.ceil(3 * scene.feather_sigma) + 1) if scene.blend == "feather" else 0
+    return (h * c + w * si) * s + pad, (w * c + h * si) * s + pad
+
+
 def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
     """Raise ``ValueError`` when the request cannot be met at all.
 
     Impossible means: even the smallest copies the config allows of the most compact
-    object cannot fit (their patch is larger than the image, or ``max_count`` of them
-    need more pixels than the image has at the occlusion threshold); or, in
-    ``decorrelated`` mode, one object of the largest target area does not fit alone.
-    Requests that are merely hard are handled by re-sampling layouts and fail with
-    ``PlacementError`` after ``max_layouts`` tries.
+    object cannot fit (their patch, feathering margin included, is larger than the
+    image, or ``max_count`` of them need more pixels than the image has at the
+    occlusion threshold); or, in ``decorrelated`` mode, a copy of the largest target
+    area (the whole of A at N = 1) does not fit alone. Requests that are merely hard
+    are handled by re-sampling layouts and fail with ``PlacementError`` after
+    ``max_layouts`` tries.
     """
     if not objects.objects:
         raise ValueError("no objects to paste")
     H, W = scene.size
-    if scene.max_count == 0:
+    probs = scene.count_distribution()
+    if scene.max_count == 0 or not any(p > 0 for p in probs[1:]):
         return
+    side = min(H, W)
     best_area, best_dims = math.inf, None
     for o in objects.objects:
         h, w = o.alpha.shape
@@ -105,33 +118,41 @@ def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
         if fp == 0:
             continue
         if scene.area_mode == "independent":
-            s = scene.ref_side_range[0] * H * scene.scale_jitter[0] / max(h, w)
+            s = scene.ref_side_range[0] * side * scene.scale_jitter[0] / max(h, w)
         else:
-            per = scene.area_fraction_range[0] * H * W / scene.max_count
-            s = math.sqrt(per / fp) * scene.scale_jitter[0]
-            big = math.sqrt(scene.area_fraction_range[1] * H * W / fp) * scene.scale_jitter[1]
-            if h * big > H or w * big > W:
+            n_max = max(n for n in range(1, scene.max_count + 1) if probs[n] > 0)
+            n_min = min(n for n in range(1, scene.max_count + 1) if probs[n] > 0)
+            j_lo, j_hi = scene.scale_jitter
+            # Copies share A in proportion to jitter**2 (Composer._scales).
+            small = scene.area_fraction_range[0] * H * W * j_lo ** 2 / (j_lo ** 2 + (n_max - 1) * j_hi ** 2)
+            large = scene.area_fraction_range[1] * H * W * j_hi ** 2 / (j_hi ** 2 + (n_min - 1) * j_lo ** 2)
+            s = math.sqrt(small / fp)
+            bh, bw = _patch_dims(h, w, math.sqrt(large / fp), scene)
+            if bh > H or bw > W:
                 raise ValueError(
                     f"object {o.name!r} at the largest target area ({scene.area_fraction_range[1]:g} of the image) "
-                    f"needs {h * big:.0f}x{w * big:.0f} px, more than the {H}x{W} image: lower area_fraction_range")
+                    f"needs {bh:.0f}x{bw:.0f} px, more than the {H}x{W} image: lower area_fraction_range")
         area = fp * s * s
         if area < best_area:
-            best_area, best_dims = area, (h * s, w * s)
+            best_area, best_dims = area, _patch_dims(h, w, s, scene)
     if best_dims is None:
         raise ValueError("every object has an empty mask")
     if best_dims[0] > H or best_dims[1] > W:
         raise ValueError(f"objects cannot fit: the smallest allowed copy is {best_dims[0]:.0f}x{best_dims[1]:.0f} px, "
                          f"larger than the {H}x{W} image")
+    # Footprints stay inside the image less the feathering tail (the blurred alpha
+    # must fit too), so that inner area is the pixel budget.
+    m = math.ceil(3 * scene.feather_sigma) if scene.blend == "feather" else 0
+    budget = max(H - 2 * m, 0) * max(W - 2 * m, 0)
     for n in range(1, scene.max_count + 1):
-        p = scene.count_distribution()[n]
-        if p == 0:
+        if probs[n] == 0:
             continue
         need = n * best_area * scene.visible_threshold(n)
         if scene.min_gap:
             need += n * 2 * scene.min_gap * math.sqrt(best_area) * 2
-        if need > H * W:
+        if need > budget:
             raise ValueError(f"objects cannot fit: {n} copies at the smallest allowed size need about {need:.0f} px "
-                             f"but the image has {H * W}: lower ref_side_range/area_fraction_range or min_visible")
+                             f"but the image has {budget} usable: lower ref_side_range/area_fraction_range or min_visible")
 
 
 def _f32(x) -> float:
@@ -285,7 +306,7 @@ class Composer:
         maps = 0
         for tries in range(1, sc.max_layouts + 1):
             if sc.area_mode == "independent":
-                ref_side = float(rng.uniform(*sc.ref_side_range) * H)
+                ref_side = float(rng.uniform(*sc.ref_side_range) * min(H, W))
             scales = self._scales(rng, ids, ref_side, target)
             copies = []
             for k in range(n):

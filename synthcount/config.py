@@ -7,7 +7,7 @@ output. Values are checked in ``__post_init__``; a bad value raises ``ValueError
 naming the field, the rule and the value it got.
 
 Defaults follow the paper's authors' generator (see ``REFERENCE.md``):
-reference longer side U(0.4, 0.8) x image height, per-copy scale jitter
+reference longer side U(0.4, 0.8) x image height (shorter side), per-copy scale jitter
 U(0.85, 1.15), rotation U(-10, 10) degrees, horizontal flip with p = 0.5,
 N uniform over 0..4, copies of one object, soft alpha blending.
 """
@@ -19,6 +19,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
 
 __all__ = [
     "SceneConfig",
@@ -40,8 +42,18 @@ def _check(cond: bool, name: str, rule: str, value: Any) -> None:
         raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
+def _is_int(v: Any) -> bool:
+    """An integer that is not a bool (``True`` is an int to Python, not to a user)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def _range(name: str, value: Sequence[float], lo: float = -math.inf, hi: float = math.inf) -> Tuple[float, float]:
-    _check(len(tuple(value)) == 2, name, "a pair (low, high)", value)
+    _check(isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_num(v) for v in value),
+           name, "a pair of numbers (low, high)", value)
     a, b = (float(v) for v in value)
     _check(math.isfinite(a) and math.isfinite(b) and a <= b, name, "a finite pair with low <= high", value)
     _check(lo <= a and b <= hi, name, f"within [{lo}, {hi}]", value)
@@ -51,8 +63,11 @@ def _range(name: str, value: Sequence[float], lo: float = -math.inf, hi: float =
 def parse_size(text: Any) -> Tuple[int, int]:
     """Parse ``161`` or ``"120x160"`` (H x W) into ``(height, width)``."""
     if isinstance(text, (tuple, list)):
+        _check(len(text) == 2 and all(_is_int(v) for v in text), "size", "an integer or HxW", text)
         h, w = (int(v) for v in text)
-    elif isinstance(text, int):
+    elif isinstance(text, bool) or text is None:
+        raise ValueError(f"size must be an integer or HxW, got {text!r}")
+    elif _is_int(text):
         h = w = text
     else:
         s = str(text).lower().strip()
@@ -83,8 +98,9 @@ class SceneConfig:
     mode : {"same", "mixed"}
         ``same``: N copies of one object (the paper); ``mixed``: N different objects.
     ref_side_range : (float, float)
-        Reference longer side of the object as a fraction of the image height,
-        drawn once per image (``independent`` area mode).
+        Reference longer side of the object as a fraction of the image's shorter
+        side (its height for the paper's square images), drawn per layout
+        (``independent`` area mode).
     scale_jitter : (float, float)
         Per-copy multiplicative jitter of the reference size.
     rotation_range : (float, float)
@@ -149,9 +165,11 @@ class SceneConfig:
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
         set_("size", parse_size(self.size))
-        _check(isinstance(self.max_count, int) and 0 <= self.max_count <= 255, "max_count",
+        _check(_is_int(self.max_count) and 0 <= self.max_count <= 255, "max_count",
                "an integer in 0..255", self.max_count)
         if self.count_probs is not None:
+            _check(isinstance(self.count_probs, (list, tuple)) and all(_is_num(v) for v in self.count_probs),
+                   "count_probs", "a list of probabilities", self.count_probs)
             p = tuple(float(v) for v in self.count_probs)
             _check(len(p) == self.max_count + 1, "count_probs", f"{self.max_count + 1} values (N = 0..max_count)", self.count_probs)
             _check(all(v >= 0 and math.isfinite(v) for v in p) and abs(sum(p) - 1) < 1e-6, "count_probs",
@@ -161,30 +179,33 @@ class SceneConfig:
         set_("ref_side_range", _range("ref_side_range", self.ref_side_range, 1e-3, 1.0))
         set_("scale_jitter", _range("scale_jitter", self.scale_jitter, 1e-3, 10.0))
         set_("rotation_range", _range("rotation_range", self.rotation_range, -180.0, 180.0))
-        _check(0.0 <= float(self.flip_p) <= 1.0, "flip_p", "in [0, 1]", self.flip_p)
-        _check(0.0 <= float(self.color_jitter) <= 1.0, "color_jitter", "in [0, 1]", self.color_jitter)
+        _check(_is_num(self.flip_p) and 0.0 <= float(self.flip_p) <= 1.0, "flip_p", "in [0, 1]", self.flip_p)
+        _check(_is_num(self.color_jitter) and 0.0 <= float(self.color_jitter) <= 1.0, "color_jitter", "in [0, 1]",
+               self.color_jitter)
         mv = self.min_visible
         if isinstance(mv, (list, tuple)):
+            _check(all(_is_num(v) for v in mv), "min_visible", "numbers in [0, 1]", self.min_visible)
             mv = tuple(float(v) for v in mv)
             _check(len(mv) == self.max_count + 1, "min_visible", f"a number or {self.max_count + 1} values (t per N)", self.min_visible)
             _check(all(0.0 <= v <= 1.0 for v in mv), "min_visible", "in [0, 1]", self.min_visible)
         else:
+            _check(_is_num(mv) and 0.0 <= float(mv) <= 1.0, "min_visible", "in [0, 1]", self.min_visible)
             mv = float(mv)
-            _check(0.0 <= mv <= 1.0, "min_visible", "in [0, 1]", self.min_visible)
         set_("min_visible", mv)
-        _check(isinstance(self.min_gap, int) and 0 <= self.min_gap <= 64, "min_gap", "an integer in 0..64", self.min_gap)
+        _check(_is_int(self.min_gap) and 0 <= self.min_gap <= 64, "min_gap", "an integer in 0..64", self.min_gap)
         if self.min_gap > 0:
             _check(all(self.visible_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_gap",
                    "0 unless min_visible is 1.0 (a gap only makes sense without overlap)", self.min_gap)
         _check(self.area_mode in AREA_MODES, "area_mode", f"one of {AREA_MODES}", self.area_mode)
         set_("area_fraction_range", _range("area_fraction_range", self.area_fraction_range, 1e-5, 1.0))
         _check(self.blend in BLENDS, "blend", f"one of {BLENDS}", self.blend)
-        _check(0.0 < float(self.feather_sigma) <= 20.0, "feather_sigma", "in (0, 20]", self.feather_sigma)
+        _check(_is_num(self.feather_sigma) and 0.0 < float(self.feather_sigma) <= 20.0, "feather_sigma", "in (0, 20]",
+               self.feather_sigma)
         set_("bg_scale_range", _range("bg_scale_range", self.bg_scale_range, 1e-3, 1.0))
         _check(self.stimulus in ("cutout", "binary"), "stimulus", "'cutout' or 'binary'", self.stimulus)
-        _check(isinstance(self.max_tries_per_object, int) and self.max_tries_per_object >= 0,
+        _check(_is_int(self.max_tries_per_object) and self.max_tries_per_object >= 0,
                "max_tries_per_object", "a non-negative integer", self.max_tries_per_object)
-        _check(isinstance(self.max_layouts, int) and self.max_layouts >= 1, "max_layouts", "a positive integer", self.max_layouts)
+        _check(_is_int(self.max_layouts) and self.max_layouts >= 1, "max_layouts", "a positive integer", self.max_layouts)
 
     def visible_threshold(self, n: int) -> float:
         """Occlusion threshold t for an image with ``n`` objects."""
@@ -229,11 +250,19 @@ class SourceConfig:
     background_max_side: int = 256
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "background_classes", tuple(self.background_classes))
-        _check(0.0 < float(self.mask_threshold) <= 1.0, "mask_threshold", "in (0, 1]", self.mask_threshold)
-        _check(isinstance(self.object_max_side, int) and self.object_max_side >= 8, "object_max_side",
+        bc = self.background_classes
+        if isinstance(bc, str):
+            bc = (bc,)
+        _check(isinstance(bc, (list, tuple)) and all(isinstance(c, str) for c in bc), "background_classes",
+               "a list of class paths such as /f/forest/needleleaf", self.background_classes)
+        object.__setattr__(self, "background_classes", tuple(bc))
+        for name in ("objects", "backgrounds"):
+            v = getattr(self, name)
+            _check(v is None or isinstance(v, str), name, "a path or null", v)
+        _check(_is_num(self.mask_threshold) and 0.0 < float(self.mask_threshold) <= 1.0, "mask_threshold", "in (0, 1]", self.mask_threshold)
+        _check(_is_int(self.object_max_side) and self.object_max_side >= 8, "object_max_side",
                "an integer >= 8", self.object_max_side)
-        _check(isinstance(self.background_max_side, int) and self.background_max_side >= 8, "background_max_side",
+        _check(_is_int(self.background_max_side) and self.background_max_side >= 8, "background_max_side",
                "an integer >= 8", self.background_max_side)
 
 
@@ -258,9 +287,11 @@ class DatasetConfig:
             object.__setattr__(self, "scene", SceneConfig(**self.scene))
         if isinstance(self.sources, dict):
             object.__setattr__(self, "sources", SourceConfig(**self.sources))
-        _check(isinstance(self.num_images, int) and self.num_images >= 1, "num_images", "a positive integer", self.num_images)
-        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, "seed", "an integer in [0, 2**63)", self.seed)
-        _check(isinstance(self.shard_size, int) and self.shard_size >= 1, "shard_size", "a positive integer", self.shard_size)
+        _check(isinstance(self.scene, SceneConfig), "scene", "a mapping of scene settings", self.scene)
+        _check(isinstance(self.sources, SourceConfig), "sources", "a mapping of source settings", self.sources)
+        _check(_is_int(self.num_images) and self.num_images >= 1, "num_images", "a positive integer", self.num_images)
+        _check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "an integer in [0, 2**63)", self.seed)
+        _check(_is_int(self.shard_size) and self.shard_size >= 1, "shard_size", "a positive integer", self.shard_size)
         _check(self.compression in COMPRESSIONS, "compression", f"one of {COMPRESSIONS}", self.compression)
         _check(self.label_compression in COMPRESSIONS, "label_compression", f"one of {COMPRESSIONS}", self.label_compression)
 
@@ -288,6 +319,8 @@ class DatasetConfig:
         scene = d.pop("scene", {}) or {}
         sources = d.pop("sources", {}) or {}
         for name, sub, klass in (("scene", scene, SceneConfig), ("sources", sources, SourceConfig)):
+            if not isinstance(sub, dict):
+                raise ValueError(f"{name} must be a mapping of settings, got {sub!r}")
             bad = set(sub) - {f.name for f in dataclasses.fields(klass)}
             if bad:
                 raise ValueError(f"unknown {name} config keys: {sorted(bad)}")

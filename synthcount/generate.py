@@ -348,6 +348,7 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = True) -
                or n in ("manifest.json", IDENTITY_FILE)]
         if plan.existing_identity != plan.identity:
             _remove(old)
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     id_path = os.path.join(out_dir, IDENTITY_FILE)
     if not os.path.isfile(id_path) or plan.existing_identity != plan.identity:
@@ -383,7 +384,13 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = True) -
             _run_pool(res, todo, nproc, bar)
     except BaseException:
         _remove(_tmp_files(out_dir, lo, hi))  # pool workers killed mid-write leave temp files
-        _update_manifest(out_dir, cfg.num_shards)
+        if created and not res.shards_made and not any(shard_index_of(n) is not None for n in os.listdir(out_dir)):
+            # A run that made the folder and finished nothing leaves nothing behind.
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            _update_manifest(out_dir, cfg.num_shards)
         raise
     finally:
         bar.close()

@@ -365,7 +365,7 @@ def verify_dataset(path: str) -> List[str]:
     Each problem is one line naming the bad shard.
     """
     if os.path.isfile(path):
-        return verify_shard(path)
+        return verify_shard(path, read_sidecar(path))  # the sidecar holds the sha256 made at writing
     if not os.path.isdir(path):
         return [f"{path}: no such dataset folder or shard file"]
     try:
@@ -376,6 +376,7 @@ def verify_dataset(path: str) -> List[str]:
     listed = [e.get("file") for e in man["shards"]]
     total = 0
     prev_end = None
+    ref = None  # (config, seed, image shape) every shard of one dataset shares
     for e in man["shards"]:
         fname = str(e.get("file"))
         total += int(e.get("num_images", 0))
@@ -387,8 +388,19 @@ def verify_dataset(path: str) -> List[str]:
             with h5py.File(os.path.join(path, fname), "r") as f:
                 n = int(f["images"].shape[0])
                 first = int(f.attrs["first_image_index"])
+                k = int(f.attrs["shard_index"])
+                cfg = json.loads(f.attrs["config"])
+                mine = (cfg, int(f.attrs["seed"]), tuple(f["images"].shape[1:]))
             if n != int(e.get("num_images", -1)):
                 problems.append(f"{fname}: holds {n} images, manifest says {e.get('num_images')}")
+            if k != shard_index_of(fname) or first != k * int(cfg.get("shard_size", 0) or 0):
+                problems.append(f"{fname}: attributes say shard {k} from image {first}, "
+                                f"not what its name and shard size ({cfg.get('shard_size')}) imply")
+            if ref is None:
+                ref = (fname, mine)
+            elif mine != ref[1]:
+                what = "config" if mine[0] != ref[1][0] else "seed" if mine[1] != ref[1][1] else "image size"
+                problems.append(f"{fname}: made with another {what} than {ref[0]} (mixed datasets)")
             if prev_end is not None and first < prev_end:
                 problems.append(f"{fname}: listed out of order (first image {first} < {prev_end})")
             prev_end = first + n

@@ -145,3 +145,61 @@ def test_prepare_writes_pack_used_by_generate(tmp_path, bad_msra_dir, sun_dir):
     assert r.exit_code == 0, r.output
     r = _run("prepare", tmp_path / "nope", pack, "--kind", "objects")
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"num_images": 3, "scene": {"rotation_range": 5}}', "rotation_range"),
+    ('{"num_images": 3, "scene": [1, 2]}', "scene"),
+    ("num_images: 3\nscene:\n  max_count: true\n", "max_count"),
+    ("num_images: 3\nseed: true\n", "seed"),
+    ("num_images: 3\nscene:\n  min_visible: null\n", "min_visible"),
+    ("num_images: 3\nsources:\n  background_classes: 5\n", "background_classes"),
+    ("num_images: 3\nscene:\n  count_probs: 0.5\n", "count_probs"),
+])
+def test_wrongly_typed_config_values_exit_2_and_write_nothing(tmp_path, text, words):
+    cfg = tmp_path / ("c.json" if text.startswith("{") else "c.yaml")
+    cfg.write_text(text)
+    out = tmp_path / "never"
+    r = _run("generate", out, "--config", cfg, "--quiet")
+    assert r.exit_code == 2, r.output
+    assert words in r.output and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_flag_combinations_users_reach_for(tmp_path):
+    # The README's --area-mode decorrelated at default sizes, and a preset with --max-count.
+    assert _run("generate", tmp_path / "d", "--num-images", "6", "--area-mode", "decorrelated", "--quiet").exit_code == 0
+    r = _run("generate", tmp_path / "b", "--num-images", "20", "--preset", "binary", "--max-count", "4", "--quiet")
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "b" / "shard-00000.h5", "r") as f:
+        assert set(np.unique(f["count"][()])) <= {1, 2, 3, 4}
+    # An image that can never be laid out fails the run (exit 1) and leaves no folder behind.
+    r = _run("generate", tmp_path / "f", "--num-images", "5", "--size", "16", "--blend", "feather", "--quiet")
+    assert r.exit_code in (1, 2) and not (tmp_path / "f").exists()
+
+
+def test_verify_single_shard_uses_its_sidecar_and_catches_mixed_datasets(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run("generate", a, "--num-images", "6", "--shard-size", "3", "--size", "48", "--quiet").exit_code == 0
+    assert _run("generate", b, "--num-images", "6", "--shard-size", "3", "--size", "40", "--seed", "5",
+                "--quiet").exit_code == 0
+    shard = a / "shard-00000.h5"
+    with h5py.File(shard, "r") as f:
+        off = f["images"].id.get_chunk_info(1).byte_offset
+    with open(shard, "r+b") as fh:
+        fh.seek(off + 50)
+        byte = fh.read(1)
+        fh.seek(off + 50)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    r = _run("verify", shard)
+    assert r.exit_code == 1 and "shard-00000.h5" in r.output
+    # A shard of another dataset dropped into a folder: verify names it.
+    for name in ("shard-00001.h5", "shard-00001.sha256"):
+        shutil.copy(b / name, a / name)
+    shutil.copy(b / "shard-00000.h5", a / "shard-00000.h5")
+    shutil.copy(b / "shard-00000.sha256", a / "shard-00000.sha256")
+    os.remove(a / "shard-00001.h5")
+    os.remove(a / "shard-00001.sha256")
+    assert _run("generate", a, "--num-images", "6", "--shard-size", "3", "--size", "48", "--quiet").exit_code == 0
+    r = _run("verify", a)
+    assert r.exit_code == 1 and "mixed datasets" in r.output
