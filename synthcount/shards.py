@@ -393,9 +393,10 @@ def verify_dataset(path: str) -> List[str]:
                 mine = (cfg, int(f.attrs["seed"]), tuple(f["images"].shape[1:]))
             if n != int(e.get("num_images", -1)):
                 problems.append(f"{fname}: holds {n} images, manifest says {e.get('num_images')}")
-            if k != shard_index_of(fname) or first != k * int(cfg.get("shard_size", 0) or 0):
+            size = cfg.get("shard_size") if isinstance(cfg, dict) else None
+            if k != shard_index_of(fname) or (isinstance(size, int) and first != k * size):
                 problems.append(f"{fname}: attributes say shard {k} from image {first}, "
-                                f"not what its name and shard size ({cfg.get('shard_size')}) imply")
+                                f"not what its name and shard size ({size}) imply")
             if ref is None:
                 ref = (fname, mine)
             elif mine != ref[1]:
