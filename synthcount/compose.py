@@ -374,7 +374,8 @@ class Composer:
         y, x, ch, cw = crop  # in the prescaled background's pixels
         src = self._bg_small[bid][y:y + ch, x:x + cw]
         if (ch, cw) != (H, W):
-            cv2.resize(src, (W, H), dst=image, interpolation=cv2.INTER_LINEAR)
+            # The bit-exact variant: the same bytes on every CPU.
+            cv2.resize(src, (W, H), dst=image, interpolation=cv2.INTER_LINEAR_EXACT)
         else:
             image[...] = src
         label_map[...] = 0

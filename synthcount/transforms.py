@@ -70,19 +70,53 @@ def sample_color(rng: np.random.Generator, strength: float) -> Tuple[float, floa
     return (float(b), float(c), float(s))
 
 
-def _apply_color(rgb: np.ndarray, alpha: np.ndarray, color: Tuple[float, float, float]) -> np.ndarray:
+def _apply_color(rgb8: np.ndarray, a8: np.ndarray, color: Tuple[float, float, float]) -> np.ndarray:
+    """Brightness, contrast (about the object's alpha-weighted mean colour) and
+    saturation on uint8 RGB; returns float32 in 0..255.
+
+    The mean is an exact integer ratio (not a float reduction, whose summation order
+    numpy may vary with the CPU's SIMD), so the bytes do not depend on the machine.
+    """
     b, c, s = color
-    if (b, c, s) == (1.0, 1.0, 1.0):
-        return rgb
-    out = rgb * b
-    w = alpha[..., None]
-    mean = float((out * w).sum() / max(3 * float(w.sum()), 1e-6))  # mean over the object only
-    out = (out - mean) * c + mean
-    # Elementwise (not a BLAS matmul, whose summation order may vary by CPU) so the
-    # bytes do not depend on the machine.
+    wsum = int(a8.sum(dtype=np.int64))
+    mean = b * int((rgb8.astype(np.int64) * a8[..., None]).sum()) / max(3 * wsum, 1)
+    out = rgb8.astype(np.float32) * np.float32(b)
+    out = (out - np.float32(mean)) * np.float32(c) + np.float32(mean)
+    # Elementwise (not a BLAS matmul, whose summation order may vary by CPU).
     gray = out[..., 0] * np.float32(0.299) + out[..., 1] * np.float32(0.587) + out[..., 2] * np.float32(0.114)
-    out = gray[..., None] + (out - gray[..., None]) * s
+    out = gray[..., None] + (out - gray[..., None]) * np.float32(s)
     return np.clip(out, 0, 255, out=out)
+
+
+_EXTRA = 10  # fixed-point bits below 1/32 pixel while stepping the affine map
+
+
+def _maps(inv: Tuple[Tuple[float, float, float], Tuple[float, float, float]], x0: int, y0: int,
+          w: int, h: int, shift: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Fixed-point ``cv2.remap`` maps for output pixels [x0, x0 + w) x [y0, y0 + h):
+    source = ``inv`` @ (x, y, 1) (+ ``shift`` pixels).
+
+    ``cv2.warpAffine`` (and ``remap`` given float maps) compute sample positions with
+    whatever SIMD the CPU offers (FMA or not), which moves some samples by 1/32 pixel
+    from one machine to another. Here the coefficients are rounded once in Python and
+    the map is stepped in integers, as warpAffine does internally with 10 extra bits,
+    so every machine computes the same maps and the same pixels (checked with
+    OpenCV's AVX2/FMA/SSE4 dispatch switched off).
+    """
+    (a, b, c), (d, e, f) = inv
+    one = 1 << (_EXTRA + 5)
+    half = 1 << (_EXTRA - 1)  # round to the nearest 1/32 pixel
+    xs = np.arange(x0, x0 + w, dtype=np.int32)
+    ys = np.arange(y0, y0 + h, dtype=np.int32)
+    X = np.add.outer(ys * np.int32(round(b * one)) + np.int32(round((c + shift) * one) + half), xs * np.int32(round(a * one)))
+    Y = np.add.outer(ys * np.int32(round(e * one)) + np.int32(round((f + shift) * one) + half), xs * np.int32(round(d * one)))
+    X >>= _EXTRA  # source x in 1/32 pixels
+    Y >>= _EXTRA
+    m1 = np.empty((h, w, 2), np.int16)
+    m1[..., 0] = X >> 5
+    m1[..., 1] = Y >> 5
+    m2 = ((Y & 31) << 5 | (X & 31)).astype(np.uint16)
+    return m1, m2
 
 
 class Patch:
@@ -98,9 +132,9 @@ class Patch:
         Blend alpha, trimmed to the bounding box of alpha > 0 (computed on demand).
     """
 
-    def __init__(self, mip: MipAsset, level: int, M: np.ndarray, box: Tuple[int, int, int, int],
+    def __init__(self, mip: MipAsset, level: int, inv, box: Tuple[int, int, int, int],
                  a8: Optional[np.ndarray], alpha: Optional[np.ndarray]):
-        self._mip, self._level, self._M, self._box = mip, level, M, box
+        self._mip, self._level, self._inv, self._box = mip, level, inv, box
         # uint8 alpha (soft), bool alpha (hard) or float alpha (feather)
         self._a8, self._alpha = a8, alpha
         self.hard = a8 is not None and a8.dtype == bool
@@ -128,14 +162,15 @@ class Patch:
         """RGB (h, w, 3) warped with the same geometry as the alpha: uint8 when no
         colour change is asked for, else float32 in 0..255."""
         y0, y1, x0, x1 = self._box
-        M = self._M.copy()
-        # Source coordinates shift by the pad; the output starts at the trimmed box.
-        M[:, 2] -= M[:, :2] @ (RGBA_PAD, RGBA_PAD) + (x0, y0)
-        warped = cv2.warpAffine(self._mip.rgba[self._level], M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        # The output starts at the trimmed box; source coordinates shift by the pad.
+        m1, m2 = _maps(self._inv, x0, y0, x1 - x0, y1 - y0, shift=RGBA_PAD)
+        warped = cv2.remap(self._mip.rgba[self._level], m1, m2, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        rgb = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         if tuple(color) == (1.0, 1.0, 1.0):
-            return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
-        return _apply_color(warped[..., :3].astype(np.float32), self.alpha, color)
+            return rgb
+        a8 = self._a8.view(np.uint8) * np.uint8(255) if self.hard else self._a8
+        return _apply_color(rgb, a8, color)
 
     def paste(self, image: np.ndarray, y: int, x: int, color: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
         """Blend onto ``image`` (uint8, (H, W, 3)) at top-left (y, x), in place:
@@ -196,19 +231,20 @@ def transform_patch(
     lox, loy = min(xs), min(ys)
     out_size = (int(math.ceil(max(xs) - lox)) + 2 * margin, int(math.ceil(max(ys) - loy)) + 2 * margin)
     dx, dy = margin - 0.5 - lox, margin - 0.5 - loy  # lowest mapped edge at margin - 0.5
-    M = np.array([[m00, m01, dx - (m00 * cx + m01 * cy)], [m10, m11, dy - (m10 * cx + m11 * cy)]])
-    a8 = cv2.warpAffine(mip.alpha[level], M, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    alpha = None
+    tx, ty = dx - (m00 * cx + m01 * cy), dy - (m10 * cx + m11 * cy)
+    # Inverse map (output pixel -> source pixel), in Python floats: the same on every machine.
+    det = m00 * m11 - m01 * m10
+    i00, i01, i10, i11 = m11 / det, -m01 / det, -m10 / det, m00 / det
+    inv = ((i00, i01, -(i00 * tx + i01 * ty)), (i10, i11, -(i10 * tx + i11 * ty)))
+    m1, m2 = _maps(inv, 0, 0, out_size[0], out_size[1])
+    a8 = cv2.remap(mip.alpha[level], m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if blend == "hard":
         a8 = a8 >= 128
     elif blend == "feather":
-        alpha = cv2.GaussianBlur(a8.astype(np.float32) * np.float32(1.0 / 255.0), (0, 0), feather_sigma,
-                                 borderType=cv2.BORDER_CONSTANT)
-        a8 = None
-    bx, by, bw, bh = cv2.boundingRect((alpha > 0).view(np.uint8) if alpha is not None else a8.view(np.uint8))
+        # OpenCV's 8-bit Gaussian blur is bit-exact (fixed point), unlike its float one.
+        a8 = cv2.GaussianBlur(a8, (0, 0), feather_sigma, borderType=cv2.BORDER_CONSTANT)
+    bx, by, bw, bh = cv2.boundingRect(a8.view(np.uint8))
     if bw == 0:
         return None
     box = (by, by + bh, bx, bx + bw)
-    if alpha is not None:
-        return Patch(mip, level, M, box, None, np.ascontiguousarray(alpha[by:by + bh, bx:bx + bw]))
-    return Patch(mip, level, M, box, np.ascontiguousarray(a8[by:by + bh, bx:bx + bw]), None)
+    return Patch(mip, level, inv, box, np.ascontiguousarray(a8[by:by + bh, bx:bx + bw]), None)

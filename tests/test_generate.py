@@ -175,3 +175,24 @@ def test_pieces_from_sources_at_another_path_resume(tmp_path, reference, msra_di
     with open_dataset(out) as a, open_dataset(reference) as b:
         assert len(a) == len(b) == 30
         np.testing.assert_array_equal(a.read_images(range(30)), b.read_images(range(30)))
+
+
+def test_bytes_do_not_depend_on_the_cpus_simd(tmp_path):
+    """OpenCV picks SIMD code by CPU (AVX2/FMA or SSE only): the shards must not change.
+
+    Two subprocesses make the same dataset, one with OpenCV's dispatch to AVX, AVX2,
+    FMA3 and SSE4 switched off, as on an older or different CPU.
+    """
+    cfg = ('{"num_images": 60, "shard_size": 30, "scene": {"size": [96, 96], "min_visible": 0.6, '
+           '"color_jitter": 0.3, "blend": "feather"}}')
+    path = tmp_path / "cfg.json"
+    path.write_text(cfg)
+    sums = []
+    for k, disable in enumerate(("", "SSE4_1,SSE4_2,AVX,AVX2,FMA3,POPCNT,F16C,FP16")):
+        env = dict(os.environ, OPENCV_CPU_DISABLE=disable)
+        out = str(tmp_path / f"d{k}")
+        p = subprocess.run([sys.executable, "-m", "cli.main", "generate", out, "--config", str(path), "--quiet"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        sums.append(_hashes(out))
+    assert sums[0] == sums[1]

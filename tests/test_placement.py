@@ -106,7 +106,9 @@ def test_feather_blurs_and_pads():
     mip = _rect_asset(30, 30)
     p = transform_patch(mip, 1.0, 0.0, False, "feather", feather_sigma=2.0)
     assert p.alpha.shape[0] > 30  # blur spills past the object, inside the padded canvas
-    assert 0 < p.alpha.min() < 0.1 and p.alpha.max() > 0.99
+    assert p.alpha.min() < 0.1 and p.alpha.max() > 0.99
+    nz = p.alpha > 0  # the tail reaches every side of the trimmed box
+    assert nz[0].any() and nz[-1].any() and nz[:, 0].any() and nz[:, -1].any()
     assert np.array_equal(p.footprint, p.alpha >= 0.5)
 
 
