@@ -205,6 +205,8 @@ def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers,
                         classes=tuple(classes), workers=workers, progress=not quiet)
     except ValueError as e:
         _usage(str(e))
+    except OSError as e:
+        _fail(f"prepare failed: {e}", 1)
     n = len(pack.objects) if kind == "objects" else len(pack.backgrounds)
     click.echo(f"{out_pack}: {n} {kind}, {len(pack.skipped)} skipped (see {out_pack}.report.json)")
 

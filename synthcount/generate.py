@@ -283,7 +283,7 @@ def _tmp_files(out_dir: str, lo: int, hi: int) -> List[str]:
     """Temp files of shards lo..hi-1 (shard and sidecar) left by a killed run."""
     out = []
     for k in range(lo, hi):
-        stem = os.path.join(out_dir, shard_name(k))
+        stem = os.path.join(glob.escape(out_dir), shard_name(k))  # a folder name may hold [ ] * ?
         out += glob.glob(stem + ".tmp-*") + glob.glob(stem[:-3] + ".sha256.tmp-*")
     return out
 
@@ -294,7 +294,7 @@ def _update_manifest(out_dir: str, num_shards: int) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             # Under the lock no one else is writing the manifest: its temp files are stale.
-            _remove(glob.glob(os.path.join(out_dir, "manifest.json.tmp-*")))
+            _remove(glob.glob(os.path.join(glob.escape(out_dir), "manifest.json.tmp-*")))
             return write_manifest(out_dir, num_shards)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

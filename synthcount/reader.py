@@ -157,11 +157,11 @@ class Dataset:
         n = len(self)
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"index must be an integer, got {type(i).__name__}")
-        i = int(i)
+        asked = i = int(i)
         if i < 0:
             i += n
         if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} images")
+            raise IndexError(f"index {asked} out of range for a dataset of {n} images")
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
         return k, i - int(self.offsets[k])
 

@@ -111,7 +111,8 @@ def read_sidecar(path: str) -> Optional[str]:
 
 def write_json_atomic(path: str, obj) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    # pid + random: writers on several machines may share the folder (and a pid).
+    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=False)
         f.write("\n")
