@@ -88,9 +88,6 @@ def _apply_color(rgb8: np.ndarray, a8: np.ndarray, color: Tuple[float, float, fl
     return np.clip(out, 0, 255, out=out)
 
 
-_EXTRA = 10  # fixed-point bits below 1/32 pixel while stepping the affine map
-
-
 def _maps(inv: Tuple[Tuple[float, float, float], Tuple[float, float, float]], x0: int, y0: int,
           w: int, h: int, shift: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Fixed-point ``cv2.remap`` maps for output pixels [x0, x0 + w) x [y0, y0 + h):
@@ -98,24 +95,17 @@ def _maps(inv: Tuple[Tuple[float, float, float], Tuple[float, float, float]], x0
 
     ``cv2.warpAffine`` (and ``remap`` given float maps) compute sample positions with
     whatever SIMD the CPU offers (FMA or not), which moves some samples by 1/32 pixel
-    from one machine to another. Here the coefficients are rounded once in Python and
-    the map is stepped in integers, as warpAffine does internally with 10 extra bits,
-    so every machine computes the same maps and the same pixels (checked with
-    OpenCV's AVX2/FMA/SSE4 dispatch switched off).
+    from one machine to another. Here the positions come from separate IEEE float32
+    multiplies and adds in numpy (the same on every machine) and ``convertMaps`` only
+    scales them by 32 (exact) and rounds, so every machine computes the same maps and
+    the same pixels (checked with OpenCV's AVX2/FMA/SSE4 dispatch switched off).
     """
     (a, b, c), (d, e, f) = inv
-    one = 1 << (_EXTRA + 5)
-    half = 1 << (_EXTRA - 1)  # round to the nearest 1/32 pixel
-    xs = np.arange(x0, x0 + w, dtype=np.int32)
-    ys = np.arange(y0, y0 + h, dtype=np.int32)
-    X = np.add.outer(ys * np.int32(round(b * one)) + np.int32(round((c + shift) * one) + half), xs * np.int32(round(a * one)))
-    Y = np.add.outer(ys * np.int32(round(e * one)) + np.int32(round((f + shift) * one) + half), xs * np.int32(round(d * one)))
-    X >>= _EXTRA  # source x in 1/32 pixels
-    Y >>= _EXTRA
-    m1 = np.empty((h, w, 2), np.int16)
-    m1[..., 0] = X >> 5
-    m1[..., 1] = Y >> 5
-    m2 = ((Y & 31) << 5 | (X & 31)).astype(np.uint16)
+    xs = np.arange(x0, x0 + w, dtype=np.float32)
+    ys = np.arange(y0, y0 + h, dtype=np.float32)
+    mx = np.add.outer(ys * np.float32(b) + np.float32(c + shift), xs * np.float32(a))
+    my = np.add.outer(ys * np.float32(e) + np.float32(f + shift), xs * np.float32(d))
+    m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
     return m1, m2
 
 
