@@ -150,6 +150,11 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
         raise ValueError(f"shards must be I:J with 0 <= I < J <= {n_sh} (the dataset has {n_sh} shards), got {i}:{j}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"OUT_DIR must be a folder, got an existing file {out_dir!r}")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ValueError(f"OUT_DIR {out_dir!r} cannot be created: {parent!r} is not a writable folder")
     objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus)
     check_feasible(config.scene, objects)
     ident = _identity(config, objects, backgrounds)

@@ -122,9 +122,9 @@ class Patch:
         Blend alpha, trimmed to the bounding box of alpha > 0 (computed on demand).
     """
 
-    def __init__(self, mip: MipAsset, level: int, inv, box: Tuple[int, int, int, int],
+    def __init__(self, mip: MipAsset, level: int, maps: Tuple[np.ndarray, np.ndarray], box: Tuple[int, int, int, int],
                  a8: Optional[np.ndarray], alpha: Optional[np.ndarray]):
-        self._mip, self._level, self._inv, self._box = mip, level, inv, box
+        self._mip, self._level, self._maps, self._box = mip, level, maps, box
         # uint8 alpha (soft), bool alpha (hard) or float alpha (feather)
         self._a8, self._alpha = a8, alpha
         self.hard = a8 is not None and a8.dtype == bool
@@ -152,9 +152,11 @@ class Patch:
         """RGB (h, w, 3) warped with the same geometry as the alpha: uint8 when no
         colour change is asked for, else float32 in 0..255."""
         y0, y1, x0, x1 = self._box
-        # The output starts at the trimmed box; source coordinates shift by the pad.
-        m1, m2 = _maps(self._inv, x0, y0, x1 - x0, y1 - y0, shift=RGBA_PAD)
-        warped = cv2.remap(self._mip.rgba[self._level], m1, m2, cv2.INTER_LINEAR,
+        # The alpha's maps over the trimmed box; source coordinates shift by the pad
+        # (an exact integer shift of the whole-pixel part).
+        m1, m2 = self._maps
+        m1 = m1[y0:y1, x0:x1] + np.int16(RGBA_PAD)
+        warped = cv2.remap(self._mip.rgba[self._level], m1, m2[y0:y1, x0:x1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         rgb = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         if tuple(color) == (1.0, 1.0, 1.0):
@@ -237,4 +239,4 @@ def transform_patch(
     if bw == 0:
         return None
     box = (by, by + bh, bx, bx + bw)
-    return Patch(mip, level, inv, box, np.ascontiguousarray(a8[by:by + bh, bx:bx + bw]), None)
+    return Patch(mip, level, (m1, m2), box, np.ascontiguousarray(a8[by:by + bh, bx:bx + bw]), None)

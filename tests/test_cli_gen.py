@@ -203,3 +203,9 @@ def test_verify_single_shard_uses_its_sidecar_and_catches_mixed_datasets(tmp_pat
     assert _run("generate", a, "--num-images", "6", "--shard-size", "3", "--size", "48", "--quiet").exit_code == 0
     r = _run("verify", a)
     assert r.exit_code == 1 and "mixed datasets" in r.output
+
+
+def test_out_dir_under_a_file_exits_2(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = _run("generate", tmp_path / "afile" / "ds", "--num-images", "3", "--quiet")
+    assert r.exit_code == 2 and "cannot be created" in r.output

@@ -122,23 +122,28 @@ generate_dataset(sys.argv[1], DatasetConfig.from_json(sys.argv[2]), workers=int(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_resume_after_kill_9_matches_uninterrupted(reference, tmp_path, msra_dir, sun_dir, workers):
+def test_resume_after_kill_9_matches_uninterrupted(tmp_path, msra_dir, sun_dir, workers):
+    # Six shards, so that the run is still busy when the first one lands.
+    cfg = _cfg(msra_dir, sun_dir, num_images=240, shard_size=40)
+    ref = str(tmp_path / "ref")
+    generate_dataset(ref, cfg, progress=False)
     out = str(tmp_path / "killed")
-    cfg = _cfg(msra_dir, sun_dir)
     p = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, out, cfg.to_json(), str(workers)], cwd=ROOT)
     first = os.path.join(out, "shard-00000.h5")
     t0 = time.time()
     while not os.path.exists(first) and p.poll() is None and time.time() - t0 < 60:
-        time.sleep(0.01)
+        time.sleep(0.005)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     time.sleep(0.2)  # orphaned pool workers notice the dead parent and exit
-    open(os.path.join(out, "shard-00002.h5.tmp-999999"), "wb").write(b"half a shard")  # stale temp file
-    assert not os.path.exists(os.path.join(out, "shard-00002.h5"))
+    missing = [k for k in range(6) if not os.path.exists(os.path.join(out, f"shard-{k:05d}.h5"))]
+    assert missing, "every shard was finished before the kill"
+    stale = missing[-1]
+    open(os.path.join(out, f"shard-{stale:05d}.h5.tmp-999999"), "wb").write(b"half a shard")  # stale temp file
     res = generate_dataset(out, cfg, progress=False)
-    assert 0 in res.shards_skipped and 2 in res.shards_made
-    assert _hashes(out) == _hashes(reference)
+    assert 0 in res.shards_skipped and stale in res.shards_made
+    assert _hashes(out) == _hashes(ref)
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
 
 
