@@ -115,9 +115,11 @@ def voc11_average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     """PASCAL VOC 2007 11-point interpolated average precision.
 
     The mean over recall levels t = 0, 0.1, ..., 1 of the highest precision reached
-    at recall >= t (0 when that recall is never reached). A slack of 1e-12 lets a
-    recall of exactly 3/10 count at t = 0.3, which binary floating point would
-    otherwise miss (the VOC devkit's ``arange(0, 1.1, 0.1)`` has that flaw).
+    at recall >= t (0 when that recall is never reached), with the levels computed in
+    binary floating point as the VOC devkit's Python code does,
+    ``numpy.arange(0, 1.1, 0.1)``: a recall of exactly 3/10 does not reach
+    t = 0.30000000000000004. That is the usual published figure, flaw included
+    (MATLAB's ``0:0.1:1`` differs from it at 0.7, 0.8 and 0.9 only in the last bit).
 
     Returns
     -------
@@ -127,9 +129,8 @@ def voc11_average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     if rec.size == 0:
         return float("nan")
     total = 0.0
-    for t in np.linspace(0.0, 1.0, 11):
-        # 1e-12: recall levels like 0.3 are not exact in binary floating point
-        hit = rec >= t - 1e-12
+    for t in np.arange(0.0, 1.1, 0.1):
+        hit = rec >= t
         total += prec[hit].max() if hit.any() else 0.0
     return float(total / 11.0)
 
