@@ -284,3 +284,10 @@ def test_logged_losses_are_per_image_for_every_reduction():
     assert cfg.batch_size == 8  # batches of 8 and 5
     for k in ("loss", "kl", "rec"):
         assert out["sum"][k] == pytest.approx(out["batch-mean"][k], rel=1e-5), k
+
+
+def test_resume_on_another_dataset_is_refused(tmp_path):
+    run = str(tmp_path / "run")
+    vtrain.train(make_dataset(), run, small_cfg(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="DATASET"):
+        vtrain.train(make_dataset(n=36, shard_size=12), run, small_cfg(epochs=2), resume=True, progress=False)

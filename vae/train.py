@@ -55,8 +55,10 @@ __all__ = ["train", "TrainingDiverged", "METRIC_COLUMNS", "resolve_device", "def
 
 METRIC_COLUMNS = ["epoch", "loss", "kl", "rec", "test_loss", "lr", "images_per_s", "data_s", "compute_s",
                   "test_kl", "test_rec", "natural_share", "natural_images", "test_loss_natural"]
-# TrainConfig fields that may change on resume: they do not change the result.
-RESUMABLE_CHANGES = {"epochs", "workers", "device", "recon_every", "checkpoint_every"}
+# TrainConfig fields that may change on resume: they do not change the result
+# (workers: augmentation is seeded per sample; vgg_weights: where the file lies may
+# change, its sha256 is compared instead).
+RESUMABLE_CHANGES = {"epochs", "workers", "device", "recon_every", "checkpoint_every", "vgg_weights"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -101,7 +103,7 @@ def _versions() -> Dict[str, str]:
             "platform": platform.platform()}
 
 
-def _check_resume(run_dir: str, cfg: TrainConfig, vgg_info: Optional[dict]) -> dict:
+def _check_resume(run_dir: str, cfg: TrainConfig, vgg_info: Optional[dict], dataset_path: str) -> dict:
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path) or not os.path.isfile(checkpoint_path(run_dir, "last")):
         raise ValueError(f"--resume: {run_dir} holds no run to resume (config.json and checkpoints/last.pt needed)")
@@ -115,9 +117,24 @@ def _check_resume(run_dir: str, cfg: TrainConfig, vgg_info: Optional[dict]) -> d
         raise ValueError(f"--resume: settings differ from the run in {run_dir}: "
                          + ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff))
     meta_path = os.path.join(run_dir, "metadata.json")
-    if vgg_info is not None and os.path.isfile(meta_path):
+    old_meta = {}
+    if os.path.isfile(meta_path):
         with open(meta_path) as f:
-            old_vgg = json.load(f).get("vgg_weights") or {}
+            old_meta = json.load(f)
+    # The held-out split is by index: another dataset (or another size of it) would
+    # silently mix test images into training.
+    old_ds = old_meta.get("dataset") or {}
+    if old_ds:
+        import synthcount
+
+        with synthcount.open_dataset(dataset_path) as ds:
+            now = {"num_images": len(ds), "image_size": list(ds.image_size)}
+        for key, val in now.items():
+            if old_ds.get(key) is not None and old_ds.get(key) != val:
+                raise ValueError(f"--resume: DATASET {dataset_path} has {key} {val}, the run was trained on "
+                                 f"{old_ds.get('path')} with {old_ds.get(key)}")
+    if vgg_info is not None and old_meta:
+        old_vgg = old_meta.get("vgg_weights") or {}
         if old_vgg.get("sha256") != vgg_info.get("sha256"):
             raise ValueError(f"--resume: VGG weights differ from the run's ({old_vgg.get('sha256')} -> {vgg_info.get('sha256')})")
     return stored
@@ -238,7 +255,7 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
     vgg_weights = resolve_vgg_weights(cfg.vgg_weights) if cfg.recon in ("perceptual", "both") else None
     vgg_info = vgg_weights.to_dict() if vgg_weights is not None else None
     if resume:
-        _check_resume(run_dir, cfg, vgg_info)
+        _check_resume(run_dir, cfg, vgg_info, dataset_path)
     elif os.path.exists(os.path.join(run_dir, "config.json")) or os.path.exists(checkpoint_path(run_dir, "last")):
         raise ValueError(f"run_dir {run_dir} already holds a run: use --resume or another folder")
     model_cfg = cfg.model_config()
