@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
+from synthcount.config import _check  # the project's one 'name must be rule, got value' check
+
 __all__ = ["ModelConfig", "TrainConfig", "PRESETS", "model_preset", "RECONS", "PIXEL_LOSSES", "REDUCTIONS"]
 
 RECONS = ("perceptual", "pixel", "both")
@@ -38,11 +40,6 @@ PIXEL_LOSSES = ("bce", "mse")
 REDUCTIONS = ("batch-mean", "sum", "mean")
 SCHEDULES = ("linear", "step")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def _check(cond: bool, name: str, rule: str, value: Any) -> None:
-    if not cond:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
 def _per_layer(name: str, value: Any, n: int) -> Tuple[int, ...]:

@@ -44,6 +44,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
+from synthcount.shards import write_json_atomic
+
 from .checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import EpochView, NaturalImages, ShardImages, derive_seed, epoch_indices, natural_share, split_indices
@@ -83,13 +85,6 @@ def _dist_env() -> tuple:
     """(rank, world_size, local_rank) from torchrun's environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _versions() -> Dict[str, str]:
@@ -321,9 +316,9 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
             os.makedirs(ckpt_dir, exist_ok=True)
             meta = _metadata(run_dir, resume, cfg, device, world, amp, vgg_info, dataset_path, train_idx, test_idx,
                              nat_summary, model)
-            _write_json(os.path.join(run_dir, "metadata.json"), meta)
-            _write_json(os.path.join(run_dir, "config.json"), {**config_dict, "dataset": os.path.abspath(dataset_path)})
-            _write_json(os.path.join(run_dir, "split.json"), {"num_images": int(len(train_idx) + len(test_idx)),
+            write_json_atomic(os.path.join(run_dir, "metadata.json"), meta)
+            write_json_atomic(os.path.join(run_dir, "config.json"), {**config_dict, "dataset": os.path.abspath(dataset_path)})
+            write_json_atomic(os.path.join(run_dir, "split.json"), {"num_images": int(len(train_idx) + len(test_idx)),
                                                                "test_fraction": cfg.test_fraction, "seed": cfg.seed,
                                                                "test_indices": test_idx.tolist()})
             if not resume:

@@ -16,13 +16,14 @@ state_dict down to the ~2 MB these layers need (``synthcount vae vgg-slim``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+
+from synthcount.shards import sha256_file  # one hashing helper for the project
 
 __all__ = [
     "LAYER_INDICES",
@@ -67,14 +68,6 @@ class VGGWeights:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "path": self.path, "sha256": self.sha256}
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_cache_path() -> str:
