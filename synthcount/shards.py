@@ -1,7 +1,7 @@
 """HDF5 shard schema, the atomic shard writer, the manifest and ``verify``.
 
 A dataset folder holds ``shard-00000.h5``, ``shard-00001.h5``, ... (only finished
-shards carry the ``.h5`` ending; work in progress is ``shard-XXXXX.h5.tmp-<pid>``),
+shards carry the ``.h5`` ending; work in progress is ``shard-XXXXX.h5.tmp-<pid>-<random>``),
 a sidecar ``shard-XXXXX.sha256`` per finished shard (written before the rename, so
 the manifest never has to re-hash), ``dataset.json`` (the identity of the dataset,
 see :mod:`synthcount.generate`) and ``manifest.json``::
@@ -29,12 +29,15 @@ clock, so the same images give byte-identical shard files.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 from typing import List, Mapping, Optional
 
 import numpy as np
+
+from ._io import atomic_write, sha256_file, write_json_atomic  # noqa: F401 (re-exported: public names since v0.1)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -73,30 +76,13 @@ def shard_index_of(name: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def sha256_file(path: str, block: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sidecar(path: str) -> str:
     return path[:-3] + ".sha256" if path.endswith(".h5") else path + ".sha256"
 
 
 def _write_sidecar(path: str, digest: str) -> None:
-    side = _sidecar(path)
-    tmp = f"{side}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as s:
-            s.write(digest + "\n")
-        os.replace(tmp, side)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(_sidecar(path), "w") as s:
+        s.write(digest + "\n")
 
 
 def read_sidecar(path: str) -> Optional[str]:
@@ -107,16 +93,6 @@ def read_sidecar(path: str) -> Optional[str]:
     except OSError:
         return None
     return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    # pid + random: writers on several machines may share the folder (and a pid).
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _attr_value(v):
@@ -132,9 +108,11 @@ def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: 
                 attrs: Mapping[str, object], *, compression: str = "none", label_compression: str = "lzf") -> str:
     """Write one finished shard atomically and return its sha256.
 
-    The file is written as ``<path>.tmp-<pid>``, hashed, the hash stored in the
-    sidecar ``<stem>.sha256``, and only then renamed to ``path``; on any error the
-    temporary file is removed, so a ``.h5`` name always means a complete shard.
+    The file is built in memory, hashed, written as ``<path>.tmp-<pid>-<random>``
+    and fsynced, the hash stored in the sidecar ``<stem>.sha256``, and only then
+    renamed to ``path``; on any error (a full disk included: ``WriteError`` naming the
+    file) the temporary file is removed, so a ``.h5`` name always means a complete
+    shard.
 
     Parameters
     ----------
@@ -172,28 +150,29 @@ def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: 
     if missing:
         raise ValueError(f"shard attrs lack {missing}")
     _, h, w, _ = images.shape
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                f.attrs[k] = _attr_value(v)
-            # One image per chunk: random access reads exactly one chunk.
-            f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
-                             track_times=False)
-            f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
-                             compression=_COMP[label_compression], track_times=False)
-            for k, arr in records.items():
-                f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
-        digest = sha256_file(tmp)
-        _write_sidecar(path, digest)  # before the rename: a finished shard always has its hash
-        os.replace(tmp, path)
-    except BaseException:
-        # Never leave a half-written temp file behind (KeyboardInterrupt included).
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    # The file is built in memory and then written with plain file I/O: HDF5 reports
+    # a full disk from inside object destructors (and has crashed the process with
+    # SIGBUS/SIGSEGV doing so), while a failed os.write is one clean OSError. The
+    # bytes are the same as a file written on disk by h5py.
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = _attr_value(v)
+        # One image per chunk: random access reads exactly one chunk.
+        f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
+                         track_times=False)
+        f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
+                         compression=_COMP[label_compression], track_times=False)
+        for k, arr in records.items():
+            f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
+    data = buf.getbuffer()
+    digest = hashlib.sha256(data).hexdigest()
+    with atomic_write(path, "wb") as out:
+        out.write(data)
+        # The sidecar goes first, before the rename: a finished shard always has its hash.
+        _write_sidecar(path, digest)
+    del data
+    buf.close()
     return digest
 
 

@@ -1,0 +1,145 @@
+"""Safe file writing shared by every writer in the project.
+
+One rule for shards, packs, JSON, reports, checkpoints and figures: write a
+temporary file in the destination's folder, flush and fsync it, rename it over the
+destination, fsync the folder. A reader therefore sees the old file or the new one,
+never half of one, even after a power cut; a failed write (disk full, Ctrl-C, a
+killed process) removes its temporary file and leaves the destination untouched.
+
+Temporary names are ``<name>.tmp-<pid>-<random>``: unique across processes and
+across machines sharing a folder (two hosts can have the same pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from typing import IO, Iterator
+
+__all__ = ["atomic_write", "tmp_name", "is_tmp_name", "write_json_atomic", "write_bytes_atomic", "sha256_file",
+           "strict_json", "fsync_dir", "WriteError"]
+
+TMP_TAG = ".tmp-"
+
+
+class WriteError(OSError):
+    """Writing a file failed (disk full, permissions, I/O error); the message names the file."""
+
+
+def tmp_name(path: str) -> str:
+    """A temporary name beside ``path`` that no other process or host will pick."""
+    return f"{path}{TMP_TAG}{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def is_tmp_name(name: str) -> bool:
+    """Whether a file name is one of ``tmp_name``'s."""
+    return TMP_TAG in os.path.basename(name)
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (best effort where folders cannot be opened)."""
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _describe(path: str, e: BaseException) -> str:
+    what = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+    return f"cannot write {path}: {what}"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "wb", *, fsync: bool = True) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` on success.
+
+    Parameters
+    ----------
+    path : str
+        Destination. Its folder must exist.
+    mode : {"wb", "w"}
+        Binary or text (UTF-8).
+    fsync : bool
+        Flush the file and the folder to disk (on by default).
+
+    Raises
+    ------
+    WriteError
+        When the write, the flush or the rename fails (disk full, no permission, ...);
+        the message names ``path`` and the cause. The temporary file is removed and
+        ``path`` is left as it was.
+
+    Examples
+    --------
+    >>> with atomic_write("out.json", "w") as f:   # doctest: +SKIP
+    ...     f.write("{}")
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    tmp = tmp_name(path)
+    try:
+        f = open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    except OSError as e:
+        raise WriteError(e.errno, _describe(path, e)) from e
+    try:
+        with f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(e.errno, _describe(path, e)) from e
+        raise
+    if fsync:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def write_bytes_atomic(path: str, data, *, fsync: bool = True) -> None:
+    """Write ``data`` (bytes-like) to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path, "wb", fsync=fsync) as f:
+        f.write(data)
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float replaced by None, so that the JSON is strict
+    (Python writes bare ``NaN``/``Infinity`` otherwise, which other parsers reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
+        return strict_json(obj.item())
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy array
+        return strict_json(obj.tolist())
+    return obj
+
+
+def write_json_atomic(path: str, obj, *, indent: int = 1) -> None:
+    """Write ``obj`` as strict JSON (NaN/inf become null) to ``path`` atomically."""
+    text = json.dumps(strict_json(obj), indent=indent, allow_nan=False) + "\n"
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def sha256_file(path: str, block: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
