@@ -96,7 +96,7 @@ def build_config(config_file=None, preset_name=None, **flags):
             d[key] = flags[flag]
     if flags.get("size") is not None:
         scene["size"] = parse_size(flags["size"])
-    for key in ("max_count", "mode", "min_visible", "min_gap", "area_mode", "blend"):
+    for key in ("max_count", "mode", "min_visible", "min_gap", "area_mode", "blend", "unfit"):
         if flags.get(key) is not None:
             scene[key] = flags[key]
     probs = scene.get("count_probs")
@@ -152,9 +152,13 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
+@click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,
+              help="An object that cannot be laid out N times: refuse the run (error, default) or draw another "
+                   "object for such images (redraw, recorded in unfit_redraws).")
 @click.option("--overwrite", is_flag=True, help="Replace a different dataset in OUT_DIR.")
+@click.option("--wait", is_flag=True, help="Wait for another run writing OUT_DIR instead of exiting 2.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(out_dir, shards_text, workers, overwrite, quiet, config_file, preset_name, **flags):
+def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, **flags):
     """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
     from synthcount.compose import PlacementError
     from synthcount.generate import plan_generation, run_plan
@@ -163,24 +167,33 @@ def generate(out_dir, shards_text, workers, overwrite, quiet, config_file, prese
     flags["min_visible"] = _parse_min_visible(flags["min_visible"])
     try:
         config = build_config(config_file, preset_name, **flags)
-        # Validates everything (sources included) before OUT_DIR is touched.
-        plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite)
+        # Validates everything (sources and the layout survey included) before OUT_DIR is touched.
+        plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite, workers=workers,
+                               progress=not quiet)
     except (ValueError, TypeError) as e:  # includes SourceError; TypeError: wrongly typed --config values
         _usage(_flagify(str(e)))
+    except OSError as e:
+        _fail(f"cannot plan the run: {e}", 1)
     try:
-        res = run_plan(plan, workers=workers, progress=not quiet)
+        res = run_plan(plan, workers=workers, progress=not quiet, wait=wait)
+    except ValueError as e:  # the folder is in use (FolderBusy) or now holds another dataset
+        _fail(str(e), 2)
     except PlacementError as e:
         _fail(f"generation failed: {e}", 1)
-    except OSError as e:
+    except OSError as e:  # WriteError (disk full, ...) and ShardError name the file
         _fail(f"generation failed: {e}", 1)
     corr = "undefined" if res.corr_log_n_log_a is None else f"{res.corr_log_n_log_a:.3f}"
     click.echo(f"{res.images_written} images in {len(res.shards_made)} shards ({len(res.shards_skipped)} kept) "
                f"in {res.seconds:.1f} s: {res.images_per_second:.0f} images/s; layout resamples "
-               f"{res.layout_resamples}; corr(log N, log A) = {corr}; skipped source files: {len(res.skipped_sources)}")
+               f"{res.layout_resamples} (most for one image {res.max_layout_tries} of {res.layout_budget} allowed); "
+               f"corr(log N, log A) = {corr}; skipped source files: {len(res.skipped_sources)}")
     for f, why in res.skipped_sources[:20]:
         click.echo(f"  skipped {f}: {why}", err=True)
     if len(res.skipped_sources) > 20:
         click.echo(f"  ... and {len(res.skipped_sources) - 20} more", err=True)
+    if res.shards_busy:
+        click.echo(f"{len(res.shards_busy)} shard(s) were being made by another run at the same time "
+                   f"({', '.join(map(str, res.shards_busy[:10]))}{' ...' if len(res.shards_busy) > 10 else ''})")
     if not res.complete:
         click.echo(f"{out_dir}: dataset incomplete (pieces still missing: run the other --shards ranges)")
 

@@ -21,7 +21,8 @@ layouts an image needed.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -30,9 +31,13 @@ from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
 from .rng import image_rng
-from .transforms import MipAsset, sample_color, transform_patch
+from .transforms import MipAsset, Patch, sample_color, transform_patch
 
-__all__ = ["Composer", "PlacementError", "check_feasible", "field_area", "new_records", "record_spec"]
+__all__ = ["Composer", "Copy", "Draw", "PlacementError", "check_feasible", "field_area", "new_records", "record_spec",
+           "DEFAULT_LAYOUT_BUDGET"]
+
+# Layouts per image for a Composer made without a survey or an explicit max_layouts.
+DEFAULT_LAYOUT_BUDGET = 10_000
 
 
 def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
@@ -67,6 +72,7 @@ def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
         "target_area": (f32, ()),          # drawn cumulative area (decorrelated mode)
         "layout_tries": (i32, ()),         # layouts drawn (1 = first one fitted)
         "placement_maps": (i32, ()),       # exact feasible-position maps computed
+        "unfit_redraws": (i32, ()),        # objects replaced as unable to fit N times (unfit="redraw")
     }
 
 
@@ -159,6 +165,37 @@ def _f32(x) -> float:
     return float(np.float32(x))
 
 
+@dataclass
+class Copy:
+    """One pasted object: the transform drawn for it and, once placed, its patch and
+    top-left position. Shared by sampling, rendering, recording and replay."""
+
+    scale: float
+    angle: float
+    flip: bool
+    color: Tuple[float, float, float]
+    patch: Optional[Patch] = None
+    pos: Optional[Tuple[int, int]] = None
+
+
+@dataclass
+class Draw:
+    """Everything drawn for one image (``Composer._sample``): what the renderer and the
+    record need, and nothing else."""
+
+    n: int                      # objects pasted
+    t: float                    # visible-fraction threshold used
+    bid: int                    # background pack index
+    crop: Tuple[int, int, int, int]  # y, x, h, w in the prescaled background
+    ids: np.ndarray             # object pack index per copy, (n,)
+    copies: List[Copy]
+    ref_side: float             # reference side in pixels (independent mode) else NaN
+    target: float               # target cumulative area (decorrelated mode) else NaN
+    tries: int                  # layouts drawn
+    maps: int                   # exact feasible-position maps computed
+    redraws: int = 0            # objects replaced by the unfit="redraw" rule
+
+
 def field_area(label_map: np.ndarray) -> float:
     """Area of the convex hull through the centres of all object pixels (field area).
 
@@ -188,7 +225,8 @@ class Composer:
         Pack with at least one background.
     """
 
-    def __init__(self, scene: SceneConfig, objects: AssetPack, backgrounds: AssetPack):
+    def __init__(self, scene: SceneConfig, objects: AssetPack, backgrounds: AssetPack, *,
+                 layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None):
         if not objects.objects:
             raise ValueError("objects: the pack has no objects")
         if not backgrounds.backgrounds:
@@ -201,6 +239,26 @@ class Composer:
         self.record_spec = record_spec(scene.max_count)
         self._probs = np.asarray(scene.count_distribution(), np.float64)
         self._probs /= self._probs.sum()
+        self.set_layout_plan(layout_budget, unfit)
+
+    def set_layout_plan(self, layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None
+                        ) -> None:
+        """Set how many layouts an image may draw and which objects cannot be laid out
+        N times (both from the layout survey, ``synthcount.survey``).
+
+        The budget is the config's ``max_layouts`` if set, else ``layout_budget``, else
+        ``DEFAULT_LAYOUT_BUDGET`` (a Composer made by hand). With ``unfit`` given, an
+        image drawing an unfit object for its N draws another from those left
+        (``SceneConfig.unfit = "redraw"``).
+        """
+        self.layout_budget = int(self.scene.max_layouts or layout_budget or DEFAULT_LAYOUT_BUDGET)
+        self.unfit: Dict[int, frozenset] = {int(n): frozenset(int(i) for i in ids) for n, ids in (unfit or {}).items()
+                                            if len(ids)}
+        self._fit_ids = {n: np.array([i for i in range(len(self.mips)) if i not in bad], np.int64)
+                         for n, bad in self.unfit.items()}
+        empty = sorted(n for n, f in self._fit_ids.items() if len(f) == 0)
+        if empty:
+            raise ValueError(f"no object can be laid out {empty[0]} times: nothing to redraw from")
 
     def _prescale(self, bgs):
         """Downscale each background once (INTER_AREA) so that the smallest allowed
@@ -286,11 +344,11 @@ class Composer:
         allocation of records.
         """
         rng = image_rng(seed, index)
-        lay = self._sample(rng, index)
-        self._render_into(lay["bid"], lay["crop"], lay["copies"], images[row], label_maps[row])
-        self._record_into(records, row, index, lay, label_maps[row])
+        draw = self._sample(rng, index)
+        self._render_into(draw.bid, draw.crop, draw.copies, images[row], label_maps[row])
+        self._record_into(records, row, index, draw, label_maps[row])
 
-    def _sample(self, rng: np.random.Generator, index: int) -> dict:
+    def _sample(self, rng: np.random.Generator, index: int) -> Draw:
         """Draw N, background, objects, transforms and positions (all randomness)."""
         sc = self.scene
         H, W = sc.size
@@ -301,53 +359,92 @@ class Composer:
             ids = np.full(n, int(rng.integers(len(self.mips))), np.int64)
         else:
             ids = rng.choice(len(self.mips), size=n, replace=n > len(self.mips)).astype(np.int64)
+        redraws = self._redraw_unfit(rng, ids) if n and self.unfit.get(n) else 0
         target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W) if sc.area_mode == "decorrelated" and n else math.nan
-        ref_side = math.nan
         maps = 0
-        for tries in range(1, sc.max_layouts + 1):
-            if sc.area_mode == "independent":
-                ref_side = float(rng.uniform(*sc.ref_side_range) * min(H, W))
-            scales = self._scales(rng, ids, ref_side, target)
-            copies = []
-            for k in range(n):
-                # Parameters are rounded to the float32 the record stores, so that
-                # replaying a record reproduces the image bit for bit.
-                angle = _f32(rng.uniform(*sc.rotation_range))
-                flip = bool(rng.random() < sc.flip_p)
-                color = tuple(_f32(v) for v in sample_color(rng, sc.color_jitter))
-                copies.append([None, None, _f32(scales[k]), angle, flip, color])
-            layout = Layout(H, W, t, sc.min_gap)
-            # At t = 1 pasting order cannot change any label, so place the largest
-            # copies first (they are the hard ones); at t < 1 order is z-order.
-            # Patches are warped only when their turn comes: a layout that fails
-            # early does not pay for the rest.
-            if t >= 1.0:
-                order = sorted(range(n), key=lambda k: -(copies[k][2] ** 2) * self.mips[ids[k]].footprint_area)
-            else:
-                order = range(n)
-            need = 0
-            for k in order:
-                c = copies[k]
-                patch = c[0] = transform_patch(self.mips[ids[k]], c[2], c[3], c[4], sc.blend, sc.feather_sigma)
-                if patch is None or patch.full_area == 0:
-                    break  # vanished at this scale
-                need += min_visible_pixels(patch.full_area, t)
-                if need > H * W:
-                    break  # provably impossible: the pixels that must stay visible exceed the image
-                pos = layout.find(rng, patch.footprint, sc.max_tries_per_object)
-                if pos is None:
-                    break
-                layout.add(patch.footprint, *pos)
-                c[1] = pos
-            maps += layout.maps_computed
-            if len(layout.placed) == n:
+        for tries in range(1, self.layout_budget + 1):
+            copies, ref_side, m = self.try_layout(rng, ids, t, target)
+            maps += m
+            if copies is not None:
                 break
         else:
+            names = sorted({self.objects.objects[i].name for i in ids})
             raise PlacementError(
-                f"image {index}: no layout of {n} objects fitted at min_visible={t:g} in {sc.max_layouts} tries; "
+                f"image {index}: no layout of {n} x {', '.join(names)} fitted at min_visible={t:g} in "
+                f"{self.layout_budget} tries (a chance below the planned failure probability); "
                 "lower the object sizes or min_visible")
-        return dict(n=n, t=t, bid=bid, crop=crop, ids=ids, copies=copies, ref_side=ref_side, target=target,
-                    tries=tries, maps=maps)
+        return Draw(n=n, t=t, bid=bid, crop=crop, ids=ids, copies=copies, ref_side=ref_side, target=target,
+                    tries=tries, maps=maps, redraws=redraws)
+
+    def _redraw_unfit(self, rng: np.random.Generator, ids: np.ndarray) -> int:
+        """Replace, in place, objects that the layout survey found cannot be laid out
+        N times (``unfit="redraw"``) by objects drawn uniformly from those that can,
+        from the image's own stream. Returns how many were replaced."""
+        n = len(ids)
+        bad = self.unfit[n]
+        fit = self._fit_ids[n]
+        k = 0
+        if self.scene.mode == "same":
+            if int(ids[0]) in bad:
+                ids[:] = fit[int(rng.integers(len(fit)))]
+                k = n
+            return k
+        for j in range(n):
+            if int(ids[j]) in bad:
+                # Keep the objects of a mixed image distinct where the fit ones allow it.
+                free = np.setdiff1d(fit, ids) if len(fit) >= n else fit
+                ids[j] = free[int(rng.integers(len(free)))]
+                k += 1
+        return k
+
+    def try_layout(self, rng: np.random.Generator, ids: np.ndarray, t: float, target: float
+                   ) -> Tuple[Optional[List["Copy"]], float, int]:
+        """Draw one whole layout of the objects ``ids`` at visibility ``t``.
+
+        Returns ``(copies, ref_side, maps)``: the placed copies (None when a copy had no
+        feasible position), the reference side drawn (independent mode, else NaN) and
+        the exact feasible-position maps computed.
+        """
+        sc = self.scene
+        H, W = sc.size
+        n = len(ids)
+        ref_side = math.nan
+        if sc.area_mode == "independent":
+            ref_side = float(rng.uniform(*sc.ref_side_range) * min(H, W))
+        scales = self._scales(rng, ids, ref_side, target)
+        copies = []
+        for k in range(n):
+            # Parameters are rounded to the float32 the record stores, so that
+            # replaying a record reproduces the image bit for bit.
+            angle = _f32(rng.uniform(*sc.rotation_range))
+            flip = bool(rng.random() < sc.flip_p)
+            color = tuple(_f32(v) for v in sample_color(rng, sc.color_jitter))
+            copies.append(Copy(scale=_f32(scales[k]), angle=angle, flip=flip, color=color))
+        layout = Layout(H, W, t, sc.min_gap)
+        # At t = 1 pasting order cannot change any label, so place the largest
+        # copies first (they are the hard ones); at t < 1 order is z-order.
+        # Patches are warped only when their turn comes: a layout that fails
+        # early does not pay for the rest.
+        if t >= 1.0:
+            order = sorted(range(n), key=lambda k: -(copies[k].scale ** 2) * self.mips[ids[k]].footprint_area)
+        else:
+            order = range(n)
+        need = 0
+        for k in order:
+            c = copies[k]
+            patch = c.patch = transform_patch(self.mips[ids[k]], c.scale, c.angle, c.flip, sc.blend, sc.feather_sigma)
+            if patch is None or patch.full_area == 0:
+                return None, ref_side, layout.maps_computed  # vanished at this scale
+            need += min_visible_pixels(patch.full_area, t)
+            if need > H * W:
+                # Provably impossible: the pixels that must stay visible exceed the image.
+                return None, ref_side, layout.maps_computed
+            pos = layout.find(rng, patch.footprint, sc.max_tries_per_object)
+            if pos is None:
+                return None, ref_side, layout.maps_computed
+            layout.add(patch.footprint, *pos)
+            c.pos = pos
+        return copies, ref_side, layout.maps_computed
 
     def replay(self, record: dict) -> Tuple[np.ndarray, np.ndarray]:
         """Render an image again from its stored record (no random numbers drawn).
@@ -362,7 +459,8 @@ class Composer:
             flip = bool(record["object_flip"][k])
             patch = transform_patch(self.mips[int(record["object_ids"][k])], scale, angle, flip, sc.blend, sc.feather_sigma)
             pos = tuple(int(v) for v in record["object_position"][k])
-            copies.append([patch, pos, scale, angle, flip, tuple(float(c) for c in record["object_color"][k])])
+            copies.append(Copy(scale=scale, angle=angle, flip=flip, patch=patch, pos=pos,
+                               color=tuple(float(c) for c in record["object_color"][k])))
         H, W = sc.size
         image, label_map = np.empty((H, W, 3), np.uint8), np.empty((H, W), np.uint8)
         self._render_into(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies, image, label_map)
@@ -379,36 +477,39 @@ class Composer:
         else:
             image[...] = src
         label_map[...] = 0
-        for k, (patch, (py, px), _scale, _angle, _flip, color) in enumerate(copies, start=1):
-            patch.paste(image, py, px, color)
+        for k, c in enumerate(copies, start=1):
+            (py, px), patch = c.pos, c.patch
+            patch.paste(image, py, px, c.color)
             h, w = patch.shape
             label_map[py:py + h, px:px + w][patch.footprint] = k
 
-    def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, lay: dict, label_map: np.ndarray) -> None:
-        n = lay["n"]
+    def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, draw: "Draw", label_map: np.ndarray) -> None:
+        n = draw.n
         rec["index"][row] = index
         rec["count"][row] = n
-        rec["min_visible"][row] = lay["t"]
-        rec["background_id"][row] = lay["bid"]
-        rec["bg_crop"][row] = lay["crop"]
-        rec["ref_side"][row] = lay["ref_side"]
-        rec["target_area"][row] = lay["target"]
-        rec["layout_tries"][row] = lay["tries"]
-        rec["placement_maps"][row] = lay["maps"]
+        rec["min_visible"][row] = draw.t
+        rec["background_id"][row] = draw.bid
+        rec["bg_crop"][row] = draw.crop
+        rec["ref_side"][row] = draw.ref_side
+        rec["target_area"][row] = draw.target
+        rec["layout_tries"][row] = draw.tries
+        rec["placement_maps"][row] = draw.maps
+        rec["unfit_redraws"][row] = draw.redraws
         if n == 0:
             return
-        rec["object_ids"][row, :n] = lay["ids"]
+        rec["object_ids"][row, :n] = draw.ids
         total = 0
         box = [label_map.shape[0], label_map.shape[1], 0, 0]  # union of the patches, for the hull
-        for k, (patch, (py, px), scale, angle, flip, color) in enumerate(lay["copies"]):
+        for k, c in enumerate(draw.copies):
+            (py, px), patch = c.pos, c.patch
             h, w = patch.shape
             rec["object_full_areas"][row, k] = patch.full_area
             rec["object_position"][row, k] = (py, px)
             rec["object_patch_size"][row, k] = (h, w)
-            rec["object_scale"][row, k] = scale
-            rec["object_angle"][row, k] = angle
-            rec["object_flip"][row, k] = flip
-            rec["object_color"][row, k] = color
+            rec["object_scale"][row, k] = c.scale
+            rec["object_angle"][row, k] = c.angle
+            rec["object_flip"][row, k] = c.flip
+            rec["object_color"][row, k] = c.color
             box = [min(box[0], py), min(box[1], px), max(box[2], py + h), max(box[3], px + w)]
             # Object k's pixels lie inside its patch window: count them there, from
             # the final label map (occlusion by later objects included).

@@ -35,6 +35,7 @@ COMPRESSIONS = ("none", "lzf", "gzip")
 BLENDS = ("soft", "hard", "feather")
 MODES = ("same", "mixed")
 AREA_MODES = ("independent", "decorrelated")
+UNFIT = ("error", "redraw")
 
 
 def _check(cond: bool, name: str, rule: str, value: Any) -> None:
@@ -138,8 +139,20 @@ class SceneConfig:
     max_tries_per_object : int
         Blind placement tries per copy before the exact feasible-position map is
         computed (the result is uniform over feasible positions either way).
-    max_layouts : int
-        Whole-layout resamples per image before the image fails with PlacementError.
+    max_layouts : int or None
+        Whole layouts an image may draw before it fails with PlacementError. None
+        (default): the layout survey run at plan time (``synthcount.survey``) derives
+        it from ``layout_failure_prob`` and the measured success rate of the hardest
+        (object, N) pair.
+    layout_failure_prob : float
+        Target probability that an image exhausts its layouts (default 1e-12).
+    unfit : {"error", "redraw"}
+        What to do with an (object, N) pair the layout survey finds cannot be laid
+        out (fewer than 4 of 2,000 trial layouts fit): ``error`` refuses the
+        request before anything is written, naming the object and N; ``redraw``
+        makes an image that draws such an object draw another one (uniformly among
+        those that fit N times) from its own random stream, and records it in
+        ``unfit_redraws``. N and its distribution are never changed.
     """
 
     size: Tuple[int, int] = (161, 161)
@@ -160,7 +173,9 @@ class SceneConfig:
     bg_scale_range: Tuple[float, float] = (0.5, 1.0)
     stimulus: str = "cutout"
     max_tries_per_object: int = 12
-    max_layouts: int = 200
+    max_layouts: Optional[int] = None
+    layout_failure_prob: float = 1e-12
+    unfit: str = "error"
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -203,9 +218,15 @@ class SceneConfig:
                self.feather_sigma)
         set_("bg_scale_range", _range("bg_scale_range", self.bg_scale_range, 1e-3, 1.0))
         _check(self.stimulus in ("cutout", "binary"), "stimulus", "'cutout' or 'binary'", self.stimulus)
-        _check(_is_int(self.max_tries_per_object) and self.max_tries_per_object >= 0,
-               "max_tries_per_object", "a non-negative integer", self.max_tries_per_object)
-        _check(_is_int(self.max_layouts) and self.max_layouts >= 1, "max_layouts", "a positive integer", self.max_layouts)
+        # Upper bounds keep a typo from running for hours: per image, the placement
+        # work grows with max_tries_per_object x max_layouts.
+        _check(_is_int(self.max_tries_per_object) and 0 <= self.max_tries_per_object <= 1000,
+               "max_tries_per_object", "an integer in 0..1000", self.max_tries_per_object)
+        _check(self.max_layouts is None or (_is_int(self.max_layouts) and 1 <= self.max_layouts <= 1_000_000),
+               "max_layouts", "null (from the layout survey) or an integer in 1..1000000", self.max_layouts)
+        _check(_is_num(self.layout_failure_prob) and 1e-30 <= float(self.layout_failure_prob) <= 0.01,
+               "layout_failure_prob", "in [1e-30, 0.01]", self.layout_failure_prob)
+        _check(self.unfit in UNFIT, "unfit", f"one of {UNFIT}", self.unfit)
 
     def visible_threshold(self, n: int) -> float:
         """Occlusion threshold t for an image with ``n`` objects."""
@@ -289,9 +310,11 @@ class DatasetConfig:
             object.__setattr__(self, "sources", SourceConfig(**self.sources))
         _check(isinstance(self.scene, SceneConfig), "scene", "a mapping of scene settings", self.scene)
         _check(isinstance(self.sources, SourceConfig), "sources", "a mapping of source settings", self.sources)
-        _check(_is_int(self.num_images) and self.num_images >= 1, "num_images", "a positive integer", self.num_images)
+        _check(_is_int(self.num_images) and 1 <= self.num_images <= 10**10, "num_images", "an integer in 1..1e10",
+               self.num_images)
         _check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "an integer in [0, 2**63)", self.seed)
-        _check(_is_int(self.shard_size) and self.shard_size >= 1, "shard_size", "a positive integer", self.shard_size)
+        _check(_is_int(self.shard_size) and 1 <= self.shard_size <= 10**6, "shard_size", "an integer in 1..1000000",
+               self.shard_size)
         _check(self.compression in COMPRESSIONS, "compression", f"one of {COMPRESSIONS}", self.compression)
         _check(self.label_compression in COMPRESSIONS, "label_compression", f"one of {COMPRESSIONS}", self.label_compression)
 

@@ -12,13 +12,24 @@ different identity is refused unless ``overwrite``. ``shards=(i, j)`` makes only
 shards ``i..j-1``, so pieces made by several processes or machines add up to the
 single-run dataset. The manifest is rewritten at the end of every run, under a lock
 file, from the finished shards present.
+
+One writer per folder: a run holds ``OUT_DIR/.lock`` from planning to its end
+(exclusively for a whole dataset or an overwrite, shared for ``--shards`` pieces)
+and makes each shard under its own lock (see :mod:`synthcount.locks`).
+``dataset.json`` is created once and every later run or piece compares with it.
+
+Before anything is written the layout survey (:mod:`synthcount.survey`) finds
+(object, N) pairs that cannot be laid out and how many layouts an image may need.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import glob
 import json
+import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -32,12 +43,17 @@ import numpy as np
 
 from . import __version__
 from .config import DatasetConfig
+from ._io import is_tmp_name, write_bytes_atomic, write_json_atomic
+from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
 from .shards import FORMAT_VERSION, shard_index_of, shard_name, write_manifest, write_shard
 
-__all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE"]
+__all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE",
+           "FolderBusy", "ShardError", "read_identity", "shard_memory"]
 
 IDENTITY_FILE = "dataset.json"
+SURVEY_KEY = "layout_survey"  # the layout survey, stored in dataset.json beside the identity
 _PROGRESS_EVERY = 50  # images between progress messages from a worker
+log = logging.getLogger("synthcount")
 
 
 @dataclass
@@ -67,6 +83,12 @@ class GenerateResult:
         Size of the whole dataset as planned.
     complete : bool
         Whether every shard of the dataset now exists in ``out_dir``.
+    shards_busy : list of int
+        Shards this run left to another run that was making them at the same time.
+    layout_budget : int
+        Layouts an image could draw (see ``synthcount.survey``).
+    layout_survey : dict or None
+        The layout survey (budget, unfit pairs, hardest pair, trials, seconds).
     """
 
     out_dir: str
@@ -82,6 +104,9 @@ class GenerateResult:
     num_images: int = 0
     num_shards: int = 0
     complete: bool = False
+    shards_busy: List[int] = field(default_factory=list)
+    layout_budget: int = 0
+    layout_survey: Optional[dict] = None
 
 
 @dataclass
@@ -96,6 +121,8 @@ class GenerationPlan:
     backgrounds: object
     overwrite: bool
     existing_identity: Optional[dict]
+    composer: object = None
+    survey: object = None
 
 
 def _identity(config: DatasetConfig, objects, backgrounds) -> dict:
@@ -114,34 +141,98 @@ def _identity(config: DatasetConfig, objects, backgrounds) -> dict:
     }
 
 
+def _same_dataset(a: Optional[dict], b: Optional[dict]) -> bool:
+    """Identities compared without the layout survey stored beside them (derived data)."""
+    strip = lambda d: {k: v for k, v in d.items() if k != SURVEY_KEY} if isinstance(d, dict) else d  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def _differences(old, new, prefix: str = "") -> List[str]:
     """Dotted names of the entries that differ between two nested dicts (e.g. ``config.seed``)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
         return [prefix or "(all)"] if old != new else []
     out: List[str] = []
     for k in sorted(set(old) | set(new), key=str):
+        if k == SURVEY_KEY and not prefix:
+            continue
         out += _differences(old.get(k), new.get(k), f"{prefix}{k}.") if isinstance(new.get(k), dict) \
             else ([f"{prefix}{k}"] if old.get(k) != new.get(k) else [])
     return [d.rstrip(".") for d in out]
 
 
+def read_identity(out_dir: str) -> Optional[dict]:
+    """``OUT_DIR/dataset.json``, None if absent, ``{"unreadable": True}`` if garbled."""
+    try:
+        with open(os.path.join(out_dir, IDENTITY_FILE)) as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"unreadable": True}
+    return d if isinstance(d, dict) else {"unreadable": True}
+
+
+def _mem_available() -> Optional[int]:
+    """Bytes of memory available to new allocations (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def shard_memory(config: DatasetConfig) -> int:
+    """Bytes one process needs to make the largest shard of ``config``: the batch of
+    images and label maps, and the shard file built in memory before it is written."""
+    n = min(config.shard_size, config.num_images)
+    h, w = config.scene.size
+    return int(n * h * w * 4 * 2.1) + (64 << 20)
+
+
+def _check_memory(config: DatasetConfig, workers: int) -> None:
+    need, avail = shard_memory(config) * max(workers, 1), _mem_available()
+    if avail is not None and need > 0.8 * avail:
+        n = min(config.shard_size, config.num_images)
+        h, w = config.scene.size
+        raise ValueError(f"--shard-size {config.shard_size}: a shard of {n} images of {h}x{w} needs about "
+                         f"{need / 2**30:.1f} GiB over {workers} process(es), more than the "
+                         f"{avail / 2**30:.1f} GiB available; lower --shard-size (or --workers)")
+
+
 def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tuple[int, int]] = None,
-                    overwrite: bool = False) -> GenerationPlan:
-    """Validate a generation request and resolve its sources; writes nothing.
+                    overwrite: bool = False, workers: int = 1, progress: bool = False) -> GenerationPlan:
+    """Validate a generation request, resolve its sources and survey its layouts; writes nothing.
+
+    The layout survey (``synthcount.survey``) tries every (object, N) pair once per
+    dataset (a resumed or pieced run reuses the one stored in ``dataset.json``): it
+    sets how many layouts an image may draw, and finds pairs that cannot be laid out.
 
     Raises
     ------
     ValueError
-        Bad ``shards`` range, sources unusable (``SourceError``), objects that cannot
-        fit (``check_feasible``), ``out_dir`` not a folder, or ``out_dir`` holding a
-        different dataset while ``overwrite`` is False.
+        Bad ``shards`` range, ``out_dir`` empty, not a writable folder, or holding a
+        different dataset while ``overwrite`` is False; a shard too large for the
+        memory; sources unusable (``SourceError``); objects that cannot fit
+        (``check_feasible``), or (object, N) pairs that cannot be laid out while
+        ``scene.unfit`` is ``"error"``.
     """
-    from .compose import check_feasible
+    from .compose import Composer, check_feasible
     from .sources import resolve_sources
+    from .survey import LayoutSurvey, survey_layouts
 
     if not isinstance(config, DatasetConfig):
         raise TypeError(f"config must be a DatasetConfig, got {type(config).__name__}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     out_dir = os.fspath(out_dir)
+    if not out_dir.strip():
+        raise ValueError("OUT_DIR must not be empty")
     n_sh = config.num_shards
     if shards is None:
         shards = (0, n_sh)
@@ -150,30 +241,52 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
         raise ValueError(f"shards must be I:J with 0 <= I < J <= {n_sh} (the dataset has {n_sh} shards), got {i}:{j}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"OUT_DIR must be a folder, got an existing file {out_dir!r}")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise ValueError(f"OUT_DIR {out_dir!r} cannot be created: {parent!r} is not a writable folder")
+    if os.path.isdir(out_dir):
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise ValueError(f"OUT_DIR {out_dir!r} is not writable")
+    else:
+        parent = os.path.dirname(os.path.abspath(out_dir))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"OUT_DIR {out_dir!r} cannot be created: {parent!r} is not a writable folder")
+    _check_memory(config, workers)
     objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus)
     check_feasible(config.scene, objects)
     ident = _identity(config, objects, backgrounds)
-    existing = None
-    id_path = os.path.join(out_dir, IDENTITY_FILE)
-    if os.path.isfile(id_path):
-        try:
-            with open(id_path) as f:
-                existing = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            existing = {"unreadable": True}
-        if existing != ident and not overwrite:
+    existing = read_identity(out_dir)
+    if existing is not None:
+        if not _same_dataset(existing, ident) and not overwrite:
             diff = _differences(existing, ident)
             raise ValueError(f"{out_dir} holds a different dataset (differs in {', '.join(diff)}); "
                              f"use --overwrite (overwrite=True) to replace it")
     elif os.path.isdir(out_dir) and not overwrite:
         if any(shard_index_of(n) is not None for n in os.listdir(out_dir)):
             raise ValueError(f"{out_dir} holds shards but no {IDENTITY_FILE}; use --overwrite to replace them")
-    return GenerationPlan(out_dir, config, (i, j), ident, objects, backgrounds, overwrite, existing)
+    composer = Composer(config.scene, objects, backgrounds)
+    survey = None
+    if existing is not None and _same_dataset(existing, ident) and SURVEY_KEY in existing:
+        try:
+            survey = LayoutSurvey.from_dict(existing[SURVEY_KEY])
+        except (ValueError, TypeError):
+            survey = None  # garbled: survey again
+    if survey is None:
+        from tqdm import tqdm
+
+        with tqdm(total=len(objects.objects), unit="obj", file=sys.stderr, disable=not progress,
+                  dynamic_ncols=True, desc="layout survey") as bar:
+            survey = survey_layouts(composer, workers=workers, progress=bar.update)
+        log.info("layout survey: %d trial layouts in %.1f s; budget %d layouts per image; unfit pairs: %d",
+                 survey.trials, survey.seconds, survey.budget, sum(len(v) for v in survey.unfit.values()))
+    if survey.unfit and config.scene.unfit == "error":
+        pairs = survey.unfit_pairs([o.name for o in objects.objects])
+        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        raise ValueError(f"objects that cannot be laid out (fewer than 4 of 2000 trial layouts fitted): "
+                         f"{'; '.join(pairs[:3])}{more}; lower the object sizes or min_visible, or set unfit: redraw "
+                         f"(--unfit redraw) to draw another object for such images")
+    composer.set_layout_plan(survey.budget, survey.unfit if config.scene.unfit == "redraw" else None)
+    ident[SURVEY_KEY] = survey.to_dict()
+    return GenerationPlan(out_dir, config, (i, j), ident, objects, backgrounds, overwrite, existing, composer, survey)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -182,12 +295,13 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
 _STATE: dict = {}
 
 
-def _buffers(composer, shard_size: int, n: int):
-    """Per-process batch arrays, reused from shard to shard.
+def _buffers(composer, n: int):
+    """Per-process batch arrays for ``n`` images, reused from shard to shard.
 
     Fresh arrays would pay a page fault per 4 KiB on first touch for every shard
     (about a third of the cost of an image at 161x161); the records are refilled
     with their "absent" values because ``compose_into`` writes only present fields.
+    Sized by the shard's own image count, never more.
     """
     from .compose import new_records
 
@@ -195,9 +309,8 @@ def _buffers(composer, shard_size: int, n: int):
     key = ((h, w), tuple((k, dt.str, shape) for k, (dt, shape) in composer.record_spec.items()))
     buf = _STATE.get("buffers")
     if buf is None or buf[0] != key or buf[1].shape[0] < n:
-        size = max(shard_size, n)
-        buf = (key, np.empty((size, h, w, 3), np.uint8), np.empty((size, h, w), np.uint8),
-               new_records(composer.record_spec, size))
+        buf = (key, np.empty((n, h, w, 3), np.uint8), np.empty((n, h, w), np.uint8),
+               new_records(composer.record_spec, n))
         _STATE["buffers"] = buf
     else:
         fresh = new_records(composer.record_spec, 1)
@@ -207,15 +320,38 @@ def _buffers(composer, shard_size: int, n: int):
     return images[:n], maps[:n], {key: arr[:n] for key, arr in recs.items()}
 
 
+def _debris(out_dir: str, k: int) -> List[str]:
+    """Temporary files of shard ``k`` (shard and sidecar). Called with the shard's lock
+    held, so they can only be left over by a dead run."""
+    stem = os.path.join(glob.escape(out_dir), shard_name(k))  # a folder name may hold [ ] * ?
+    return glob.glob(stem + ".tmp-*") + glob.glob(stem[:-3] + ".sha256.tmp-*")
+
+
 def _make_shard(k: int) -> dict:
-    """Compose every image of shard ``k`` in memory and write the shard in one go."""
+    """Make shard ``k`` under its lock: compose every image in memory, write it in one go.
+
+    Returns ``{"shard": k, "n": ..., ...}``; ``"busy"`` (another process holds the
+    shard's lock) or ``"exists"`` (finished meanwhile) when there was nothing to do.
+    """
     cfg: DatasetConfig = _STATE["config"]
+    out_dir = _STATE["out_dir"]
+    with ShardLock(out_dir, shard_name(k)) as lock:
+        if not lock.acquired:
+            return {"shard": k, "busy": lock.holder()}
+        path = os.path.join(out_dir, shard_name(k))
+        if os.path.isfile(path):
+            return {"shard": k, "exists": True}
+        _remove(_debris(out_dir, k))
+        return _compose_shard(k, cfg, path)
+
+
+def _compose_shard(k: int, cfg: DatasetConfig, path: str) -> dict:
     composer = _STATE["composer"]
     q = _STATE.get("queue")
     parent = _STATE.get("parent_pid")
     first, end = cfg.shard_range(k)
     n = end - first
-    images, maps, records = _buffers(composer, cfg.shard_size, n)
+    images, maps, records = _buffers(composer, n)
     done = 0
     for j in range(n):
         if parent is not None and os.getppid() != parent:
@@ -232,11 +368,12 @@ def _make_shard(k: int) -> dict:
         "shard_index": k,
         "first_image_index": first,
         "end_image_index": end,
+        "layout_budget": composer.layout_budget,
     }
     # Stable dataset order: the index first, then the record keys in the spec's order.
     ordered = {"index": records.pop("index")}
     ordered.update(records)
-    digest = write_shard(os.path.join(_STATE["out_dir"], shard_name(k)), images, maps, ordered, attrs,
+    digest = write_shard(path, images, maps, ordered, attrs,
                          compression=cfg.compression, label_compression=cfg.label_compression)
     _report(q, n - done)
     tries = ordered.get("layout_tries")
@@ -249,7 +386,7 @@ def _worker_init(parent: int) -> None:
     """Pool worker start: die with the parent (Linux prctl PR_SET_PDEATHSIG), best effort.
 
     A run killed with SIGKILL must not leave orphans finishing shards in the background
-    (the ``os.getppid`` check in ``_make_shard`` covers systems without prctl).
+    (the ``os.getppid`` check in ``_compose_shard`` covers systems without prctl).
     """
     try:
         import ctypes
@@ -284,25 +421,85 @@ def _remove(paths) -> None:
             pass
 
 
-def _tmp_files(out_dir: str, lo: int, hi: int) -> List[str]:
-    """Temp files of shards lo..hi-1 (shard and sidecar) left by a killed run."""
-    out = []
-    for k in range(lo, hi):
-        stem = os.path.join(glob.escape(out_dir), shard_name(k))  # a folder name may hold [ ] * ?
-        out += glob.glob(stem + ".tmp-*") + glob.glob(stem[:-3] + ".sha256.tmp-*")
-    return out
-
-
 def _update_manifest(out_dir: str, num_shards: int) -> dict:
     # A lock so that pieces finishing at the same moment cannot drop each other's shards.
     with open(os.path.join(out_dir, ".manifest.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            # Under the lock no one else is writing the manifest: its temp files are stale.
-            _remove(glob.glob(os.path.join(glob.escape(out_dir), "manifest.json.tmp-*")))
             return write_manifest(out_dir, num_shards)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _create_identity(out_dir: str, ident: dict) -> bool:
+    """Write ``dataset.json`` only if it does not exist yet (pieces on several machines
+    may start at once: the first one's identity stands, the others compare with it).
+    Returns True if this call wrote it; raises ValueError if another run's differs."""
+    path = os.path.join(out_dir, IDENTITY_FILE)
+    text = (json.dumps(ident, indent=1) + "\n").encode()
+    tmp = path + f".tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    write_bytes_atomic(tmp, text)
+    try:
+        os.link(tmp, path)  # atomic, and fails if the name exists (unlike a rename)
+        return True
+    except FileExistsError:
+        theirs = read_identity(out_dir)
+        if not _same_dataset(theirs, ident):
+            raise ValueError(f"{out_dir} now holds a different dataset, started by another run meanwhile "
+                             f"(differs in {', '.join(_differences(theirs, ident))})") from None
+        return False
+    finally:
+        _remove([tmp])
+
+
+def _remove_old_dataset(out_dir: str) -> None:
+    """``overwrite``: drop every file of the dataset the folder held (the caller holds
+    the folder lock exclusively, so no other run is writing)."""
+    old = []
+    for n in os.listdir(out_dir):
+        if shard_index_of(n) is not None or n in ("manifest.json", IDENTITY_FILE) or (
+                n.startswith("shard-") and (is_tmp_name(n) or n.endswith(".sha256"))) or (
+                n.startswith(("manifest.json", IDENTITY_FILE)) and is_tmp_name(n)):
+            old.append(os.path.join(out_dir, n))
+    _remove(old)
+
+
+def _check_kept_shard(out_dir: str, k: int, cfg: DatasetConfig) -> None:
+    """A finished shard kept by a resume must open and belong to this dataset (cheap:
+    attributes only). Raises ShardError naming the file otherwise."""
+    import h5py
+
+    name = shard_name(k)
+    path = os.path.join(out_dir, name)
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            ok = (int(a["shard_index"]) == k and int(a["first_image_index"]) == cfg.shard_range(k)[0]
+                  and _config_matches(a["config"], cfg))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ShardError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         f"it is not a complete shard of this dataset: move it away and run again to remake it") from None
+    if not ok:
+        raise ShardError(f"{path}: made with another config or at another position than this dataset's shard {k}; "
+                         f"move it away and run again to remake it")
+
+
+def _config_matches(text, cfg: DatasetConfig) -> bool:
+    """Whether a shard's ``config`` attribute describes ``cfg`` (source paths aside:
+    the same assets may be mounted elsewhere)."""
+    try:
+        theirs = json.loads(text)
+        mine = json.loads(cfg.to_json())
+        for d in (theirs, mine):
+            d["sources"].pop("objects", None)
+            d["sources"].pop("backgrounds", None)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return False
+    return theirs == mine
+
+
+class ShardError(OSError):
+    """A finished shard in the folder is unreadable or belongs to another dataset."""
 
 
 def _corr(out_dir: str, lo: int, hi: int) -> Optional[float]:
@@ -330,88 +527,148 @@ def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = True) -> GenerateResult:
+def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, wait: bool = False) -> GenerateResult:
     """Make the missing shards of ``plan`` and rewrite the manifest.
+
+    The folder lock (``synthcount.locks``) is held for the whole run: exclusively for
+    a whole-dataset run or an overwrite, shared for a ``--shards`` piece; each shard
+    is made under its own lock, so pieces never make the same shard twice. A run
+    removes only what it created (and temporary files of shards whose lock is free,
+    which only a dead run can have left), and removes the folder only if it made it
+    and nothing else was put there.
 
     Raises
     ------
+    synthcount.locks.FolderBusy
+        Another run holds the folder lock and ``wait`` is False (a ValueError).
+    ValueError
+        Another run meanwhile put a different dataset into the folder.
+    ShardError
+        A finished shard kept for the resume is unreadable or of another dataset.
     synthcount.compose.PlacementError
-        An image could not be laid out; finished shards are kept, no temp file is left.
+        An image could not be laid out (probability below ``layout_failure_prob``).
+    OSError
+        Writing failed (``synthcount._io.WriteError`` names the file: disk full, ...).
+    In every case finished shards are kept and listed in the manifest, and no
+    temporary file is left.
     """
     from tqdm import tqdm
 
-    from .compose import Composer
-
-    if not isinstance(workers, int) or workers < 1:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     cfg, out_dir = plan.config, plan.out_dir
     lo, hi = plan.shard_range
-    if plan.overwrite and os.path.isdir(out_dir):
-        # Drop the old dataset entirely: its shards may even be in range but of another config.
-        old = [os.path.join(out_dir, n) for n in os.listdir(out_dir)
-               if shard_index_of(n) is not None or n.startswith("shard-") and (".tmp-" in n or n.endswith(".sha256"))
-               or n in ("manifest.json", IDENTITY_FILE)]
-        if plan.existing_identity != plan.identity:
-            _remove(old)
-    created = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    id_path = os.path.join(out_dir, IDENTITY_FILE)
-    if not os.path.isfile(id_path) or plan.existing_identity != plan.identity:
-        from .shards import write_json_atomic
-
-        write_json_atomic(id_path, plan.identity)
-    # Temp files of our shards are leftovers of a killed run (a live writer would be a
-    # second run of the same shards, which the user did not mean).
-    _remove(_tmp_files(out_dir, lo, hi))
-    todo = [k for k in range(lo, hi) if not os.path.isfile(os.path.join(out_dir, shard_name(k)))]
-    skipped = [k for k in range(lo, hi) if k not in todo]
-    total = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in todo)
-    res = GenerateResult(out_dir=out_dir, shards_skipped=skipped, num_images=cfg.num_images,
-                         num_shards=cfg.num_shards,
-                         skipped_sources=list(plan.objects.skipped) + list(plan.backgrounds.skipped))
-    composer = Composer(cfg.scene, plan.objects, plan.backgrounds)
-    bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-               desc=f"generate {os.path.basename(os.path.normpath(out_dir))}")
-    t0 = time.perf_counter()
-    nproc = min(workers, len(todo))
-    _STATE.clear()
-    _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar)
-    # One OpenCV thread per process: its thread pool buys no wall time on these small
-    # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
-    # half a core more, and it would oversubscribe the cores under --workers.
-    cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
+    whole = (lo, hi) == (0, cfg.num_shards)
+    created = False
+    if not os.path.isdir(out_dir):
+        parent = os.path.dirname(os.path.abspath(out_dir))
+        os.makedirs(parent, exist_ok=True)
+        try:
+            os.mkdir(out_dir)
+            created = True
+        except FileExistsError:
+            pass
+    lock = FolderLock(out_dir, exclusive=whole or plan.overwrite, wait=wait)
+    res = GenerateResult(out_dir=out_dir, num_images=cfg.num_images, num_shards=cfg.num_shards,
+                         skipped_sources=list(plan.objects.skipped) + list(plan.backgrounds.skipped),
+                         layout_budget=plan.composer.layout_budget,
+                         layout_survey=plan.survey.to_dict() if plan.survey is not None else None)
+    wrote_identity = False
+    todo: List[int] = []
     try:
-        if nproc <= 1:
-            for k in todo:
-                _collect(res, _make_shard(k))
-        else:
-            _run_pool(res, todo, nproc, bar)
-    except BaseException:
-        _remove(_tmp_files(out_dir, lo, hi))  # pool workers killed mid-write leave temp files
-        if created and not res.shards_made and not any(shard_index_of(n) is not None for n in os.listdir(out_dir)):
-            # A run that made the folder and finished nothing leaves nothing behind.
-            import shutil
-
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            _update_manifest(out_dir, cfg.num_shards)
-        raise
-    finally:
-        bar.close()
+        current = read_identity(out_dir)  # again, under the lock: another run may have come first
+        if current is not None and not _same_dataset(current, plan.identity):
+            if not plan.overwrite:
+                raise ValueError(f"{out_dir} now holds a different dataset, started by another run meanwhile "
+                                 f"(differs in {', '.join(_differences(current, plan.identity))})")
+            _remove_old_dataset(out_dir)  # overwrite holds the lock exclusively
+            current = None
+        if current is None and plan.overwrite and lock.exclusive:
+            _remove_old_dataset(out_dir)  # shards without a dataset.json
+        if current is None:
+            wrote_identity = _create_identity(out_dir, plan.identity)
+        for k in range(lo, hi):
+            if os.path.isfile(os.path.join(out_dir, shard_name(k))):
+                _check_kept_shard(out_dir, k, cfg)
+                res.shards_skipped.append(k)
+            else:
+                todo.append(k)
+        total = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in todo)
+        composer = plan.composer
+        bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+                   desc=f"generate {os.path.basename(os.path.normpath(out_dir))}")
+        t0 = time.perf_counter()
+        nproc = min(workers, len(todo))
         _STATE.clear()
-        cv2.setNumThreads(cv_threads)
-    res.seconds = time.perf_counter() - t0
-    res.images_written = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in res.shards_made)
-    res.images_per_second = res.images_written / res.seconds if res.seconds > 0 else 0.0
-    res.shards_made.sort()
-    man = _update_manifest(out_dir, cfg.num_shards)
-    res.complete = bool(man["complete"])
-    res.corr_log_n_log_a = _corr(out_dir, lo, hi)
+        _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar)
+        # One OpenCV thread per process: its thread pool buys no wall time on these small
+        # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
+        # half a core more, and it would oversubscribe the cores under --workers.
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            if nproc <= 1:
+                for k in todo:
+                    _collect(res, _make_shard(k))
+            else:
+                _run_pool(res, todo, nproc, bar)
+        finally:
+            bar.close()
+            _STATE.clear()
+            cv2.setNumThreads(cv_threads)
+        res.seconds = time.perf_counter() - t0
+    except BaseException:
+        _clean_up_failed(out_dir, cfg, todo, lock, created, wrote_identity)
+        raise
+    try:
+        res.images_written = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in res.shards_made)
+        res.images_per_second = res.images_written / res.seconds if res.seconds > 0 else 0.0
+        res.shards_made.sort()
+        man = _update_manifest(out_dir, cfg.num_shards)
+        res.complete = bool(man["complete"])
+        res.corr_log_n_log_a = _corr(out_dir, lo, hi)
+    finally:
+        lock.release()
     return res
 
 
+def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: FolderLock, created: bool,
+                     wrote_identity: bool) -> None:
+    """After a failed run: no temporary file of ours remains, finished shards stay and
+    are listed, and a folder this run made is removed if nothing else is in it."""
+    try:
+        for k in todo:  # pool workers killed mid-write leave temporary files behind
+            with ShardLock(out_dir, shard_name(k)) as sl:
+                if sl.acquired:
+                    _remove(_debris(out_dir, k))
+        mine = {LOCK_FILE, LOCKS_DIR, ".manifest.lock", "manifest.json"} | ({IDENTITY_FILE} if wrote_identity else set())
+        names = set(os.listdir(out_dir))
+        locks_dir = os.path.join(out_dir, LOCKS_DIR)
+        if created and names <= mine and "manifest.json" not in names and lock.try_exclusive():
+            with contextlib.suppress(OSError):
+                for n in os.listdir(locks_dir):
+                    os.remove(os.path.join(locks_dir, n))
+                os.rmdir(locks_dir)
+            _remove([os.path.join(out_dir, n) for n in names - {LOCK_FILE, LOCKS_DIR}])
+            lock.release(remove=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only if empty: never removes what another run put there
+        elif os.path.isdir(out_dir) and (wrote_identity or any(shard_index_of(n) is not None for n in names)):
+            _update_manifest(out_dir, cfg.num_shards)
+    except OSError as e:  # a full disk may refuse the manifest too: the shards themselves stay valid
+        log.warning("cleaning up %s after a failed run: %s", out_dir, e)
+    finally:
+        lock.release()
+
+
 def _collect(res: GenerateResult, out: dict) -> None:
+    if "busy" in out:
+        res.shards_busy.append(out["shard"])
+        log.info("shard %d is being made by another run (%s)", out["shard"], out["busy"])
+        return
+    if out.get("exists"):
+        res.shards_skipped.append(out["shard"])
+        return
     res.shards_made.append(out["shard"])
     res.layout_resamples += out["resamples"]
     res.max_layout_tries = max(res.max_layout_tries, out["max_tries"])
@@ -451,7 +708,7 @@ def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
 
 def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
                      shards: Optional[Tuple[int, int]] = None, overwrite: bool = False,
-                     progress: bool = True) -> GenerateResult:
+                     progress: bool = False, wait: bool = False) -> GenerateResult:
     """Generate (or resume, or add pieces to) a dataset in ``out_dir``.
 
     Parameters
@@ -467,7 +724,9 @@ def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
     overwrite : bool
         Replace a different dataset already in ``out_dir`` instead of refusing.
     progress : bool
-        Show a tqdm progress bar on stderr.
+        Show tqdm progress bars on stderr (off by default in the Python API).
+    wait : bool
+        Wait for another run holding the folder instead of raising ``FolderBusy``.
 
     Returns
     -------
@@ -476,9 +735,10 @@ def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
     Raises
     ------
     ValueError
-        Bad request (see :func:`plan_generation`); nothing is written then.
-    synthcount.compose.PlacementError
-        An image could not be laid out; finished shards are kept.
+        Bad request (see :func:`plan_generation`; nothing is written then), or the
+        folder is in use (``FolderBusy``) or now holds another dataset.
+    synthcount.compose.PlacementError, ShardError, OSError
+        The run failed (see :func:`run_plan`); finished shards are kept.
     """
-    plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite)
-    return run_plan(plan, workers=workers, progress=progress)
+    plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite, workers=workers, progress=progress)
+    return run_plan(plan, workers=workers, progress=progress, wait=wait)

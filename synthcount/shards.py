@@ -194,6 +194,22 @@ def read_manifest(folder: str) -> dict:
         raise ValueError(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(man, dict) or not isinstance(man.get("shards"), list):
         raise ValueError(f"{path}: manifest must be an object with a 'shards' list")
+    for i, e in enumerate(man["shards"]):
+        # Entries name files in this folder only: a path ("../x.h5", "/abs.h5") is refused,
+        # so a manifest can never make a reader or verify follow it elsewhere.
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or shard_index_of(e["file"]) is None \
+                or os.path.basename(e["file"]) != e["file"]:
+            raise ValueError(f"{path}: shards[{i}] must be an object whose 'file' is a shard name such as "
+                             f"shard-00000.h5 in this folder, got {e!r:.80}")
+        n = e.get("num_images")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"{path}: shards[{i}] ({e['file']}): num_images must be a non-negative integer, got {n!r}")
+        sha = e.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise ValueError(f"{path}: shards[{i}] ({e['file']}): sha256 must be 64 hex digits or null, got {sha!r:.80}")
+    total = man.get("num_images")
+    if not isinstance(total, int) or isinstance(total, bool):
+        raise ValueError(f"{path}: num_images must be an integer, got {total!r}")
     return man
 
 
@@ -216,9 +232,13 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
         if digest is None and hash_missing:
             digest = sha256_file(path)
             _write_sidecar(path, digest)
-        with h5py.File(path, "r") as f:
-            first = int(f.attrs["first_image_index"])
-            n = int(f["images"].shape[0])
+        try:
+            with h5py.File(path, "r") as f:
+                first = int(f.attrs["first_image_index"])
+                n = int(f["images"].shape[0])
+        except (OSError, KeyError, ValueError) as e:
+            raise OSError(f"{path}: unreadable shard ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}); run synthcount verify") from None
         entries.append({"file": name, "shard_index": idx, "first_image_index": first,
                         "num_images": n, "sha256": digest})
     entries.sort(key=lambda e: e["shard_index"])
@@ -336,12 +356,41 @@ def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
     return problems
 
 
+def _strip_sources(cfg) -> dict:
+    """A dataset config without its source paths (the same assets may be mounted elsewhere)."""
+    if not isinstance(cfg, dict):
+        return {}
+    out = dict(cfg)
+    if isinstance(out.get("sources"), dict):
+        out["sources"] = {k: v for k, v in out["sources"].items() if k not in ("objects", "backgrounds")}
+    return out
+
+
+def _identity_config(folder: str, problems: List[str]) -> Optional[dict]:
+    """The config recorded in ``folder/dataset.json`` (None if there is none)."""
+    path = os.path.join(folder, "dataset.json")
+    try:
+        with open(path) as f:
+            ident = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        problems.append(f"dataset.json: unreadable ({e})")
+        return None
+    cfg = ident.get("config") if isinstance(ident, dict) else None
+    if not isinstance(cfg, dict):
+        problems.append("dataset.json: has no 'config' object")
+        return None
+    return _strip_sources(cfg)
+
+
 def verify_dataset(path: str) -> List[str]:
     """Problems found in a dataset folder or a single shard file (empty: all good).
 
     For a folder: the manifest exists and is consistent (totals, order), every
-    listed shard exists, its sha256 matches the manifest and :func:`verify_shard`
-    finds nothing; finished shards missing from the manifest are reported too.
+    listed shard exists, its sha256 matches the manifest, its ``config`` attribute
+    matches ``dataset.json`` and :func:`verify_shard` finds nothing; finished shards
+    missing from the manifest are reported too.
     Each problem is one line naming the bad shard.
     """
     if os.path.isfile(path):
@@ -357,6 +406,7 @@ def verify_dataset(path: str) -> List[str]:
     total = 0
     prev_end = None
     ref = None  # (config, seed, image shape) every shard of one dataset shares
+    ident_cfg = _identity_config(path, problems)
     for e in man["shards"]:
         fname = str(e.get("file"))
         total += int(e.get("num_images", 0))
@@ -377,6 +427,10 @@ def verify_dataset(path: str) -> List[str]:
             if k != shard_index_of(fname) or (isinstance(size, int) and first != k * size):
                 problems.append(f"{fname}: attributes say shard {k} from image {first}, "
                                 f"not what its name and shard size ({size}) imply")
+            if ident_cfg is not None and _strip_sources(cfg) != ident_cfg:
+                diff = sorted(k for k in set(ident_cfg) | set(cfg) if ident_cfg.get(k) != _strip_sources(cfg).get(k))
+                problems.append(f"{fname}: its config differs from dataset.json's (in {', '.join(diff)}): "
+                                f"a shard of another dataset")
             if ref is None:
                 ref = (fname, mine)
             elif mine != ref[1]:

@@ -193,16 +193,22 @@ def test_verify_single_shard_uses_its_sidecar_and_catches_mixed_datasets(tmp_pat
         fh.write(bytes([byte[0] ^ 0xFF]))
     r = _run("verify", shard)
     assert r.exit_code == 1 and "shard-00000.h5" in r.output
-    # A shard of another dataset dropped into a folder: verify names it.
-    for name in ("shard-00001.h5", "shard-00001.sha256"):
-        shutil.copy(b / name, a / name)
+    # A shard of another dataset dropped into a folder: a resume refuses to keep it
+    # (exit 1 naming it), and verify names it.
     shutil.copy(b / "shard-00000.h5", a / "shard-00000.h5")
     shutil.copy(b / "shard-00000.sha256", a / "shard-00000.sha256")
     os.remove(a / "shard-00001.h5")
     os.remove(a / "shard-00001.sha256")
-    assert _run("generate", a, "--num-images", "6", "--shard-size", "3", "--size", "48", "--quiet").exit_code == 0
+    r = _run("generate", a, "--num-images", "6", "--shard-size", "3", "--size", "48", "--quiet")
+    assert r.exit_code == 1 and "shard-00000.h5" in r.output and "another config" in r.output
+    assert not (a / "shard-00001.h5").exists()
+    shutil.copy(b / "shard-00001.h5", a / "shard-00001.h5")
+    shutil.copy(b / "shard-00001.sha256", a / "shard-00001.sha256")
+    from synthcount.shards import write_manifest
+
+    write_manifest(str(a), 2)
     r = _run("verify", a)
-    assert r.exit_code == 1 and "mixed datasets" in r.output
+    assert r.exit_code == 1 and "differs from dataset.json" in r.output and "shard-00000.h5" in r.output
 
 
 def test_out_dir_under_a_file_exits_2(tmp_path):

@@ -1,0 +1,231 @@
+"""The layout survey: which (object, N) pairs can be laid out, and how many layouts an
+image may need.
+
+An image keeps its N and its objects and redraws whole layouts (sizes, rotations,
+positions) until one fits, so the layouts it needs follow a geometric law with the
+pair's success rate p. A fixed cap is wrong both ways: too low, and a feasible
+request dies at paper scale (a cap of 200 failed a few images per 10,000 at t = 1);
+unbounded, and an impossible pair loops forever.
+
+So before anything is written, every object is tried at every N with P(N) > 0 on
+its own random stream (independent of the dataset seed and of every image's
+stream): trial layouts are drawn with the compositor's own code until
+``SUCCESSES`` of them fit, or ``MAX_TRIALS`` were drawn.
+
+- A pair with fewer than ``SUCCESSES`` fits in ``MAX_TRIALS`` trials is *unfit*
+  (p below about 1/500): the request is refused naming the object and N, or, with
+  ``unfit="redraw"``, images redraw another object (see ``SceneConfig.unfit``).
+- For the others, the 99.9% lower confidence bound of p (Poisson, ``SUCCESSES``
+  fits in M trials: ``POISSON_LOWER_4 / M``) gives the layouts B an image needs for
+  ``P(fail) = (1 - p)**B < layout_failure_prob``; the budget is B of the hardest pair.
+
+In ``decorrelated`` area mode an image keeps its drawn cumulative area A across
+layouts, so pairs are tried at the largest A the config allows (the hardest case);
+in ``mixed`` mode each trial draws the object's N - 1 partners afresh.
+Failing trial layouts are cheap (a copy is warped only when its turn comes), so the
+survey costs about ``SUCCESSES / p`` layouts per pair.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["LayoutSurvey", "PairResult", "survey_layouts", "budget_for", "SUCCESSES", "MAX_TRIALS"]
+
+SUCCESSES = 4
+MAX_TRIALS = 2000
+# 99.9% one-sided lower confidence limit of a Poisson mean after observing 4 events:
+# chi2.ppf(0.001, 2 * 4) / 2.
+POISSON_LOWER_4 = 0.42855
+# Streams of the survey: spawn keys (SURVEY_KEY, object, N) of a fixed entropy, so
+# that the survey is the same for every dataset seed and never shares a stream with
+# an image (images use spawn_key=(index,)).
+SURVEY_ENTROPY = 0x5C0FFEE
+SURVEY_KEY = 0x5A11
+
+
+@dataclass
+class PairResult:
+    """Trial layouts of one (object, N) pair: ``fits`` of ``trials`` fitted."""
+
+    object_index: int
+    n: int
+    trials: int
+    fits: int
+
+    @property
+    def fit(self) -> bool:
+        return self.fits >= SUCCESSES
+
+    @property
+    def p_lower(self) -> float:
+        """99.9% lower confidence bound of the pair's per-layout success rate."""
+        return POISSON_LOWER_4 / self.trials if self.fit else 0.0
+
+
+@dataclass
+class LayoutSurvey:
+    """Result of :func:`survey_layouts`.
+
+    Attributes
+    ----------
+    budget : int
+        Layouts an image may draw (for the hardest fit pair, P(fail) < failure_prob).
+    failure_prob : float
+    unfit : dict of int -> list of int
+        N -> object indices that cannot be laid out N times.
+    hardest : dict or None
+        The pair that set the budget: object index and name, N, trials, fits.
+    trials : int
+        Trial layouts drawn in all.
+    seconds : float
+    """
+
+    budget: int
+    failure_prob: float
+    unfit: Dict[int, List[int]] = field(default_factory=dict)
+    hardest: Optional[dict] = None
+    trials: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["unfit"] = {str(n): ids for n, ids in sorted(self.unfit.items())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayoutSurvey":
+        if not isinstance(d, dict) or not isinstance(d.get("budget"), int) or d["budget"] < 1:
+            raise ValueError("layout survey: 'budget' must be a positive integer")
+        unfit = d.get("unfit") or {}
+        if not isinstance(unfit, dict) or not all(isinstance(v, list) for v in unfit.values()):
+            raise ValueError("layout survey: 'unfit' must map N to a list of object indices")
+        return cls(budget=int(d["budget"]), failure_prob=float(d.get("failure_prob", 0.0)),
+                   unfit={int(n): [int(i) for i in ids] for n, ids in unfit.items()},
+                   hardest=d.get("hardest"), trials=int(d.get("trials", 0)), seconds=float(d.get("seconds", 0.0)))
+
+    def unfit_pairs(self, names: Sequence[str]) -> List[str]:
+        """Human-readable 'name at N = k' for every unfit pair."""
+        return [f"{names[i]!r} at N = {n}" for n, ids in sorted(self.unfit.items()) for i in ids]
+
+
+def budget_for(p_lower: float, failure_prob: float) -> int:
+    """Smallest B with (1 - p_lower)**B <= failure_prob."""
+    if p_lower >= 1.0:
+        return 1
+    return max(1, math.ceil(math.log(failure_prob) / math.log1p(-p_lower)))
+
+
+def _pair_rng(obj: int, n: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(SURVEY_ENTROPY, spawn_key=(SURVEY_KEY, obj, n))))
+
+
+def _try_pair(composer, obj: int, n: int) -> PairResult:
+    sc = composer.scene
+    H, W = sc.size
+    rng = _pair_rng(obj, n)
+    t = sc.visible_threshold(n)
+    target = sc.area_fraction_range[1] * H * W if sc.area_mode == "decorrelated" else math.nan
+    others = np.array([i for i in range(len(composer.mips)) if i != obj], np.int64)
+    fits = trials = 0
+    while trials < MAX_TRIALS and fits < SUCCESSES:
+        if sc.mode == "same" or n == 1 or others.size == 0:
+            ids = np.full(n, obj, np.int64)
+        else:
+            ids = np.concatenate([[obj], rng.choice(others, size=n - 1, replace=n - 1 > others.size)])
+        copies, _, _ = composer.try_layout(rng, ids, t, target)
+        trials += 1
+        fits += copies is not None
+    return PairResult(obj, n, trials, fits)
+
+
+def _survey_object(composer, obj: int, counts: Sequence[int], monotone: bool) -> List[PairResult]:
+    """Pairs of one object, hardest N first. Where p cannot grow with N (independent
+    sizes, t not falling with N), every N below a fit N fits at least as often, and
+    is not tried."""
+    out = []
+    for n in sorted(counts, reverse=True):
+        r = _try_pair(composer, obj, n)
+        out.append(r)
+        if r.fit and monotone:
+            break
+    return out
+
+
+_POOL_COMPOSER = None
+
+
+def _pool_task(args):
+    obj, counts, monotone = args
+    return _survey_object(_POOL_COMPOSER, obj, counts, monotone)
+
+
+def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: int = 1,
+                   progress=None) -> LayoutSurvey:
+    """Try every (object, N) pair of ``composer``'s config (see the module docstring).
+
+    Parameters
+    ----------
+    composer : synthcount.compose.Composer
+    failure_prob : float, optional
+        Target probability that an image exhausts its layouts; default the scene's
+        ``layout_failure_prob``.
+    workers : int
+        Processes (fork) to spread the objects over; the result does not depend on it.
+    progress : callable or None
+        Called with the number of objects finished, as they finish.
+
+    Returns
+    -------
+    LayoutSurvey
+    """
+    global _POOL_COMPOSER
+    sc = composer.scene
+    fp = float(sc.layout_failure_prob if failure_prob is None else failure_prob)
+    probs = sc.count_distribution()
+    counts = [n for n in range(1, sc.max_count + 1) if probs[n] > 0]
+    t0 = time.perf_counter()
+    if not counts:
+        return LayoutSurvey(budget=1, failure_prob=fp)
+    ts = [sc.visible_threshold(n) for n in counts]
+    monotone = sc.area_mode == "independent" and all(a <= b for a, b in zip(ts, ts[1:]))
+    tasks = [(i, counts, monotone) for i in range(len(composer.mips))]
+    results: List[PairResult] = []
+    if workers > 1 and len(tasks) > 1:
+        _POOL_COMPOSER = composer  # inherited by the forked workers: no pickling
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+                for rs in pool.imap_unordered(_pool_task, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+                    results += rs
+                    if progress:
+                        progress(1)
+        finally:
+            _POOL_COMPOSER = None
+    else:
+        for task in tasks:
+            results += _survey_object(composer, *task)
+            if progress:
+                progress(1)
+    results.sort(key=lambda r: (r.object_index, r.n))
+    unfit: Dict[int, List[int]] = {}
+    for r in results:
+        if not r.fit:
+            unfit.setdefault(r.n, []).append(r.object_index)
+    fit = [r for r in results if r.fit]
+    names = [o.name for o in composer.objects.objects]
+    if fit:
+        worst = min(fit, key=lambda r: (r.p_lower, r.object_index, r.n))
+        budget = budget_for(worst.p_lower, fp)
+        hardest = {"object_index": worst.object_index, "object": names[worst.object_index], "n": worst.n,
+                   "trials": worst.trials, "fits": worst.fits}
+    else:
+        budget, hardest = 1, None
+    return LayoutSurvey(budget=budget, failure_prob=fp, unfit={n: sorted(v) for n, v in sorted(unfit.items())},
+                        hardest=hardest, trials=sum(r.trials for r in results),
+                        seconds=round(time.perf_counter() - t0, 3))
