@@ -23,6 +23,12 @@ __all__ = ["ObjectAsset", "AssetPack", "save_pack", "load_pack", "PACK_FORMAT_VE
 PACK_FORMAT_VERSION = 1
 
 
+def _name_bytes(name: str) -> bytes:
+    """A name's bytes for hashing; names from file systems may hold undecodable bytes
+    (as surrogate escapes), which plain ``str.encode`` refuses."""
+    return name.encode("utf-8", "surrogateescape")
+
+
 @dataclass
 class ObjectAsset:
     """One object cut-out.
@@ -84,12 +90,12 @@ class AssetPack:
         if self._fingerprint is None:
             h = hashlib.sha256()
             for o in self.objects:
-                h.update(o.name.encode() + b"\0" + np.asarray(o.rgb.shape, np.int64).tobytes())
+                h.update(_name_bytes(o.name) + b"\0" + np.asarray(o.rgb.shape, np.int64).tobytes())
                 h.update(o.rgb.tobytes())
                 h.update(o.alpha.tobytes())
             h.update(b"--backgrounds--")
             for b, n in zip(self.backgrounds, self.background_names):
-                h.update(n.encode() + b"\0" + np.asarray(b.shape, np.int64).tobytes())
+                h.update(_name_bytes(n) + b"\0" + np.asarray(b.shape, np.int64).tobytes())
                 h.update(b.tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
@@ -124,17 +130,25 @@ def _unflatten(flat: np.ndarray, shapes: np.ndarray) -> List[np.ndarray]:
 def save_pack(pack: AssetPack, path: str, compression: str = "lzf") -> None:
     """Write ``pack`` to an HDF5 file at ``path`` (written to a temporary name first).
 
+    Raises ``synthcount._io.WriteError`` (naming ``path``) when the file cannot be
+    written; ``path`` is then left as it was.
+
     Layout: ``objects/rgb`` and ``objects/alpha`` hold every object's pixels
     concatenated as flat uint8 arrays, with shapes in ``objects/rgb_shapes``;
     ``backgrounds/rgb`` likewise; names as JSON attributes; ``skipped`` as JSON.
     """
-    import os
+    import io
 
     import h5py
 
+    from ._io import atomic_write
+
     comp = None if compression == "none" else compression
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    # Built in memory, then written atomically with plain file I/O: a full disk is one
+    # OSError naming the file (HDF5 itself can crash on it), and a pack file on disk
+    # is always complete.
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
         f.attrs["pack_format_version"] = PACK_FORMAT_VERSION
         f.attrs["source"] = pack.source
         f.attrs["skipped"] = json.dumps(pack.skipped)
@@ -150,7 +164,8 @@ def save_pack(pack: AssetPack, path: str, compression: str = "lzf") -> None:
         g.create_dataset("rgb", data=bg, compression=comp, chunks=True if bg.size else None)
         g.create_dataset("rgb_shapes", data=bg_shapes)
         g.attrs["names"] = json.dumps(list(pack.background_names))
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as out:
+        out.write(buf.getbuffer())
 
 
 def load_pack(path: str) -> AssetPack:

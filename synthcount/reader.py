@@ -10,6 +10,7 @@ and kept for a few recently used shards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import OrderedDict
@@ -19,9 +20,13 @@ import numpy as np
 
 from .shards import read_manifest
 
-__all__ = ["Dataset", "open_dataset"]
+__all__ = ["Dataset", "ShardReadError", "open_dataset"]
 
 _BIG = ("images", "label_maps")
+
+
+class ShardReadError(OSError):
+    """A shard file could not be read (truncated, corrupted); the message names it."""
 
 
 class Dataset:
@@ -80,9 +85,20 @@ class Dataset:
             self._pid = os.getpid()
         f = self._handles.get(k)
         if f is None:
-            f = h5py.File(self.files[k], "r")
+            with self._naming(k):
+                f = h5py.File(self.files[k], "r")
             self._handles[k] = f
         return f
+
+    @contextlib.contextmanager
+    def _naming(self, k: int):
+        """Read errors of shard ``k`` (a truncated or corrupted file) as one OSError
+        that names the file."""
+        try:
+            yield
+        except (OSError, KeyError, RuntimeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ShardReadError(f"{self.files[k]}: unreadable shard ({first}); run synthcount verify") from None
 
     def close(self) -> None:
         """Close this process's open shard files (the dataset can still be read later)."""
@@ -171,7 +187,8 @@ class Dataset:
             if os.getpid() != self._pid:
                 self._file(k)  # resets caches after a fork
             f = self._file(k)
-            rec = {key: f[key][()] for key in f.keys() if key not in _BIG}
+            with self._naming(k):
+                rec = {key: f[key][()] for key in f.keys() if key not in _BIG}
             self._records[k] = rec
             while len(self._records) > self._cache_shards:
                 self._records.popitem(last=False)
@@ -192,7 +209,8 @@ class Dataset:
         """
         k, j = self._locate(i)
         f = self._file(k)
-        out = {"image": f["images"][j], "label_map": f["label_maps"][j]}
+        with self._naming(k):
+            out = {"image": f["images"][j], "label_map": f["label_maps"][j]}
         for key, arr in self._shard_records(k).items():
             out[key] = arr[j]
         return out
@@ -203,7 +221,8 @@ class Dataset:
             n = int(self.offsets[k + 1] - self.offsets[k])
             recs = self._shard_records(k)
             for s in range(0, n, 64):  # 64 images per read: fewer HDF5 calls than one by one
-                imgs, maps = f["images"][s:s + 64], f["label_maps"][s:s + 64]
+                with self._naming(k):
+                    imgs, maps = f["images"][s:s + 64], f["label_maps"][s:s + 64]
                 for j in range(len(imgs)):
                     out = {"image": imgs[j], "label_map": maps[j]}
                     out.update({key: arr[s + j] for key, arr in recs.items()})
@@ -228,10 +247,11 @@ class Dataset:
             # Contiguous runs as slices: h5py's list indexing is ~20x slower than slicing.
             breaks = np.nonzero(np.diff(uniq) != 1)[0] + 1
             pos = 0
-            for run in np.split(uniq, breaks):
-                a, b = int(run[0]), int(run[-1]) + 1
-                buf[pos:pos + b - a] = dset[a:b]
-                pos += b - a
+            with self._naming(int(k)):
+                for run in np.split(uniq, breaks):
+                    a, b = int(run[0]), int(run[-1]) + 1
+                    buf[pos:pos + b - a] = dset[a:b]
+                    pos += b - a
             out[sel] = buf[inv]
         return out
 
@@ -259,8 +279,9 @@ class Dataset:
             for k in range(self.num_shards):
                 f = self._file(k)
                 a, b = int(self.offsets[k]), int(self.offsets[k + 1])
-                for key in scalars:
-                    out[key][a:b] = f[key][()]
+                with self._naming(k):
+                    for key in scalars:
+                        out[key][a:b] = f[key][()]
                 out["shard"][a:b] = k
             self._labels = out
         return self._labels

@@ -25,7 +25,7 @@ pack -- and its fingerprint -- is the same for any ``workers``.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import struct
 import sys
@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import SourceConfig
+from ._io import write_json_atomic
 from .pack import AssetPack, ObjectAsset, load_pack, save_pack
 
 __all__ = [
@@ -203,9 +204,9 @@ def _decode_object(task):
                 raise _Bad(f"unsupported pixel mode {im.mode!r} ({e})") from None
             rgb, alpha = rgba[..., :3], rgba[..., 3]
         rgb, alpha = _crop_object(rgb, alpha, mask_threshold, max_side)
-        return ("ok", rgb, alpha, rel)
+        return ("ok", rgb, alpha, display_name(rel))
     except _Bad as e:
-        return ("skip", rel, str(e))
+        return ("skip", display_name(rel), display_name(str(e)))
 
 
 def _decode_background(task):
@@ -227,12 +228,19 @@ def _decode_background(task):
             else:
                 size = (max(1, round(w * max_side / h)), max_side)
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        return ("ok", np.ascontiguousarray(rgb), rel)
+        return ("ok", np.ascontiguousarray(rgb), display_name(rel))
     except _Bad as e:
-        return ("skip", rel, str(e))
+        return ("skip", display_name(rel), display_name(str(e)))
 
 
 # --------------------------------------------------------------------------- discovery
+
+def display_name(rel: str) -> str:
+    """A file name as text that any UTF-8 writer accepts: bytes that are not UTF-8
+    (``os.walk`` hands them over as surrogate escapes) are shown as ``\\xNN``. Files
+    are always opened by their real name; this is only the name recorded."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
 
 def _walk(root: str) -> List[str]:
     """All non-hidden files under root as sorted relative POSIX paths."""
@@ -450,7 +458,7 @@ def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 
         if _ext(rel) in IMAGE_EXT:
             tasks.append((path, rel, int(max_side), limit))
         elif os.path.basename(rel).lower() not in _LAYOUT_FILES:
-            skipped.append((rel, f"unsupported file type {_ext(rel) or '(none)'!r}"))
+            skipped.append((display_name(rel), display_name(f"unsupported file type {_ext(rel) or '(none)'!r}")))
     bgs, names = [], []
     for r in _run(_decode_background, tasks, workers, progress, "backgrounds"):
         if r[0] == "ok":
@@ -519,15 +527,20 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
         n = len(pack.backgrounds)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    save_pack(pack, out)
     report = {
-        "source": pack.source, "kind": kind, "params": params, "num_loaded": n,
+        "source": display_name(pack.source), "kind": kind, "params": params, "num_loaded": n,
         "num_skipped": len(pack.skipped),
         "skipped": [{"file": f, "reason": r} for f, r in pack.skipped],
         "fingerprint": pack.fingerprint(),
     }
-    tmp = f"{out}.report.json.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1)
-    os.replace(tmp, out + ".report.json")
+    # The report first, the pack last (both atomic): a pack on disk always has its
+    # report, and a failed write (disk full) leaves neither behind.
+    report_path = out + ".report.json"
+    write_json_atomic(report_path, report)
+    try:
+        save_pack(pack, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(report_path)
+        raise
     return pack

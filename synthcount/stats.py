@@ -20,6 +20,50 @@ def _stats(x: np.ndarray) -> dict:
     return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
 
 
+def _tail(x: np.ndarray) -> dict:
+    """Mean, 99th percentile and maximum of layouts per image."""
+    x = np.asarray(x, np.float64)
+    return {"mean": float(x.mean()), "p99": float(np.percentile(x, 99)), "max": int(x.max())}
+
+
+def _layout_budget(ds: Dataset) -> Optional[int]:
+    """Layouts an image could draw: stored per shard since the layout survey, else the
+    config's fixed ``max_layouts`` (200 before it)."""
+    try:
+        v = ds.shard_attrs(0).get("layout_budget")
+    except (OSError, ValueError):
+        v = None
+    if v is not None:
+        return int(v)
+    m = ds.config.get("scene", {}).get("max_layouts", 200) if isinstance(ds.config, dict) else None
+    return int(m) if isinstance(m, int) else None
+
+
+def _config_mismatches(ds: Dataset) -> list:
+    """Shards whose ``config`` attribute differs from the folder's ``dataset.json``."""
+    import json
+    import os
+
+    from .shards import _identity_config
+
+    if not os.path.isdir(ds.path):
+        return []
+    want = _identity_config(ds.path, [])
+    if want is None:
+        return []
+    from .shards import _strip_sources
+
+    bad = []
+    for k in range(ds.num_shards):
+        try:
+            cfg = json.loads(ds.shard_attrs(k).get("config", "null"))
+        except (TypeError, ValueError):
+            cfg = None
+        if _strip_sources(cfg) != want:
+            bad.append(os.path.basename(ds.files[k]))
+    return bad
+
+
 def summarize(ds: Dataset) -> dict:
     """Summary of a dataset from its label table (images are not read).
 
@@ -31,8 +75,10 @@ def summarize(ds: Dataset) -> dict:
         ``cumulative_area_by_count`` {count: stats}, ``corr_log_n_log_a`` (Pearson r of
         log N and log A over the images with N >= 1; ``corr_note`` says so; None if
         undefined), ``field_area`` and ``mean_item_area`` stats when stored, ``seed``,
-        and ``shards``: one row per shard (file, first index, images, count mean,
-        area mean).
+        ``layouts_by_count`` {count: {mean, p99, max}} with ``layout_budget`` (layouts
+        an image could draw) and ``most_layouts``, ``shards_config_mismatch`` (shards
+        whose config differs from ``dataset.json``), and ``shards``: one row per shard
+        (file, first index, images, count mean, area mean).
     """
     if len(ds) == 0:
         return {"num_images": 0, "num_shards": int(ds.num_shards), "image_size": None, "seed": None,
@@ -49,6 +95,8 @@ def summarize(ds: Dataset) -> dict:
     tries = lab["layout_tries"] if "layout_tries" in lab.dtype.names else None
     item_by_count = {str(int(c)): float(item[count == c].mean()) for c in np.unique(count) if c > 0} if item is not None else {}
     tries_by_count = {str(int(c)): float(tries[count == c].mean()) for c in np.unique(count)} if tries is not None else {}
+    layouts = {str(int(c)): _tail(tries[count == c]) for c in np.unique(count)} if tries is not None else {}
+    budget = _layout_budget(ds)
     out = {
         "num_images": int(len(ds)),
         "num_shards": int(ds.num_shards),
@@ -59,6 +107,10 @@ def summarize(ds: Dataset) -> dict:
         "cumulative_area_by_count": by_count,
         "mean_item_area_by_count": item_by_count,
         "layouts_per_image_by_count": tries_by_count,
+        "layouts_by_count": layouts,
+        "layout_budget": budget,
+        "most_layouts": int(tries.max()) if tries is not None else None,
+        "shards_config_mismatch": _config_mismatches(ds),
         "corr_log_n_log_a": corr_log_n_log_a(count, area),
         "corr_note": "Pearson r of log N and log A over images with N >= 1 (N = 0 has no log)",
     }
@@ -79,17 +131,25 @@ def format_summary(s: dict, max_shard_rows: int = 20) -> str:
     """Human-readable text of :func:`summarize`'s dict."""
     f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [f"images: {s['num_images']} in {s['num_shards']} shards, size {s['image_size']}, seed {s['seed']}", "",
-             "count  images  area mean    std     min     max  item area  layouts"]
+             "count  images  area mean    std     min     max  item area  layouts mean    p99    max"]
     for c, n in s["count_histogram"].items():
         st = s["cumulative_area_by_count"][c]
         item = s.get("mean_item_area_by_count", {}).get(c)
-        tries = s.get("layouts_per_image_by_count", {}).get(c)
+        lay = s.get("layouts_by_count", {}).get(c)
+        lay_txt = "-" if lay is None else f"{lay['mean']:>12.2f} {lay['p99']:>6.0f} {lay['max']:>6d}"
         lines.append(f"{c:>5}  {n:>6}  {f(st['mean']):>9} {f(st['std']):>7} {f(st['min']):>7} {f(st['max']):>7}"
-                     f"  {f(item):>9}  {'-' if tries is None else f'{tries:.2f}':>7}")
+                     f"  {f(item):>9}  {lay_txt:>26}")
     a = s["cumulative_area"]
     lines.append(f"  all  {s['num_images']:>6}  {f(a['mean']):>9} {f(a['std']):>7} {f(a['min']):>7} {f(a['max']):>7}")
     r = s["corr_log_n_log_a"]
     lines += ["", f"corr(log N, log A) = {'undefined' if r is None else f'{r:.3f}'}  ({s['corr_note']})"]
+    if s.get("most_layouts") is not None and s.get("layout_budget"):
+        m, b = s["most_layouts"], s["layout_budget"]
+        lines.append(f"layouts: the most any image needed was {m} of the {b} allowed ({100 * m / b:.1f}% of the cap)")
+    if s.get("shards_config_mismatch"):
+        bad = s["shards_config_mismatch"]
+        lines.append(f"WARNING: {len(bad)} shard(s) were made with another config than dataset.json: "
+                     f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} (run synthcount verify)")
     for name in ("field_area", "mean_item_area"):
         if name in s:
             st = s[name]
