@@ -23,7 +23,10 @@ In ``decorrelated`` area mode an image keeps its drawn cumulative area A across
 layouts, so pairs are tried at the largest A the config allows (the hardest case);
 in ``mixed`` mode each trial draws the object's N - 1 partners afresh.
 Failing trial layouts are cheap (a copy is warped only when its turn comes), so the
-survey costs about ``SUCCESSES / p`` layouts per pair.
+survey costs about ``SUCCESSES / p`` layouts per pair. Images larger than
+``SURVEY_MAX_SIDE`` pixels on their shorter side are surveyed on the scene scaled
+down to it (object sizes and areas are fractions of the image; ``surveyed_at``
+records the size used).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ POISSON_LOWER_4 = 0.42855
 # that the survey is the same for every dataset seed and never shares a stream with
 # an image (images use spawn_key=(index,)).
 SURVEY_ENTROPY = 0x5C0FFEE
+# Images larger than this on their shorter side are surveyed on the same scene scaled
+# down to it: trial layouts cost about the image area, and sizes are relative.
+SURVEY_MAX_SIDE = 256
 SURVEY_KEY = 0x5A11
 
 
@@ -85,6 +91,9 @@ class LayoutSurvey:
     trials : int
         Trial layouts drawn in all.
     seconds : float
+    surveyed_at : [int, int] or None
+        The image size the trials were drawn at, when the images are larger than
+        ``SURVEY_MAX_SIDE`` on their shorter side (else None: at the real size).
     """
 
     budget: int
@@ -93,6 +102,7 @@ class LayoutSurvey:
     hardest: Optional[dict] = None
     trials: int = 0
     seconds: float = 0.0
+    surveyed_at: Optional[List[int]] = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -108,7 +118,8 @@ class LayoutSurvey:
             raise ValueError("layout survey: 'unfit' must map N to a list of object indices")
         return cls(budget=int(d["budget"]), failure_prob=float(d.get("failure_prob", 0.0)),
                    unfit={int(n): [int(i) for i in ids] for n, ids in unfit.items()},
-                   hardest=d.get("hardest"), trials=int(d.get("trials", 0)), seconds=float(d.get("seconds", 0.0)))
+                   hardest=d.get("hardest"), trials=int(d.get("trials", 0)), seconds=float(d.get("seconds", 0.0)),
+                   surveyed_at=d.get("surveyed_at"))
 
     def unfit_pairs(self, names: Sequence[str]) -> List[str]:
         """Human-readable 'name at N = k' for every unfit pair."""
@@ -186,6 +197,10 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
     LayoutSurvey
     """
     global _POOL_COMPOSER
+    surveyed_at = None
+    if min(composer.scene.size) > SURVEY_MAX_SIDE:
+        composer = _scaled(composer)
+        surveyed_at = list(composer.scene.size)
     sc = composer.scene
     fp = float(sc.layout_failure_prob if failure_prob is None else failure_prob)
     probs = sc.count_distribution()
@@ -228,4 +243,21 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
         budget, hardest = 1, None
     return LayoutSurvey(budget=budget, failure_prob=fp, unfit={n: sorted(v) for n, v in sorted(unfit.items())},
                         hardest=hardest, trials=sum(r.trials for r in results),
-                        seconds=round(time.perf_counter() - t0, 3))
+                        seconds=round(time.perf_counter() - t0, 3), surveyed_at=surveyed_at)
+
+
+def _scaled(composer):
+    """The composer's scene shrunk so its shorter side is ``SURVEY_MAX_SIDE``: sizes and
+    areas are fractions of the image, so the geometry is the same; gaps and the
+    feathering blur are scaled with it."""
+    import dataclasses
+
+    from .compose import Composer
+
+    sc = composer.scene
+    f = SURVEY_MAX_SIDE / min(sc.size)
+    small = dataclasses.replace(sc, size=(max(8, round(sc.size[0] * f)), max(8, round(sc.size[1] * f))),
+                                min_gap=int(round(sc.min_gap * f)), feather_sigma=max(0.05, sc.feather_sigma * f))
+    from .pack import AssetPack
+
+    return Composer(small, composer.objects, AssetPack(backgrounds=[composer._bg_small[0]], background_names=["-"]))
