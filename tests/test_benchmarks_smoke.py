@@ -122,8 +122,17 @@ def test_train(tmp_path):
     assert rows["paper"]["parameters"] > rows["tiny"]["parameters"]
 
 
+def test_scale(tmp_path):
+    res = _run("scale", tmp_path, "--presets", "regression,binary", "--workers", "1")
+    assert res["all_completed"] is True and len(res["runs"]) == 2
+    for r in res["runs"]:
+        assert r["completed"] and r["images"] == 600 and r["layout_budget"] >= 1
+        assert 0 < r["most_layouts_share_of_budget"] <= 1
+        assert all(set(v) == {"mean", "p99", "max"} for v in r["layouts_by_n"].values())
+
+
 # load and train import torch before parsing (seconds each); the parser is the same helper.
-@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline"])
+@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale"])
 def test_bad_flag_exits_2(name):
     p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--no-such-flag"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
