@@ -527,8 +527,13 @@ def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, wait: bool = False) -> GenerateResult:
+def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, wait: bool = False,
+             client=None) -> GenerateResult:
     """Make the missing shards of ``plan`` and rewrite the manifest.
+
+    With ``client`` (a ``distributed.Client``) the shards are tasks on its Dask cluster
+    (:mod:`synthcount.distributed`; ``workers`` is then unused); everything else (the
+    folder lock, ``dataset.json``, the manifest, the cleanup) stays in this process.
 
     The folder lock (``synthcount.locks``) is held for the whole run: exclusively for
     a whole-dataset run or an overwrite, shared for a ``--shards`` piece; each shard
@@ -549,6 +554,8 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         An image could not be laid out (probability below ``layout_failure_prob``).
     OSError
         Writing failed (``synthcount._io.WriteError`` names the file: disk full, ...).
+    synthcount.distributed.OutDirNotShared, VersionMismatch, DaskRunError
+        With ``client``: see :func:`synthcount.distributed.run_shards`.
     In every case finished shards are kept and listed in the manifest, and no
     temporary file is left.
     """
@@ -607,7 +614,11 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         cv_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            if nproc <= 1:
+            if client is not None:  # Dask (issue 11): one task per shard, same _make_shard
+                from .distributed import run_shards
+
+                run_shards(client, plan, todo, bar, lambda out: _collect(res, out))
+            elif nproc <= 1:
                 for k in todo:
                     _collect(res, _make_shard(k))
             else:
@@ -708,7 +719,7 @@ def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
 
 def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
                      shards: Optional[Tuple[int, int]] = None, overwrite: bool = False,
-                     progress: bool = False, wait: bool = False) -> GenerateResult:
+                     progress: bool = False, wait: bool = False, client=None) -> GenerateResult:
     """Generate (or resume, or add pieces to) a dataset in ``out_dir``.
 
     Parameters
@@ -727,6 +738,10 @@ def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
         Show tqdm progress bars on stderr (off by default in the Python API).
     wait : bool
         Wait for another run holding the folder instead of raising ``FolderBusy``.
+    client : distributed.Client or None
+        Make the shards as tasks on this Dask cluster (``[dask]`` extra; OUT_DIR on a
+        filesystem every worker mounts at the same path); the bytes are those of a
+        local run. ``workers`` then only spreads the layout survey over local processes.
 
     Returns
     -------
@@ -741,4 +756,4 @@ def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
         The run failed (see :func:`run_plan`); finished shards are kept.
     """
     plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite, workers=workers, progress=progress)
-    return run_plan(plan, workers=workers, progress=progress, wait=wait)
+    return run_plan(plan, workers=workers, progress=progress, wait=wait, client=client)

@@ -1,0 +1,407 @@
+"""Generation on a Dask cluster: every shard is one task (``generate --dask``).
+
+This module sits beside :mod:`synthcount.generate`, not inside it: a shard is the
+unit of work whether a local fork pool or Dask runs it, and both run the same
+``generate._make_shard`` (compose in memory, write under a temporary name, rename,
+all under the shard's own lock). ``run_plan(plan, client=...)`` keeps everything
+else as in a local run: the client process holds the folder lock, writes
+``dataset.json``, keeps finished shards, rewrites the manifest and cleans up after a
+failure. Optional: needs the ``[dask]`` extra (``distributed``).
+
+A run on the cluster, seen from the client:
+
+1. **Probe** (:func:`check_workers`). Every worker is asked to find a marker file the
+   client wrote into OUT_DIR and to write one back, which the client must see; and to
+   report its versions of synthcount, numpy, OpenCV and HDF5, which must equal the
+   client's (the same bytes need the same code). Both failures are one line
+   (:class:`OutDirNotShared`, :class:`VersionMismatch`; ValueErrors: exit 2 in the CLI).
+2. **One scatter.** The job (config, absolute OUT_DIR, and the composer: asset packs
+   plus the layout plan the survey set on the client) is sent to every worker once
+   (``client.scatter(..., broadcast=True)``); each task carries only its shard index
+   and the job's key (a few hundred bytes, measured by ``benchmarks.dask_engine``).
+   A worker that joins later fetches the job from a peer, once.
+3. **One task per missing shard.** A task checks OUT_DIR is there (else
+   :class:`OutDirNotShared`), makes the shard with ``_make_shard`` and reports it;
+   the client checks it can see the reported file, counts its images on the progress
+   bar and collects the shard's figures.
+4. **Faults.** A worker killed mid-shard (kill -9) leaves at most a temporary file:
+   the kernel drops its flock, Dask reruns the task on another worker (up to
+   ``distributed.scheduler.allowed-failures`` deaths per task), and the rerun removes
+   the debris under the shard's lock and makes the same bytes (each image depends only
+   on ``(seed, index)``). When the run fails (a task's error, Ctrl-C, a task that kept
+   killing workers), the client cancels what has not started and waits for the shards
+   in progress on workers to end before it releases the folder.
+
+Workers must run one shard at a time per process (a process reuses its batch
+buffers): start them with ``--nthreads 1`` and as many processes as cores; a worker
+with more threads runs its shards one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+__all__ = ["ShardJob", "OutDirNotShared", "VersionMismatch", "DaskUnavailable", "SchedulerUnreachable",
+           "DaskRunError", "DASK_EXTRA", "parse_address", "connect", "close", "check_workers", "run_shards"]
+
+DASK_EXTRA = "pip install 'synthcount[dask]'"
+PROBE_PREFIX = ".dask-probe-"  # marker files of check_workers, removed at once
+WAIT_FOR_WORKERS_S = 300.0  # after a failure: how long to wait for shards in progress on workers
+log = logging.getLogger("synthcount")
+
+
+class DaskUnavailable(ValueError):
+    """The ``[dask]`` extra is not installed (a usage error: exit 2 in the CLI)."""
+
+
+class SchedulerUnreachable(ValueError):
+    """No Dask scheduler answers at the address given (exit 2, nothing written)."""
+
+
+class OutDirNotShared(ValueError):
+    """A worker cannot see OUT_DIR, or the client cannot see what a worker wrote there."""
+
+
+class VersionMismatch(ValueError):
+    """A worker runs other versions of the code that decides the bytes of a shard."""
+
+
+class DaskRunError(RuntimeError):
+    """The cluster could not finish the run (a task kept killing workers, the scheduler went away)."""
+
+
+@dataclass
+class ShardJob:
+    """What every task of one run needs; scattered to each worker once.
+
+    Attributes
+    ----------
+    token : str
+        Random id of the run (task keys, the worker's state cache).
+    out_dir : str
+        Absolute path of OUT_DIR, which every worker must mount at the same path.
+    config : DatasetConfig
+    composer : synthcount.compose.Composer
+        With the packs and the layout plan (budget, unfit pairs) set at plan time.
+    """
+
+    token: str
+    out_dir: str
+    config: object
+    composer: object
+
+
+def require_distributed():
+    """The ``distributed`` module, or :class:`DaskUnavailable` saying what to install."""
+    try:
+        import distributed
+    except ImportError:
+        raise DaskUnavailable(f"--dask needs the [dask] extra (distributed): {DASK_EXTRA}") from None
+    return distributed
+
+
+# ----------------------------------------------------------------------------- connecting
+
+def parse_address(address: str) -> Tuple[str, object]:
+    """``("local", n_workers)``, ``("file", scheduler_file)`` or ``("address", address)``.
+
+    ``local`` is a LocalCluster with one worker process per usable core, ``local:N``
+    one of N; a path ending in ``.json`` is a scheduler file (``dask scheduler
+    --scheduler-file``); anything else a scheduler address such as ``tcp://host:8786``.
+    """
+    a = str(address).strip()
+    if a == "local" or a.startswith("local:"):
+        if a == "local":
+            return "local", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = a[len("local:"):]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--dask local:N needs a positive number of worker processes N, got {address!r}")
+        return "local", int(n)
+    if a.lower().endswith(".json"):
+        if not os.path.isfile(a):
+            raise ValueError(f"--dask {address}: no such scheduler file")
+        return "file", a
+    if not re.fullmatch(r"([a-z]+://)?[^\s/:]+(:\d+)?|[a-z]+://\[[0-9a-fA-F:]+\](:\d+)?", a):
+        raise ValueError(f"--dask must be tcp://HOST:PORT, local, local:N or a scheduler file (.json), got {address!r}")
+    return "address", a
+
+
+def connect(address: str, *, timeout: Optional[float] = None, dashboard: bool = True):
+    """A Dask client for ``--dask ADDRESS`` (see :func:`parse_address`).
+
+    Parameters
+    ----------
+    address : str
+    timeout : float or None
+        Seconds to try reaching a scheduler (default: Dask's
+        ``distributed.comm.timeouts.connect``, 30 s).
+    dashboard : bool
+        Serve the dashboard of a LocalCluster (its pages need bokeh).
+
+    Returns
+    -------
+    (distributed.Client, distributed.LocalCluster or None)
+        The cluster is the one this call started, else None; release both with
+        :func:`close`.
+
+    Raises
+    ------
+    DaskUnavailable, SchedulerUnreachable, ValueError
+        Extra missing, nobody answering at ``address``, a malformed ``address``.
+    """
+    dd = require_distributed()
+    kind, what = parse_address(address)
+    if kind == "local":
+        # One thread per worker process (see the module notes); logs only on errors; the
+        # dashboard on a free port (8787 may be taken by another user's cluster).
+        cluster = dd.LocalCluster(n_workers=what, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR)
+        return dd.Client(cluster, set_as_default=False), cluster
+    kw = {"scheduler_file": what} if kind == "file" else {"address": what}
+    try:
+        return dd.Client(timeout=timeout if timeout is not None else dd.client.no_default, set_as_default=False,
+                         **kw), None
+    except (OSError, TimeoutError) as e:
+        raise SchedulerUnreachable(f"--dask {address}: cannot reach a Dask scheduler there "
+                                   f"({' '.join(str(e).split()) or type(e).__name__}); start one with "
+                                   f"'dask scheduler' or use --dask local") from None
+
+
+def close(client, cluster=None) -> None:
+    """Close a client from :func:`connect` and the LocalCluster it started, if any."""
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+# ----------------------------------------------------------------------------- probe
+
+def _versions() -> Dict[str, str]:
+    """Versions of what decides the bytes of a shard."""
+    import cv2
+    import h5py
+    import numpy as np
+
+    from . import __version__
+
+    return {"synthcount": __version__, "numpy": np.__version__, "opencv": cv2.__version__,
+            "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version}
+
+
+def _probe(out_dir: str, token: str) -> dict:
+    """On a worker: find the client's marker in ``out_dir`` and write a reply beside it."""
+    info = {"host": socket.gethostname(), "versions": _versions()}
+    marker = os.path.join(out_dir, PROBE_PREFIX + token)
+    if not os.path.isfile(marker):
+        info["missing"] = True
+        return info
+    reply = f"{marker}-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        with open(reply, "x"):
+            pass
+        info["reply"] = reply
+    except OSError as e:
+        info["unwritable"] = e.strerror or str(e)
+    return info
+
+
+def _unprobe(out_dir: str, token: str) -> None:
+    """On a worker: remove the probe files of ``token`` it can see."""
+    try:
+        names = [n for n in os.listdir(out_dir) if n.startswith(PROBE_PREFIX + token)]
+    except OSError:
+        return
+    for n in names:
+        try:
+            os.remove(os.path.join(out_dir, n))
+        except OSError:
+            pass
+
+
+def check_workers(client, out_dir: str) -> Dict[str, dict]:
+    """Check that every worker sees ``out_dir`` (both ways) and runs the client's versions.
+
+    Returns ``{worker address: {"host", "versions", ...}}``.
+
+    Raises
+    ------
+    OutDirNotShared
+        A worker cannot find the folder (or the marker the client wrote in it), cannot
+        write there, or wrote a file the client cannot see.
+    VersionMismatch
+        A worker's synthcount, numpy, OpenCV, h5py or HDF5 differ from the client's.
+    """
+    token = os.urandom(8).hex()
+    marker = os.path.join(out_dir, PROBE_PREFIX + token)
+    with open(marker, "x"):
+        pass
+    try:
+        answers = client.run(_probe, out_dir, token)
+        mine = _versions()
+        for addr, info in sorted(answers.items()):
+            where = f"worker {addr} (host {info['host']})"
+            if info.get("missing"):
+                raise OutDirNotShared(f"{where} cannot find {out_dir}, the folder the client made: OUT_DIR must be on "
+                                      f"a filesystem every worker mounts at the same path")
+            if "unwritable" in info:
+                raise OutDirNotShared(f"{where} cannot write into {out_dir}: {info['unwritable']}")
+            if not os.path.isfile(info["reply"]):
+                raise OutDirNotShared(f"the client cannot see the file {os.path.basename(info['reply'])} that {where} "
+                                      f"wrote into {out_dir}: OUT_DIR must be one filesystem that the client and "
+                                      f"every worker share at the same path")
+            diff = [f"{k} {info['versions'].get(k)} (client {v})" for k, v in mine.items()
+                    if info["versions"].get(k) != v]
+            if diff:
+                raise VersionMismatch(f"{where} runs {', '.join(diff)}: the same bytes need the same versions on "
+                                      f"the client and every worker")
+        return answers
+    finally:
+        try:
+            client.run(_unprobe, out_dir, token)
+        except Exception as e:  # noqa: BLE001  best effort: a worker that vanished meanwhile
+            log.debug("removing probe files on workers: %s", e)
+        _unprobe(out_dir, token)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+# A worker process makes one shard at a time: generate._STATE and its batch buffers
+# are per process, and a worker may run several task threads.
+_WORKER_LOCK = threading.Lock()
+
+
+def _shard_task(k: int, job: ShardJob) -> dict:
+    """On a worker: make shard ``k`` of ``job`` (see ``generate._make_shard``)."""
+    import cv2
+
+    from . import generate
+
+    with _WORKER_LOCK:
+        if not os.path.isfile(os.path.join(job.out_dir, generate.IDENTITY_FILE)):
+            raise OutDirNotShared(f"a worker on host {socket.gethostname()} cannot find {job.out_dir} (or its "
+                                  f"{generate.IDENTITY_FILE}), made by the client: OUT_DIR must be on a filesystem "
+                                  f"every worker mounts at the same path")
+        st = generate._STATE
+        if st.get("dask_job") != job.token:  # the first task of this run in this process
+            st.clear()
+            st.update(dask_job=job.token, config=job.config, composer=job.composer, out_dir=job.out_dir)
+            cv2.setNumThreads(1)  # as run_plan does: no OpenCV pool fighting the other workers for cores
+        out = generate._make_shard(k)
+    out.update(host=socket.gethostname(), pid=os.getpid())
+    return out
+
+
+def _in_progress(out_dir: str, name: str) -> bool:
+    """Whether some process holds the lock of shard ``name`` (its lock file exists only
+    while held, or as debris of a dead holder, whose lock is free)."""
+    from .locks import LOCKS_DIR, ShardLock
+
+    if not os.path.exists(os.path.join(out_dir, LOCKS_DIR, name + ".lock")):
+        return False
+    with ShardLock(out_dir, name) as lock:
+        return not lock.acquired
+
+
+def _wait_for_shards_in_progress(out_dir: str, todo: List[int], timeout: float) -> None:
+    """After a failure: wait (up to ``timeout`` s) until no worker holds the lock of a
+    shard of ``todo``, so that nothing is written into the folder after the client
+    releases it. Only shards whose lock file exists can be in progress."""
+    from .shards import shard_name
+
+    time.sleep(0.5)  # a task the scheduler had already sent may be just starting
+    deadline = time.monotonic() + timeout
+    said = False
+    pending = list(todo)
+    while pending:
+        pending = [k for k in pending if _in_progress(out_dir, shard_name(k))]
+        if not pending or time.monotonic() > deadline:
+            break
+        if not said:
+            log.warning("waiting for %d shard(s) in progress on Dask workers to end (Ctrl-C to stop waiting)",
+                        len(pending))
+            said = True
+        time.sleep(0.5)
+    if pending:
+        log.warning("shard(s) %s still in progress on workers after %.0f s; their temporary files are removed "
+                    "by the next run", pending[:10], timeout)
+
+
+def run_shards(client, plan, todo: List[int], bar, collect: Callable[[dict], None]) -> None:
+    """Make shards ``todo`` of ``plan`` on the cluster of ``client`` (called by ``run_plan``,
+    which holds the folder lock and wrote ``dataset.json``).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    plan : synthcount.generate.GenerationPlan
+    todo : list of int
+        Shards to make.
+    bar : tqdm
+        Advanced by each finished shard's images.
+    collect : callable
+        Called with each task's report (``_make_shard``'s dict).
+
+    Raises
+    ------
+    OutDirNotShared, VersionMismatch
+        See :func:`check_workers`; or a worker lost sight of OUT_DIR mid-run.
+    DaskRunError
+        A task kept killing its workers (``KilledWorker``) or was cancelled by the cluster.
+    synthcount.compose.PlacementError, OSError
+        A task's own error, raised again here.
+    """
+    if not todo:
+        return
+    dd = require_distributed()
+    out_dir = os.path.abspath(plan.out_dir)
+    workers = check_workers(client, out_dir)
+    info = client.scheduler_info()
+    nthreads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
+    dash = client.dashboard_link if "dashboard" in info.get("services", {}) else None
+    line = (f"Dask: {len(workers)} worker(s), {nthreads} thread(s) at {info.get('address', '?')}"
+            + (f"; dashboard {dash}" if dash else "") + ("" if workers else "; waiting for workers to join"))
+    log.info(line)
+    if not bar.disable:
+        bar.write(line)
+    job = ShardJob(os.urandom(8).hex(), out_dir, plan.config, plan.composer)
+    [job_f] = client.scatter([job], broadcast=True, hash=False)
+    futures = [client.submit(_shard_task, k, job_f, key=f"synthcount-shard-{k:05d}-{job.token}", retries=0)
+               for k in todo]
+    try:
+        for fut in dd.as_completed(futures, loop=client.loop):
+            try:
+                out = fut.result()
+            except (dd.KilledWorker, dd.CancelledError) as e:
+                raise DaskRunError(f"the Dask cluster could not finish shard {_shard_of(fut.key)} "
+                                   f"({type(e).__name__}: {' '.join(str(e).split())})") from e
+            if "n" in out and not os.path.isfile(os.path.join(out_dir, _name(out["shard"]))):
+                raise OutDirNotShared(f"the client cannot see {_name(out['shard'])}, which a worker on host "
+                                      f"{out.get('host')} reports it wrote into {out_dir}: OUT_DIR must be one "
+                                      f"filesystem that the client and every worker share at the same path")
+            collect(out)
+            bar.update(out.get("n", 0))
+    except BaseException:
+        client.cancel(futures)
+        _wait_for_shards_in_progress(out_dir, todo, WAIT_FOR_WORKERS_S)
+        raise
+    finally:
+        client.cancel([job_f])  # frees the job on every worker
+
+
+def _name(k: int) -> str:
+    from .shards import shard_name
+
+    return shard_name(k)
+
+
+def _shard_of(key) -> str:
+    m = re.search(r"synthcount-shard-(\d+)", str(key))
+    return str(int(m.group(1))) if m else str(key)
