@@ -123,7 +123,7 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Images in the dataset (required unless in --config).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed.  [default: 0]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes; never changes the output.")
+              help="Processes; never changes the output. With --dask, local processes of the layout survey only.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Images per shard.  [default: 1000]")
 @click.option("--shards", "shards_text", default=None, metavar="I:J",
               help="Make only shards I (inclusive) to J (exclusive) of the dataset.")
@@ -157,14 +157,26 @@ def build_config(config_file=None, preset_name=None, **flags):
                    "object for such images (redraw, recorded in unfit_redraws).")
 @click.option("--overwrite", is_flag=True, help="Replace a different dataset in OUT_DIR.")
 @click.option("--wait", is_flag=True, help="Wait for another run writing OUT_DIR instead of exiting 2.")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Make the shards as tasks on a Dask cluster: tcp://HOST:PORT of a running scheduler, a scheduler "
+                   "file (.json), or local / local:N for N worker processes here. OUT_DIR must be on a filesystem "
+                   "every worker mounts at the same path. Needs the [dask] extra.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, **flags):
+def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address, **flags):
     """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
     from synthcount.compose import PlacementError
     from synthcount.generate import plan_generation, run_plan
 
     shards = _parse_shards(shards_text)
     flags["min_visible"] = _parse_min_visible(flags["min_visible"])
+    if dask_address is not None:
+        from synthcount.distributed import check_reachable, require_distributed
+
+        try:
+            require_distributed()
+            check_reachable(dask_address)  # before the layout survey, which may take a while
+        except ValueError as e:  # the [dask] extra is missing, a malformed ADDRESS, no scheduler there
+            _fail(str(e), 2)
     try:
         config = build_config(config_file, preset_name, **flags)
         # Validates everything (sources and the layout survey included) before OUT_DIR is touched.
@@ -174,14 +186,22 @@ def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file,
         _usage(_flagify(str(e)))
     except OSError as e:
         _fail(f"cannot plan the run: {e}", 1)
+    # After planning: the layout survey may fork, which must happen before the Dask
+    # client starts its threads. Nothing is written until run_plan.
+    client, cluster = _connect(dask_address) if dask_address is not None else (None, None)
     try:
-        res = run_plan(plan, workers=workers, progress=not quiet, wait=wait)
-    except ValueError as e:  # the folder is in use (FolderBusy) or now holds another dataset
+        res = run_plan(plan, workers=workers, progress=not quiet, wait=wait, client=client)
+    except ValueError as e:  # the folder is in use (FolderBusy) or now holds another dataset; OUT_DIR not shared
         _fail(str(e), 2)
-    except PlacementError as e:
+    except (PlacementError, RuntimeError) as e:  # RuntimeError: DaskRunError (a task kept killing workers, ...)
         _fail(f"generation failed: {e}", 1)
     except OSError as e:  # WriteError (disk full, ...) and ShardError name the file
         _fail(f"generation failed: {e}", 1)
+    finally:
+        if client is not None:
+            from synthcount.distributed import close
+
+            close(client, cluster)
     corr = "undefined" if res.corr_log_n_log_a is None else f"{res.corr_log_n_log_a:.3f}"
     click.echo(f"{res.images_written} images in {len(res.shards_made)} shards ({len(res.shards_skipped)} kept) "
                f"in {res.seconds:.1f} s: {res.images_per_second:.0f} images/s; layout resamples "
@@ -196,6 +216,18 @@ def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file,
                    f"({', '.join(map(str, res.shards_busy[:10]))}{' ...' if len(res.shards_busy) > 10 else ''})")
     if not res.complete:
         click.echo(f"{out_dir}: dataset incomplete (pieces still missing: run the other --shards ranges)")
+
+
+def _connect(address: str):
+    """``(client, cluster)`` for ``--dask``; exit 2 with one line when no scheduler answers."""
+    from synthcount.distributed import connect
+
+    try:
+        return connect(address)
+    except ValueError as e:  # SchedulerUnreachable
+        _fail(str(e), 2)
+    except (OSError, RuntimeError) as e:  # a LocalCluster that could not start its workers
+        _fail(f"--dask {address}: cannot start the cluster ({e})", 1)
 
 
 @click.command()

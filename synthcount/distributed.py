@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ["ShardJob", "OutDirNotShared", "VersionMismatch", "DaskUnavailable", "SchedulerUnreachable",
-           "DaskRunError", "DASK_EXTRA", "parse_address", "connect", "close", "check_workers", "run_shards"]
+           "DaskRunError", "DASK_EXTRA", "parse_address", "check_reachable", "connect", "close", "check_workers", "run_shards"]
 
 DASK_EXTRA = "pip install 'synthcount[dask]'"
 PROBE_PREFIX = ".dask-probe-"  # marker files of check_workers, removed at once
@@ -131,6 +131,27 @@ def parse_address(address: str) -> Tuple[str, object]:
     if not re.fullmatch(r"([a-z]+://)?[^\s/:]+(:\d+)?|[a-z]+://\[[0-9a-fA-F:]+\](:\d+)?", a):
         raise ValueError(f"--dask must be tcp://HOST:PORT, local, local:N or a scheduler file (.json), got {address!r}")
     return "address", a
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at a TCP scheduler ``address`` (no threads started,
+    nothing written; ``connect`` makes the real connection later).
+
+    Raises :class:`SchedulerUnreachable` if the connection is refused or times out; does
+    nothing for ``local``, scheduler files and non-TCP schemes.
+    """
+    kind, what = parse_address(address)
+    if kind != "address":
+        return
+    m = re.fullmatch(r"(?:(tcp|tls)://)?\[?([^\s/\]]+?)\]?(?::(\d+))?", what)
+    if not m:
+        return
+    host, port = m.group(2), int(m.group(3) or 8786)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise SchedulerUnreachable(f"--dask {address}: cannot reach a Dask scheduler there ({e.strerror or e}); start "
+                                   f"one with 'dask scheduler' or use --dask local") from None
 
 
 def connect(address: str, *, timeout: Optional[float] = None, dashboard: bool = True):
