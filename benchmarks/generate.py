@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.generate [--quick] [--out FILE.json] [--repeats R] [--baseline-seconds S]``
 
+``python -m benchmarks.generate --dask ADDRESS [...]`` runs ``benchmarks.dask_engine``
+instead: one dataset by 1 process, a local pool and the Dask cluster (its own flags).
+
 Measures, for the built-in assets, N uniform in 0..4, the paper's scene preset:
 
 - synthcount images/s through the real ``generate_dataset`` into a temp folder, at
@@ -103,7 +106,14 @@ def main(argv=None) -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=None, help="runs per configuration (default 3, quick 1)")
     p.add_argument("--baseline-seconds", type=float, default=None, help="time limit per baseline run (default 20 s)")
-    a = p.parse_args(argv)
+    p.add_argument("--dask", metavar="ADDRESS", help="run benchmarks.dask_engine on this cluster instead")
+    a, rest = p.parse_known_args(argv)
+    if a.dask:
+        from . import dask_engine
+
+        return dask_engine.main(argv)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     mach = machine()  # before the work: the load average says how busy the machine was
     quick = a.quick
     repeats = a.repeats or (1 if quick else 3)

@@ -137,3 +137,14 @@ def test_bad_flag_exits_2(name):
     p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--no-such-flag"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "usage" in p.stderr.lower() and "Traceback" not in p.stderr
+
+
+def test_dask_engine(tmp_path):
+    pytest.importorskip("distributed")
+    res = _run("dask_engine", tmp_path, "--dask", "local:2", "--images", "48")
+    assert [r["workers"] for r in res["modes"]] == [1, 2, 2] and res["same_bytes"] is True
+    for r in res["modes"]:
+        _positive(r, "images_per_s", "end_to_end_images_per_s")
+    _positive(res["ratios"], "dask_vs_pool", "dask_vs_one_process")
+    # The packs travel once per worker; a task carries its index and the job's key only.
+    assert res["job_bytes"] > 1_000_000 and 0 < res["task_bytes"] < 20_000
