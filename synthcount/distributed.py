@@ -54,6 +54,10 @@ __all__ = ["ShardJob", "OutDirNotShared", "VersionMismatch", "DaskUnavailable", 
 DASK_EXTRA = "pip install 'synthcount[dask]'"
 PROBE_PREFIX = ".dask-probe-"  # marker files of check_workers, removed at once
 WAIT_FOR_WORKERS_S = 300.0  # after a failure: how long to wait for shards in progress on workers
+# How long a file another machine made may take to show: an NFS client caches "no such
+# file" for up to its attribute-cache time (acdirmin, 30 s by default) unless the
+# folder is read again. Only a failing check waits this long.
+VISIBILITY_GRACE_S = 30.0
 log = logging.getLogger("synthcount")
 
 
@@ -77,6 +81,22 @@ class DaskRunError(RuntimeError):
     """The cluster could not finish the run (a task kept killing workers, the scheduler went away)."""
 
 
+def _appears(path: str, grace: float) -> bool:
+    """Whether ``path`` exists, reading its folder again for up to ``grace`` seconds
+    (a network filesystem may show a file made elsewhere late)."""
+    deadline = time.monotonic() + grace
+    while True:
+        if os.path.isfile(path):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        try:
+            os.listdir(os.path.dirname(path))  # makes an NFS client revalidate the folder
+        except OSError:
+            pass
+        time.sleep(min(0.5, max(grace, 0.0) / 10 + 0.01))
+
+
 @dataclass
 class ShardJob:
     """What every task of one run needs; scattered to each worker once.
@@ -90,12 +110,15 @@ class ShardJob:
     config : DatasetConfig
     composer : synthcount.compose.Composer
         With the packs and the layout plan (budget, unfit pairs) set at plan time.
+    grace : float
+        Seconds a worker waits for ``dataset.json`` to show (see ``VISIBILITY_GRACE_S``).
     """
 
     token: str
     out_dir: str
     config: object
     composer: object
+    grace: float = VISIBILITY_GRACE_S
 
 
 def require_distributed():
@@ -217,11 +240,11 @@ def _versions() -> Dict[str, str]:
             "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version}
 
 
-def _probe(out_dir: str, token: str) -> dict:
+def _probe(out_dir: str, token: str, grace: float) -> dict:
     """On a worker: find the client's marker in ``out_dir`` and write a reply beside it."""
     info = {"host": socket.gethostname(), "versions": _versions()}
     marker = os.path.join(out_dir, PROBE_PREFIX + token)
-    if not os.path.isfile(marker):
+    if not _appears(marker, grace):
         info["missing"] = True
         return info
     reply = f"{marker}-{os.getpid()}-{os.urandom(4).hex()}"
@@ -265,7 +288,7 @@ def check_workers(client, out_dir: str) -> Dict[str, dict]:
     with open(marker, "x"):
         pass
     try:
-        answers = client.run(_probe, out_dir, token)
+        answers = client.run(_probe, out_dir, token, VISIBILITY_GRACE_S)
         mine = _versions()
         for addr, info in sorted(answers.items()):
             where = f"worker {addr} (host {info['host']})"
@@ -274,7 +297,7 @@ def check_workers(client, out_dir: str) -> Dict[str, dict]:
                                       f"a filesystem every worker mounts at the same path")
             if "unwritable" in info:
                 raise OutDirNotShared(f"{where} cannot write into {out_dir}: {info['unwritable']}")
-            if not os.path.isfile(info["reply"]):
+            if not _appears(info["reply"], VISIBILITY_GRACE_S):
                 raise OutDirNotShared(f"the client cannot see the file {os.path.basename(info['reply'])} that {where} "
                                       f"wrote into {out_dir}: OUT_DIR must be one filesystem that the client and "
                                       f"every worker share at the same path")
@@ -306,7 +329,7 @@ def _shard_task(k: int, job: ShardJob) -> dict:
     from . import generate
 
     with _WORKER_LOCK:
-        if not os.path.isfile(os.path.join(job.out_dir, generate.IDENTITY_FILE)):
+        if not _appears(os.path.join(job.out_dir, generate.IDENTITY_FILE), job.grace):
             raise OutDirNotShared(f"a worker on host {socket.gethostname()} cannot find {job.out_dir} (or its "
                                   f"{generate.IDENTITY_FILE}), made by the client: OUT_DIR must be on a filesystem "
                                   f"every worker mounts at the same path")
@@ -392,7 +415,7 @@ def run_shards(client, plan, todo: List[int], bar, collect: Callable[[dict], Non
     log.info(line)
     if not bar.disable:
         bar.write(line)
-    job = ShardJob(os.urandom(8).hex(), out_dir, plan.config, plan.composer)
+    job = ShardJob(os.urandom(8).hex(), out_dir, plan.config, plan.composer, VISIBILITY_GRACE_S)
     [job_f] = client.scatter([job], broadcast=True, hash=False)
     futures = [client.submit(_shard_task, k, job_f, key=f"synthcount-shard-{k:05d}-{job.token}", retries=0)
                for k in todo]
@@ -403,7 +426,7 @@ def run_shards(client, plan, todo: List[int], bar, collect: Callable[[dict], Non
             except (dd.KilledWorker, dd.CancelledError) as e:
                 raise DaskRunError(f"the Dask cluster could not finish shard {_shard_of(fut.key)} "
                                    f"({type(e).__name__}: {' '.join(str(e).split())})") from e
-            if "n" in out and not os.path.isfile(os.path.join(out_dir, _name(out["shard"]))):
+            if "n" in out and not _appears(os.path.join(out_dir, _name(out["shard"])), VISIBILITY_GRACE_S):
                 raise OutDirNotShared(f"the client cannot see {_name(out['shard'])}, which a worker on host "
                                       f"{out.get('host')} reports it wrote into {out_dir}: OUT_DIR must be one "
                                       f"filesystem that the client and every worker share at the same path")

@@ -230,7 +230,8 @@ def _worker_in_namespace(address, mount_cmd):
 
 
 @pytest.mark.skipif(not _can_unshare(), reason="needs unprivileged user and mount namespaces (unshare -Urm)")
-def test_out_dir_not_shared_is_one_line_and_nothing_left(tmp_path):
+def test_out_dir_not_shared_is_one_line_and_nothing_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(sd, "VISIBILITY_GRACE_S", 0.5)  # a local filesystem shows files at once
     shared = tmp_path / "shared"
     shared.mkdir()
     upper, work = tmp_path / "upper", tmp_path / "work"
@@ -268,6 +269,6 @@ def test_out_dir_not_shared_is_one_line_and_nothing_left(tmp_path):
 
 def test_task_refuses_an_out_dir_it_cannot_find(tmp_path, msra_dir, sun_dir):
     """A worker that joins after the probe and cannot see OUT_DIR fails its task in one line."""
-    job = sd.ShardJob("t", str(tmp_path / "elsewhere"), _cfg(msra_dir, sun_dir), None)
+    job = sd.ShardJob("t", str(tmp_path / "elsewhere"), _cfg(msra_dir, sun_dir), None, grace=0.2)
     with pytest.raises(sd.OutDirNotShared, match="cannot find .*elsewhere"):
         sd._shard_task(0, job)
