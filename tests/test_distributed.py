@@ -178,6 +178,46 @@ def test_worker_killed_mid_write_is_retried_with_the_same_bytes(reference, clien
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the dead worker
 
 
+def _fail_image(index):
+    """On a worker: image ``index`` cannot be laid out (as if at the failure probability)."""
+    from synthcount import compose
+
+    orig = compose.Composer.__dict__.get("_orig_compose_into", compose.Composer.compose_into)
+    compose.Composer._orig_compose_into = orig
+
+    def failing(self, seed, i, *args):
+        if i == index:
+            raise compose.PlacementError(f"could not lay out image {i} (test)")
+        return orig(self, seed, i, *args)
+
+    compose.Composer.compose_into = failing
+
+
+def _unfail():
+    from synthcount import compose
+
+    if "_orig_compose_into" in compose.Composer.__dict__:
+        compose.Composer.compose_into = compose.Composer._orig_compose_into
+        del compose.Composer._orig_compose_into
+
+
+def test_a_task_error_stops_the_run_keeping_finished_shards(client, tmp_path, msra_dir, sun_dir):
+    from synthcount.compose import PlacementError
+
+    out = str(tmp_path / "fail")
+    client.run(_fail_image, 25)
+    try:
+        with pytest.raises(PlacementError, match="image 25"):  # the worker's own error, raised on the client
+            generate_dataset(out, _cfg(msra_dir, sun_dir), client=client, progress=False)
+    finally:
+        client.run(_unfail)
+    names = os.listdir(out)
+    man = json.load(open(os.path.join(out, "manifest.json")))
+    assert "shard-00002.h5" not in names and not _leftovers(out)
+    assert [s["file"] for s in man["shards"]] == sorted(n for n in names if n.endswith(".h5"))
+    assert verify_dataset(out) == []
+
+
 # ----------------------------------------------------------------------------- no cluster / no extra
 
 def _free_port():
