@@ -73,7 +73,8 @@ def _run(tmp: str, cfg: DatasetConfig, repeats: int, **kw) -> Dict[str, object]:
     m = measure(once, repeats)
     sums = _checksums(out)
     return {"images": cfg.num_images, "shards": cfg.num_shards, "repeats": repeats,
-            "images_per_s": sorted(inner)[len(inner) // 2], "end_to_end_images_per_s": rate(cfg.num_images, m["wall_s"]),
+            "images_per_s": sorted(inner)[len(inner) // 2],
+            "end_to_end_images_per_s": rate(cfg.num_images, m["wall_s"]),
             "cpu_s": m["cpu_s"], "wall_runs_s": m["wall_runs"], "checksums": sums}
 
 
@@ -148,7 +149,8 @@ def main(argv=None) -> None:
            "job_bytes": job_bytes, "task_bytes": dask["task_bytes"],
            "client_bytes_per_task": dask["client_bytes_per_task"], "cluster_start_s": start_s}
     tables = [format_table(rows, ["mode", "workers", "images", "shards", "images_per_s", "end_to_end_images_per_s",
-                                  "cpu_s", "cpu_images_per_s"], "same dataset, three engines (generator clock; medians)"),
+                                  "cpu_s", "cpu_images_per_s"],
+                           "same dataset, three engines (generator clock; medians)"),
               format_table([{**res["ratios"], "job_bytes": job_bytes, "task_bytes": dask["task_bytes"],
                              "cluster_start_s": start_s}],
                            ["dask_vs_pool", "dask_vs_pool_cpu", "dask_vs_one_process", "pool_vs_one_process",

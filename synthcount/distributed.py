@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ["ShardJob", "OutDirNotShared", "VersionMismatch", "DaskUnavailable", "SchedulerUnreachable",
-           "DaskRunError", "DASK_EXTRA", "parse_address", "check_reachable", "connect", "close", "check_workers", "run_shards"]
+           "DaskRunError", "DASK_EXTRA", "parse_address", "check_reachable", "connect", "close", "check_workers",
+           "run_shards"]
 
 DASK_EXTRA = "pip install 'synthcount[dask]'"
 PROBE_PREFIX = ".dask-probe-"  # marker files of check_workers, removed at once
