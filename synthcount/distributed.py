@@ -23,7 +23,9 @@ A run on the cluster, seen from the client:
 3. **One task per missing shard.** A task checks OUT_DIR is there (else
    :class:`OutDirNotShared`), makes the shard with ``_make_shard`` and reports it;
    the client checks it can see the reported file, counts its images on the progress
-   bar and collects the shard's figures.
+   bar and collects the shard's figures. A task that finds the shard's lock held
+   waits for it (a local run would leave the shard to its holder): the holder may be
+   a worker of this very run that the scheduler gave up on while it still worked.
 4. **Faults.** A worker killed mid-shard (kill -9) leaves at most a temporary file:
    the kernel drops its flock, Dask reruns the task on another worker (up to
    ``distributed.scheduler.allowed-failures`` deaths per task), and the rerun removes
@@ -329,17 +331,24 @@ def _shard_task(k: int, job: ShardJob) -> dict:
 
     from . import generate
 
-    with _WORKER_LOCK:
-        if not _appears(os.path.join(job.out_dir, generate.IDENTITY_FILE), job.grace):
-            raise OutDirNotShared(f"a worker on host {socket.gethostname()} cannot find {job.out_dir} (or its "
-                                  f"{generate.IDENTITY_FILE}), made by the client: OUT_DIR must be on a filesystem "
-                                  f"every worker mounts at the same path")
-        st = generate._STATE
-        if st.get("dask_job") != job.token:  # the first task of this run in this process
-            st.clear()
-            st.update(dask_job=job.token, config=job.config, composer=job.composer, out_dir=job.out_dir)
-            cv2.setNumThreads(1)  # as run_plan does: no OpenCV pool fighting the other workers for cores
-        out = generate._make_shard(k)
+    if not _appears(os.path.join(job.out_dir, generate.IDENTITY_FILE), job.grace):
+        raise OutDirNotShared(f"a worker on host {socket.gethostname()} cannot find {job.out_dir} (or its "
+                              f"{generate.IDENTITY_FILE}), made by the client: OUT_DIR must be on a filesystem "
+                              f"every worker mounts at the same path")
+    while True:
+        with _WORKER_LOCK:
+            st = generate._STATE
+            if st.get("dask_job") != job.token:  # the first task of this run in this process
+                st.clear()
+                st.update(dask_job=job.token, config=job.config, composer=job.composer, out_dir=job.out_dir)
+                cv2.setNumThreads(1)  # as run_plan does: no OpenCV pool fighting the other workers for cores
+            out = generate._make_shard(k)
+        if "busy" not in out:
+            break
+        # Someone holds the shard's lock: another run's piece, or a worker of this run the
+        # scheduler gave up on while it still works. Wait until it lets go: then the
+        # shard exists (the run lists it) or its holder died (this task makes it).
+        time.sleep(0.5)
     out.update(host=socket.gethostname(), pid=os.getpid())
     return out
 

@@ -178,6 +178,30 @@ def test_worker_killed_mid_write_is_retried_with_the_same_bytes(reference, clien
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the dead worker
 
 
+def test_a_held_shard_lock_is_waited_for_not_skipped(reference, client, tmp_path, msra_dir, sun_dir):
+    """A shard whose lock another process holds (here: this test; in life, a worker the
+    scheduler gave up on while it still worked) is made once the lock is free."""
+    from synthcount.locks import ShardLock
+
+    out = tmp_path / "held"
+    out.mkdir()
+    lock = ShardLock(str(out), "shard-00002.h5")
+    assert lock.acquired
+    box = {}
+    t = threading.Thread(target=lambda: box.update(res=generate_dataset(str(out), _cfg(msra_dir, sun_dir),
+                                                                        client=client, progress=False)))
+    t.start()
+    deadline = time.time() + 120
+    while len([n for n in os.listdir(out) if n.endswith(".h5")]) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert t.is_alive() and not (out / "shard-00002.h5").exists()  # the run waits for shard 2
+    lock.release()  # as if its holder died
+    t.join(120)
+    res = box["res"]
+    assert res.shards_made == list(range(6)) and not res.shards_busy and res.complete
+    assert _hashes(str(out)) == _hashes(reference)
+
+
 def _fail_image(index):
     """On a worker: image ``index`` cannot be laid out (as if at the failure probability)."""
     from synthcount import compose
