@@ -34,9 +34,10 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -188,11 +189,12 @@ def _mem_available() -> Optional[int]:
 
 
 def shard_memory(config: DatasetConfig) -> int:
-    """Bytes one process needs to make the largest shard of ``config``: the batch of
-    images and label maps, and the shard file built in memory before it is written."""
+    """Bytes one process needs to make the largest shard of ``config``: two batches of
+    images and label maps (one composed while the other is written), and the shard
+    file built in memory, then copied out, before it is written."""
     n = min(config.shard_size, config.num_images)
     h, w = config.scene.size
-    return int(n * h * w * 4 * 2.1) + (64 << 20)
+    return int(n * h * w * 4 * 4.2) + (64 << 20)
 
 
 def _check_memory(config: DatasetConfig, workers: int) -> None:
@@ -295,23 +297,25 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
 _STATE: dict = {}
 
 
-def _buffers(composer, n: int):
+def _buffers(composer, n: int, slot: int = 0):
     """Per-process batch arrays for ``n`` images, reused from shard to shard.
 
-    Fresh arrays would pay a page fault per 4 KiB on first touch for every shard
-    (about a third of the cost of an image at 161x161); the records are refilled
-    with their "absent" values because ``compose_into`` writes only present fields.
-    Sized by the shard's own image count, never more.
+    Two slots: while the writer thread writes a shard from one, the next shard is
+    composed into the other. Fresh arrays would pay a page fault per 4 KiB on first
+    touch for every shard (about a third of the cost of an image at 161x161); the
+    records are refilled with their "absent" values because ``compose_into`` writes
+    only present fields. Sized by the shard's own image count, never more.
     """
     from .compose import new_records
 
     h, w = composer.scene.size
     key = ((h, w), tuple((k, dt.str, shape) for k, (dt, shape) in composer.record_spec.items()))
-    buf = _STATE.get("buffers")
+    slots = _STATE.setdefault("buffers", {})
+    buf = slots.get(slot)
     if buf is None or buf[0] != key or buf[1].shape[0] < n:
         buf = (key, np.empty((n, h, w, 3), np.uint8), np.empty((n, h, w), np.uint8),
                new_records(composer.record_spec, n))
-        _STATE["buffers"] = buf
+        slots[slot] = buf
     else:
         fresh = new_records(composer.record_spec, 1)
         for name, arr in buf[3].items():
@@ -328,30 +332,89 @@ def _debris(out_dir: str, k: int) -> List[str]:
 
 
 def _make_shard(k: int) -> dict:
-    """Make shard ``k`` under its lock: compose every image in memory, write it in one go.
+    """Make shard ``k`` under its lock, start to finish (compose, then write).
 
     Returns ``{"shard": k, "n": ..., ...}``; ``"busy"`` (another process holds the
     shard's lock) or ``"exists"`` (finished meanwhile) when there was nothing to do.
     """
-    cfg: DatasetConfig = _STATE["config"]
-    out_dir = _STATE["out_dir"]
-    with ShardLock(out_dir, shard_name(k)) as lock:
+    maker = _ShardMaker()
+    out = maker.start(k)
+    return out if out is not None else maker.finish()
+
+
+class _ShardMaker:
+    """Makes shards one after another in this process, writing each in a background
+    thread while the next one is composed (two buffer slots). h5py releases the GIL
+    while it builds the file in memory, and hashing and file writes release it too,
+    so writing costs the composing thread almost nothing.
+
+    ``start(k)`` composes shard k and hands it to the writer; it returns the result of
+    the shard written before (or a busy/exists note for k itself), and ``finish()``
+    waits for the last write. Each shard's lock is held until its file is renamed.
+    """
+
+    def __init__(self) -> None:
+        self._thread: Optional[threading.Thread] = None
+        self._outcome: Optional[tuple] = None
+        self._slot = 0
+
+    def start(self, k: int) -> Optional[dict]:
+        cfg: DatasetConfig = _STATE["config"]
+        out_dir = _STATE["out_dir"]
+        lock = ShardLock(out_dir, shard_name(k))
         if not lock.acquired:
             return {"shard": k, "busy": lock.holder()}
-        path = os.path.join(out_dir, shard_name(k))
-        if os.path.isfile(path):
-            return {"shard": k, "exists": True}
-        _remove(_debris(out_dir, k))
-        return _compose_shard(k, cfg, path)
+        try:
+            path = os.path.join(out_dir, shard_name(k))
+            if os.path.isfile(path):
+                lock.release()
+                return {"shard": k, "exists": True}
+            _remove(_debris(out_dir, k))
+            job = _compose_shard(k, cfg, self._slot)
+        except BaseException:
+            lock.release()
+            raise
+        previous = self.finish() if self._thread is not None else None
+        self._slot ^= 1
+        self._outcome = None
+        self._thread = threading.Thread(target=self._write, args=(job, path, lock), daemon=True,
+                                        name=f"synthcount-writer-{k}")
+        self._thread.start()
+        return previous
+
+    def _write(self, job: dict, path: str, lock: ShardLock) -> None:
+        try:
+            cfg: DatasetConfig = _STATE["config"]
+            digest = write_shard(path, job.pop("images"), job.pop("maps"), job.pop("records"), job.pop("attrs"),
+                                 compression=cfg.compression, label_compression=cfg.label_compression)
+            self._outcome = ("ok", {**job, "sha256": digest})
+        except BaseException as e:  # handed to the composing thread by finish()
+            self._outcome = ("error", e)
+        finally:
+            lock.release()
+
+    def finish(self) -> Optional[dict]:
+        """Wait for the shard being written; its result (re-raising its error)."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        self._thread = None
+        kind, value = self._outcome
+        self._outcome = None
+        if kind == "error":
+            raise value
+        _report(_STATE.get("queue"), value.pop("n_report", 0))
+        return value
 
 
-def _compose_shard(k: int, cfg: DatasetConfig, path: str) -> dict:
+def _compose_shard(k: int, cfg: DatasetConfig, slot: int) -> dict:
+    """Compose every image of shard ``k`` into buffer ``slot``; what the writer needs."""
     composer = _STATE["composer"]
     q = _STATE.get("queue")
     parent = _STATE.get("parent_pid")
     first, end = cfg.shard_range(k)
     n = end - first
-    images, maps, records = _buffers(composer, n)
+    images, maps, records = _buffers(composer, n, slot)
     done = 0
     for j in range(n):
         if parent is not None and os.getppid() != parent:
@@ -373,13 +436,29 @@ def _compose_shard(k: int, cfg: DatasetConfig, path: str) -> dict:
     # Stable dataset order: the index first, then the record keys in the spec's order.
     ordered = {"index": records.pop("index")}
     ordered.update(records)
-    digest = write_shard(path, images, maps, ordered, attrs,
-                         compression=cfg.compression, label_compression=cfg.label_compression)
-    _report(q, n - done)
     tries = ordered.get("layout_tries")
-    return {"shard": k, "n": n, "sha256": digest,
+    return {"shard": k, "n": n, "n_report": n - done, "images": images, "maps": maps, "records": ordered,
+            "attrs": attrs,
             "resamples": int(np.maximum(tries.astype(np.int64) - 1, 0).sum()) if tries is not None else 0,
             "max_tries": int(tries.max()) if tries is not None else 0}
+
+
+def _make_shards(todo: Iterable[int], emit) -> None:
+    """Make the shards ``todo`` in order in this process, pipelined; ``emit(result)``
+    for each as it completes."""
+    maker = _ShardMaker()
+    try:
+        for k in todo:
+            out = maker.start(k)
+            if out is not None:
+                emit(out)
+        out = maker.finish()
+        if out is not None:
+            emit(out)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            maker.finish()  # never leave a writer thread behind
+        raise
 
 
 def _worker_init(parent: int) -> None:
@@ -608,8 +687,7 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         cv2.setNumThreads(1)
         try:
             if nproc <= 1:
-                for k in todo:
-                    _collect(res, _make_shard(k))
+                _make_shards(todo, lambda out: _collect(res, out))
             else:
                 _run_pool(res, todo, nproc, bar)
         finally:
@@ -674,36 +752,69 @@ def _collect(res: GenerateResult, out: dict) -> None:
     res.max_layout_tries = max(res.max_layout_tries, out["max_tries"])
 
 
-def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
-    ctx = mp.get_context("fork")  # children inherit the packs and the composer: no pickling
-    q = ctx.Queue()
-    _STATE.update(queue=q, parent_pid=os.getpid(), bar=None)
-    pool = ctx.Pool(nproc, initializer=_worker_init, initargs=(os.getpid(),))
+def _pool_worker(tasks, results, parent: int) -> None:
+    """A forked worker process: take shard indices from ``tasks`` until None, make them
+    pipelined (``_make_shards``), and report results, progress and errors on ``results``."""
+    _worker_init(parent)
+    _STATE.update(queue=results, parent_pid=parent, bar=None)
+
+    def todo():
+        while True:
+            k = tasks.get()
+            if k is None:
+                return
+            yield k
+
     try:
-        pending = [pool.apply_async(_make_shard, (k,)) for k in todo]
-        while pending:
+        _make_shards(todo(), lambda out: results.put(("result", out)))
+        results.put(("done", os.getpid()))
+    except BaseException as e:  # noqa: BLE001 - every failure goes to the parent, which decides
+        try:
+            results.put(("error", e))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            results.put(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
+    """``nproc`` forked workers pull shards from one queue (the fastest take the most),
+    each writing a shard while composing the next."""
+    ctx = mp.get_context("fork")  # children inherit the packs and the composer: no pickling
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for k in todo:
+        tasks.put(k)
+    for _ in range(nproc):
+        tasks.put(None)
+    procs = [ctx.Process(target=_pool_worker, args=(tasks, results, os.getpid()), daemon=True,
+                         name=f"synthcount-worker-{i}") for i in range(nproc)]
+    for p in procs:
+        p.start()
+    finished = 0
+    try:
+        while finished < nproc:
             try:
-                bar.update(q.get(timeout=0.2))
+                msg = results.get(timeout=0.2)
             except queue_mod.Empty:
-                pass
-            still = []
-            for r in pending:
-                if r.ready():
-                    _collect(res, r.get())  # re-raises a worker's exception here
-                else:
-                    still.append(r)
-            pending = still
-        while True:  # drain the last progress messages
-            try:
-                bar.update(q.get_nowait())
-            except queue_mod.Empty:
-                break
-        pool.close()
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a generate worker process died (exit code {dead[0].exitcode}); "
+                                       "finished shards are kept: run the same command again to resume")
+                continue
+            if isinstance(msg, int):
+                bar.update(msg)
+            elif msg[0] == "result":
+                _collect(res, msg[1])
+            elif msg[0] == "done":
+                finished += 1
+            elif msg[0] == "error":
+                raise msg[1]
     except BaseException:
-        pool.terminate()
+        for p in procs:  # their shard locks go with them, so the clean-up can take them
+            if p.is_alive():
+                p.kill()
         raise
     finally:
-        pool.join()
+        for p in procs:
+            p.join(timeout=30)
 
 
 def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
@@ -718,7 +829,8 @@ def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
     config : DatasetConfig
         What to generate. ``config.num_images`` images in shards of ``config.shard_size``.
     workers : int, >= 1
-        Processes (fork pool, one task per shard). Never changes the output.
+        Processes (forked, pulling shards from one queue; each writes a shard in a
+        background thread while composing the next). Never changes the output.
     shards : (int, int) or None
         Make only shards ``i..j-1`` of the dataset (``0 <= i < j <= num_shards``).
     overwrite : bool

@@ -28,8 +28,9 @@ clock, so the same images give byte-identical shard files.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
-import io
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from ._io import atomic_write, sha256_file, write_json_atomic  # noqa: F401 (re-exported: public names since v0.1)
+from ._io import WriteError, atomic_write, fsync_dir, sha256_file, tmp_name, write_json_atomic  # noqa: F401 (re-exported)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -108,11 +109,11 @@ def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: 
                 attrs: Mapping[str, object], *, compression: str = "none", label_compression: str = "lzf") -> str:
     """Write one finished shard atomically and return its sha256.
 
-    The file is built in memory, hashed, written as ``<path>.tmp-<pid>-<random>``
-    and fsynced, the hash stored in the sidecar ``<stem>.sha256``, and only then
-    renamed to ``path``; on any error (a full disk included: ``WriteError`` naming the
-    file) the temporary file is removed, so a ``.h5`` name always means a complete
-    shard.
+    The file is written as ``<path>.tmp-<pid>-<random>`` with its space reserved
+    first, hashed and fsynced, the hash stored in the sidecar ``<stem>.sha256``, and
+    only then renamed to ``path``; on any error (a full disk included: ``WriteError``
+    naming the file) the temporary file is removed, so a ``.h5`` name always means a
+    complete shard.
 
     Parameters
     ----------
@@ -150,30 +151,89 @@ def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: 
     if missing:
         raise ValueError(f"shard attrs lack {missing}")
     _, h, w, _ = images.shape
-    # The file is built in memory and then written with plain file I/O: HDF5 reports
-    # a full disk from inside object destructors (and has crashed the process with
-    # SIGBUS/SIGSEGV doing so), while a failed os.write is one clean OSError. The
-    # bytes are the same as a file written on disk by h5py.
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        for k, v in attrs.items():
-            f.attrs[k] = _attr_value(v)
-        # One image per chunk: random access reads exactly one chunk.
-        f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
-                         track_times=False)
-        f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
-                         compression=_COMP[label_compression], track_times=False)
-        for k, arr in records.items():
-            f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
-    data = buf.getbuffer()
-    digest = hashlib.sha256(data).hexdigest()
-    with atomic_write(path, "wb") as out:
-        out.write(data)
-        # The sidecar goes first, before the rename: a finished shard always has its hash.
-        _write_sidecar(path, digest)
-    del data
-    buf.close()
+    # Disk space for the whole file is reserved before HDF5 writes a byte, so a full
+    # disk is one clean WriteError here: HDF5 reports it from inside object
+    # destructors instead, and has crashed the process with SIGBUS/SIGSEGV doing so.
+    bound = int(1.01 * (images.nbytes + label_maps.nbytes + sum(np.asarray(a).nbytes for a in records.values())))
+    bound += 128 * (2 * n + len(records)) + (1 << 20)  # chunk index and object headers
+    tmp = tmp_name(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            reserve_space(f.id.get_vfd_handle(), bound, path)
+            for k, v in attrs.items():
+                f.attrs[k] = _attr_value(v)
+            # One image per chunk: random access reads exactly one chunk.
+            f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
+                             track_times=False)
+            f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
+                             compression=_COMP[label_compression], track_times=False)
+            for k, arr in records.items():
+                f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
+        truncate_to_eoa(tmp)  # drop the unused reservation: the bytes of a plain h5py write
+        digest = sha256_file(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        _write_sidecar(path, digest)  # before the rename: a finished shard always has its hash
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
     return digest
+
+
+def reserve_space(fd: int, nbytes: int, path: str) -> None:
+    """Allocate ``nbytes`` for the open file ``fd`` now (``posix_fallocate``), so that
+    writing up to that size cannot fail for lack of space later; raise WriteError
+    naming ``path`` if the space is not there. Where the filesystem cannot reserve,
+    compare with its free space instead."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+        return
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise WriteError(e.errno, f"cannot write {path}: {e.strerror} (it needs about "
+                                      f"{nbytes / 2**20:.0f} MiB)") from None
+    st = os.fstatvfs(fd)
+    if st.f_bavail * st.f_frsize < nbytes:
+        raise WriteError(errno.ENOSPC, f"cannot write {path}: No space left on device (it needs about "
+                                       f"{nbytes / 2**20:.0f} MiB, {st.f_bavail * st.f_frsize / 2**20:.0f} MiB free)")
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def truncate_to_eoa(path: str) -> None:
+    """Cut an HDF5 file (superblock at offset 0) to its end-of-file address, the end
+    of the data HDF5 wrote: what remains of a ``reserve_space`` reservation goes.
+
+    The address is read from the superblock (HDF5 file format specification: offset
+    40 in versions 0, 44 in version 1, 28 in versions 2 and 3, relative to the base
+    address; 8-byte offsets).
+    """
+    with open(path, "rb+") as f:
+        head = f.read(48)
+        if head[:8] != _HDF5_SIGNATURE:
+            raise OSError(f"{path}: not an HDF5 file with its superblock at offset 0")
+        version = head[8]
+        if version in (0, 1):
+            size_off, base_at = head[13], 24 if version == 0 else 28
+            eof_at = base_at + 2 * size_off
+        elif version in (2, 3):
+            size_off, base_at = head[9], 12
+            eof_at = base_at + 2 * size_off
+        else:
+            raise OSError(f"{path}: HDF5 superblock version {version} is not known here")
+        if size_off != 8:
+            raise OSError(f"{path}: HDF5 offsets of {size_off} bytes are not supported here")
+        base = int.from_bytes(head[base_at:base_at + 8], "little")
+        eoa = base + int.from_bytes(head[eof_at:eof_at + 8], "little")
+        f.seek(0, os.SEEK_END)
+        if f.tell() > eoa:
+            f.truncate(eoa)
 
 
 def read_manifest(folder: str) -> dict:
