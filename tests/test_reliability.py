@@ -244,6 +244,9 @@ def test_generate_and_prepare_on_a_full_disk(small_disk, tmp_path, msra_dir):
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["shards"] and verify_dataset(out) == []  # finished shards intact and listed
     # prepare into the full disk: exit 1, no pack, no report, no temp file.
+    st = os.statvfs(small_disk)
+    with open(os.path.join(small_disk, "filler"), "wb") as f:  # leave 16 KiB free
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - (16 << 10)))
     pack = os.path.join(small_disk, "objects.h5")
     r = subprocess.run([sys.executable, "-m", "cli.main", "prepare", msra_dir, pack, "--kind", "objects", "--quiet"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
