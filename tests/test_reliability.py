@@ -255,29 +255,39 @@ def test_generate_and_prepare_on_a_full_disk(small_disk, tmp_path, msra_dir):
 
 
 def test_write_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
-    """Fault injection (works where no tmpfs can be mounted): the third shard's write
-    fails with ENOSPC."""
-    from synthcount import _io
-
-    real = _io.atomic_write
-    calls = {"n": 0}
-
-    def failing(path, mode="wb", **kw):
-        if path.endswith(".h5"):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise _io.WriteError(errno.ENOSPC, f"cannot write {path}: No space left on device")
-        return real(path, mode, **kw)
-
-    monkeypatch.setattr(_io, "atomic_write", failing)
+    """Fault injection (works where no tmpfs can be mounted): the third shard finds no
+    space for its reservation; in a second run an I/O error hits a shard after HDF5
+    wrote it."""
     import synthcount.shards as shards_mod
 
-    monkeypatch.setattr(shards_mod, "atomic_write", failing)
+    real_reserve, real_trunc = shards_mod.reserve_space, shards_mod.truncate_to_eoa
+    calls = {"n": 0}
+
+    def no_space(fd, nbytes, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise shards_mod.WriteError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        return real_reserve(fd, nbytes, path)
+
+    monkeypatch.setattr(shards_mod, "reserve_space", no_space)
     out = tmp_path / "d"
-    r = _run("generate", out, "--num-images", "50", "--size", "48", "--shard-size", "10", "--quiet")
+    args = ["generate", out, "--num-images", "50", "--size", "48", "--shard-size", "10", "--quiet"]
+    r = _run(*args)
     assert r.exit_code == 1 and "shard-00002.h5: No space left" in r.output
+    assert len(r.output.strip().splitlines()) == 1
     assert sorted(n for n in os.listdir(out) if n.endswith(".h5")) == ["shard-00000.h5", "shard-00001.h5"]
     assert not _tmp_files(out) and verify_dataset(str(out)) == []
+
+    def io_error(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(shards_mod, "reserve_space", real_reserve)
+    monkeypatch.setattr(shards_mod, "truncate_to_eoa", io_error)
+    r = _run(*args)
+    assert r.exit_code == 1 and "cannot write" in r.output and "shard-00002.h5" in r.output
+    assert not _tmp_files(out) and verify_dataset(str(out)) == []
+    monkeypatch.setattr(shards_mod, "truncate_to_eoa", real_trunc)
+    assert _run(*args).exit_code == 0 and verify_dataset(str(out)) == []
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
