@@ -239,6 +239,8 @@ class Composer:
         self.record_spec = record_spec(scene.max_count)
         self._probs = np.asarray(scene.count_distribution(), np.float64)
         self._probs /= self._probs.sum()
+        self._cdf = self._probs.cumsum()
+        self._cdf /= self._cdf[-1]
         self.set_layout_plan(layout_budget, unfit)
 
     def set_layout_plan(self, layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None
@@ -275,11 +277,13 @@ class Composer:
             k = math.sqrt(H * W / (lo * hb * wb))
             if k < 1.0:
                 size = (max(1, int(round(wb * k))), max(1, int(round(hb * k))))
-                small.append(cv2.resize(b, size, interpolation=cv2.INTER_AREA))
+                b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
                 factor.append(size[0] / wb)
             else:
-                small.append(b)
                 factor.append(1.0)
+            # Kept as RGBA: OpenCV's bit-exact resize runs about twice as fast on 4
+            # channels as on 3, and computes each channel alone (the same RGB bytes).
+            small.append(cv2.cvtColor(b, cv2.COLOR_RGB2RGBA))
         return small, factor
 
     # -- sampling -----------------------------------------------------------
@@ -352,7 +356,9 @@ class Composer:
         """Draw N, background, objects, transforms and positions (all randomness)."""
         sc = self.scene
         H, W = sc.size
-        n = int(rng.choice(len(self._probs), p=self._probs)) if len(self._probs) > 1 else 0
+        # What rng.choice(len(p), p=p) does, without its argument checks per image:
+        # one uniform double located in the normalised cumulative distribution.
+        n = int(self._cdf.searchsorted(rng.random(), side="right")) if len(self._probs) > 1 else 0
         t = sc.visible_threshold(n)
         bid, crop = self._background(rng)
         if sc.mode == "same" or n == 0:
@@ -473,9 +479,9 @@ class Composer:
         src = self._bg_small[bid][y:y + ch, x:x + cw]
         if (ch, cw) != (H, W):
             # The bit-exact variant: the same bytes on every CPU.
-            cv2.resize(src, (W, H), dst=image, interpolation=cv2.INTER_LINEAR_EXACT)
+            cv2.cvtColor(cv2.resize(src, (W, H), interpolation=cv2.INTER_LINEAR_EXACT), cv2.COLOR_RGBA2RGB, dst=image)
         else:
-            image[...] = src
+            image[...] = src[..., :3]
         label_map[...] = 0
         for k, c in enumerate(copies, start=1):
             (py, px), patch = c.pos, c.patch

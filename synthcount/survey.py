@@ -260,4 +260,4 @@ def _scaled(composer):
                                 min_gap=int(round(sc.min_gap * f)), feather_sigma=max(0.05, sc.feather_sigma * f))
     from .pack import AssetPack
 
-    return Composer(small, composer.objects, AssetPack(backgrounds=[composer._bg_small[0]], background_names=["-"]))
+    return Composer(small, composer.objects, AssetPack(backgrounds=[composer.backgrounds[0]], background_names=["-"]))
