@@ -8,23 +8,11 @@ Commands live in small modules, each a thin layer over a documented Python funct
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import click
 
 from synthcount import __version__
 
-
-def require_torch() -> None:
-    """Exit 2 with one line when torch is missing (the ``[vae]`` extra)."""
-    if "torch" in sys.modules:  # a blocked import (None) counts as missing
-        missing = sys.modules["torch"] is None
-    else:
-        missing = importlib.util.find_spec("torch") is None
-    if missing:
-        click.echo("Error: this command needs the [vae] extra (torch, torchvision): pip install 'synthcount[vae]'", err=True)
-        sys.exit(2)
+from ._errors import require_torch  # noqa: F401 (re-exported: cli.main.require_torch)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -47,6 +47,7 @@ from .config import DatasetConfig
 from ._io import is_tmp_name, write_bytes_atomic, write_json_atomic
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
 from .shards import FORMAT_VERSION, shard_index_of, shard_name, write_manifest, write_shard
+from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)
 
 __all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE",
            "FolderBusy", "ShardError", "read_identity", "shard_memory"]
@@ -592,18 +593,6 @@ def _corr(out_dir: str, lo: int, hi: int) -> Optional[float]:
                 ns.append(f["count"][()])
                 as_.append(f["cumulative_area"][()])
     return corr_log_n_log_a(np.concatenate(ns) if ns else np.zeros(0), np.concatenate(as_) if as_ else np.zeros(0))
-
-
-def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
-    """Pearson r of log N and log A over images with N >= 1 and A > 0 (None if undefined)."""
-    count, area = np.asarray(count, np.float64), np.asarray(area, np.float64)
-    keep = (count >= 1) & (area > 0)
-    if keep.sum() < 3:
-        return None
-    x, y = np.log(count[keep]), np.log(area[keep])
-    if x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, wait: bool = False) -> GenerateResult:

@@ -143,8 +143,16 @@ class Dataset:
 
     @property
     def config(self) -> dict:
-        """The dataset's DatasetConfig as a dict (from the first shard's ``config`` attribute)."""
+        """The dataset's DatasetConfig as a plain dict (from the first shard's ``config``
+        attribute); :attr:`dataset_config` gives the ``DatasetConfig`` itself."""
         return self._first_meta()["config"]
+
+    @property
+    def dataset_config(self):
+        """The dataset's :class:`synthcount.config.DatasetConfig`."""
+        from .config import DatasetConfig
+
+        return DatasetConfig.from_dict(self.config)
 
     @property
     def image_size(self) -> Tuple[int, int]:

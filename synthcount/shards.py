@@ -18,7 +18,7 @@ Schema of one shard with ``n`` images of size ``H x W`` and ``M = max_count``:
 - ``index`` int64 (n,), global image index;
 - ``count`` (n,) int, ``object_areas`` / ``object_full_areas`` (n, M) int,
   ``cumulative_area`` (n,) int, and one dataset per further key of the compositor's
-  record (boxes, centroids, transform parameters, ...), first axis n;
+  record (boxes, centroids, transform parameters, ...; see :mod:`synthcount.schema`), first axis n;
 - attributes ``format_version``, ``synthcount_version``, ``config`` (JSON text),
   ``seed``, ``shard_index``, ``first_image_index``, ``end_image_index``.
 

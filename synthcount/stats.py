@@ -7,10 +7,21 @@ from typing import Optional
 
 import numpy as np
 
-from .generate import corr_log_n_log_a
 from .reader import Dataset
 
-__all__ = ["summarize", "format_summary", "preview"]
+__all__ = ["summarize", "format_summary", "preview", "corr_log_n_log_a"]
+
+
+def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
+    """Pearson r of log N and log A over images with N >= 1 and A > 0 (None if undefined)."""
+    count, area = np.asarray(count, np.float64), np.asarray(area, np.float64)
+    keep = (count >= 1) & (area > 0)
+    if keep.sum() < 3:
+        return None
+    x, y = np.log(count[keep]), np.log(area[keep])
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def _stats(x: np.ndarray) -> dict:
