@@ -25,7 +25,6 @@ Before anything is written the layout survey (:mod:`synthcount.survey`) finds
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import glob
 import json
@@ -43,8 +42,8 @@ import cv2
 import numpy as np
 
 from . import __version__
+from ._io import is_tmp_name, write_bytes_atomic
 from .config import DatasetConfig
-from ._io import is_tmp_name, write_bytes_atomic, write_json_atomic
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
 from .shards import FORMAT_VERSION, shard_index_of, shard_name, write_manifest, write_shard
 from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)

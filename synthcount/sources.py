@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import SourceConfig
 from ._io import write_json_atomic
+from .config import SourceConfig
 from .pack import AssetPack, ObjectAsset, load_pack, save_pack
 
 __all__ = [

@@ -5,7 +5,6 @@ names what went wrong, and nothing already finished is lost."""
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
