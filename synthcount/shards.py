@@ -46,6 +46,7 @@ __all__ = [
     "shard_name",
     "shard_index_of",
     "write_shard",
+    "ShardWriter",
     "sha256_file",
     "read_sidecar",
     "write_json_atomic",
@@ -104,15 +105,122 @@ def _attr_value(v):
     return v
 
 
+class ShardWriter:
+    """Write one shard a block of images at a time, then finish it atomically.
+
+    The file is written as ``<path>.tmp-<pid>-<random>`` with its disk space reserved
+    before HDF5 writes a byte (so a full disk is one clean ``WriteError`` here; HDF5
+    reports it from inside object destructors instead, and has crashed the process
+    with SIGBUS/SIGSEGV doing so). :meth:`finish` adds the per-image records, cuts
+    the file back to HDF5's end-of-file address, hashes and fsyncs it, writes the
+    sidecar ``<stem>.sha256`` and only then renames it to ``path``. On any error the
+    temporary file is removed, so a ``.h5`` name always means a complete shard.
+    h5py releases the GIL while it writes, so a writer thread costs the thread that
+    composes almost nothing.
+
+    Parameters
+    ----------
+    path : str
+        Final file name, ending in ``.h5``.
+    n : int
+        Images in the shard.
+    size : (int, int)
+        Image (height, width).
+    attrs : dict
+        Shard attributes (``REQUIRED_ATTRS`` at least); str, int or float values.
+    compression, label_compression : {"none", "lzf", "gzip"}
+        Filters for ``images`` and ``label_maps``; records are small and stored plain.
+    record_bytes : int
+        Bytes the records will take (for the space reservation).
+    """
+
+    def __init__(self, path: str, n: int, size, attrs: Mapping[str, object], *, compression: str = "none",
+                 label_compression: str = "lzf", record_bytes: int = 0):
+        import h5py
+
+        h, w = (int(v) for v in size)
+        if n < 1 or h < 1 or w < 1:
+            raise ValueError(f"a shard needs n >= 1 images of positive size, got n={n}, size={size}")
+        for key in (compression, label_compression):
+            if key not in _COMP:
+                raise ValueError(f"compression must be one of {sorted(_COMP)}, got {key!r}")
+        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        if missing:
+            raise ValueError(f"shard attrs lack {missing}")
+        self.path, self.n, self.size = path, n, (h, w)
+        self.tmp = tmp_name(path)
+        self._f = None
+        bound = int(1.01 * (n * h * w * 4 + record_bytes)) + 128 * (2 * n + 64) + (1 << 20)
+        with self._guard():
+            self._f = h5py.File(self.tmp, "w")
+            reserve_space(self._f.id.get_vfd_handle(), bound, path)
+            for k, v in attrs.items():
+                self._f.attrs[k] = _attr_value(v)
+            # One image per chunk: random access reads exactly one chunk.
+            self._images = self._f.create_dataset("images", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3),
+                                                  compression=_COMP[compression], track_times=False)
+            self._maps = self._f.create_dataset("label_maps", (n, h, w), np.uint8, chunks=(1, h, w),
+                                                compression=_COMP[label_compression], track_times=False)
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Any error: remove the temporary file; OS errors become WriteError naming ``path``."""
+        try:
+            yield
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError) and not isinstance(e, WriteError):
+                raise WriteError(e.errno, f"cannot write {self.path}: {e.strerror or e}") from e
+            raise
+
+    def write(self, start: int, images: np.ndarray, label_maps: np.ndarray) -> None:
+        """Images ``start .. start + len(images) - 1``: uint8 (b, H, W, 3) and (b, H, W)."""
+        b = len(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.size + (3,) or label_maps.dtype != np.uint8 \
+                or label_maps.shape != images.shape[:3] or not 0 <= start <= self.n - b:
+            self.abort()
+            raise ValueError(f"images must be uint8 (b, {self.size[0]}, {self.size[1]}, 3) with label maps "
+                             f"(b, {self.size[0]}, {self.size[1]}) inside 0..{self.n}, got {images.dtype} "
+                             f"{images.shape}, {label_maps.shape} at {start}")
+        with self._guard():
+            self._images[start:start + b] = images
+            self._maps[start:start + b] = label_maps
+
+    def finish(self, records: Mapping[str, np.ndarray]) -> str:
+        """Add the per-image records (each with first axis n, written in the dict's
+        order), close, and rename into place. Returns the file's hex sha256."""
+        for key, arr in records.items():
+            if key in ("images", "label_maps") or len(arr) != self.n:
+                self.abort()
+                raise ValueError(f"record {key!r} must be a per-image array with first axis {self.n}, "
+                                 f"got shape {np.shape(arr)}")
+        with self._guard():
+            for k, arr in records.items():
+                self._f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
+            self._f.close()
+            self._f = None
+            truncate_to_eoa(self.tmp)  # drop the unused reservation: the bytes of a plain h5py write
+            digest = sha256_file(self.tmp)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            _write_sidecar(self.path, digest)  # before the rename: a finished shard always has its hash
+            os.replace(self.tmp, self.path)
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        return digest
+
+    def abort(self) -> None:
+        """Drop the shard: close and remove the temporary file (safe to call twice)."""
+        if self._f is not None:
+            with contextlib.suppress(Exception):
+                self._f.close()
+            self._f = None
+        with contextlib.suppress(OSError):
+            os.remove(self.tmp)
+
+
 def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: Mapping[str, np.ndarray],
                 attrs: Mapping[str, object], *, compression: str = "none", label_compression: str = "lzf") -> str:
-    """Write one finished shard atomically and return its sha256.
-
-    The file is written as ``<path>.tmp-<pid>-<random>`` with its space reserved
-    first, hashed and fsynced, the hash stored in the sidecar ``<stem>.sha256``, and
-    only then renamed to ``path``; on any error (a full disk included: ``WriteError``
-    naming the file) the temporary file is removed, so a ``.h5`` name always means a
-    complete shard.
+    """Write one finished shard atomically and return its sha256 (see :class:`ShardWriter`).
 
     Parameters
     ----------
@@ -133,55 +241,15 @@ def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: 
     str
         Hex sha256 of the written file.
     """
-    import h5py
-
     n = len(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or n == 0:
         raise ValueError(f"images must be uint8 (n>0, H, W, 3), got {images.dtype} {images.shape}")
     if label_maps.dtype != np.uint8 or label_maps.shape != images.shape[:3]:
         raise ValueError(f"label_maps must be uint8 {images.shape[:3]}, got {label_maps.dtype} {label_maps.shape}")
-    for key, arr in records.items():
-        if key in ("images", "label_maps") or len(arr) != n:
-            raise ValueError(f"record {key!r} must be a per-image array with first axis {n}, got shape {np.shape(arr)}")
-    for key in (compression, label_compression):
-        if key not in _COMP:
-            raise ValueError(f"compression must be one of {sorted(_COMP)}, got {key!r}")
-    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
-    if missing:
-        raise ValueError(f"shard attrs lack {missing}")
-    _, h, w, _ = images.shape
-    # Disk space for the whole file is reserved before HDF5 writes a byte, so a full
-    # disk is one clean WriteError here: HDF5 reports it from inside object
-    # destructors instead, and has crashed the process with SIGBUS/SIGSEGV doing so.
-    bound = int(1.01 * (images.nbytes + label_maps.nbytes + sum(np.asarray(a).nbytes for a in records.values())))
-    bound += 128 * (2 * n + len(records)) + (1 << 20)  # chunk index and object headers
-    tmp = tmp_name(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            reserve_space(f.id.get_vfd_handle(), bound, path)
-            for k, v in attrs.items():
-                f.attrs[k] = _attr_value(v)
-            # One image per chunk: random access reads exactly one chunk.
-            f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
-                             track_times=False)
-            f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
-                             compression=_COMP[label_compression], track_times=False)
-            for k, arr in records.items():
-                f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
-        truncate_to_eoa(tmp)  # drop the unused reservation: the bytes of a plain h5py write
-        digest = sha256_file(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _write_sidecar(path, digest)  # before the rename: a finished shard always has its hash
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
-    return digest
+    w = ShardWriter(path, n, images.shape[1:3], attrs, compression=compression, label_compression=label_compression,
+                    record_bytes=sum(np.asarray(a).nbytes for a in records.values()))
+    w.write(0, images, label_maps)
+    return w.finish(records)
 
 
 def reserve_space(fd: int, nbytes: int, path: str) -> None:
