@@ -256,11 +256,12 @@ def preview(dataset, out_png, n, seed):
 
 @click.command()
 @click.argument("dataset", type=click.Path(exists=True))
-def verify(dataset):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(dataset, quiet):
     """Check every shard: readable, schema, checksums, labels agree with pixels."""
     from synthcount.shards import verify_dataset
 
-    problems = verify_dataset(dataset)
+    problems = verify_dataset(dataset, progress=not quiet)
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)
