@@ -1,8 +1,8 @@
 """``synthcount export``: a 300-image dataset exported to every format and read back
-
 through the real readers (pycocotools, webdataset, datasets, torchvision's
 ImageFolder), masks, areas, counts and points included; selection, density maps,
 atomicity and exit codes."""
+
 import csv
 import io
 import json
@@ -22,9 +22,9 @@ from synthcount.export import MARKER, density_map, export_dataset
 from synthcount.generate import generate_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-H, W = 48, 64
+H, W = 48, 64  # not square: a swapped x and y shows
 # pycocotools' annToMask calls numpy 2 in a deprecated way; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")  # not square: a swapped x and y shows
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
 @pytest.fixture(scope="module")
