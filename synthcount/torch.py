@@ -5,13 +5,13 @@ generator never import them: only importing this module does.
 
 Example::
 
-    from torch.utils.data import DataLoader
+    import torch
     from torchvision.transforms import v2
     from synthcount.torch import CountingDataset
 
     ds = CountingDataset("out/reg", transform=v2.ToDtype(torch.float32, scale=True))
     x, n = ds[0]                      # (3, H, W) float in [0, 1], count
-    loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=2)
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=2)
 
 Detection targets follow torchvision's detection datasets: with ``target="detection"``
 the target is a dict of tv_tensors, and a joint ``transforms`` (e.g.
