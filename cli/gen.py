@@ -147,7 +147,7 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
-              help="Label-map compression.  [default: lzf]")
+              help="Label-map compression; gzip is read by every HDF5 tool, lzf only by h5py.  [default: gzip]")
 @click.option("--preset", "preset_name", default=None,
               help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
