@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import json
+import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -37,6 +38,7 @@ from .shards import FORMAT_VERSION, pack_names, shard_index_of, shard_name, writ
 __all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE"]
 
 IDENTITY_FILE = "dataset.json"
+_log = logging.getLogger(__name__)  # "synthcount.generate": library messages, silent unless configured
 _PROGRESS_EVERY = 50  # images between progress messages from a worker
 
 
@@ -410,6 +412,9 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False) 
     man = _update_manifest(out_dir, cfg.num_shards)
     res.complete = bool(man["complete"])
     res.corr_log_n_log_a = _corr(out_dir, lo, hi)
+    _log.info("%s: %d images in %d shards (%d kept) in %.1f s, %d source files skipped", out_dir,
+              res.images_written, len(res.shards_made), len(res.shards_skipped), res.seconds,
+              len(res.skipped_sources))  # logging: library messages go to the "synthcount" logger
     return res
 
 

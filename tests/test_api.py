@@ -27,11 +27,12 @@ def test_api_is_quiet_and_logs_to_the_synthcount_logger(tmp_path, capfd, caplog)
 
     assert synthcount.generate_dataset is generate_dataset
     out = str(tmp_path / "ds")
-    synthcount.generate_dataset(out, DatasetConfig(num_images=4, shard_size=4, scene=SceneConfig(size=(32, 32))))
     with caplog.at_level(logging.INFO, logger="synthcount"):
+        synthcount.generate_dataset(out, DatasetConfig(num_images=4, shard_size=4, scene=SceneConfig(size=(32, 32))))
         synthcount.export_dataset(out, str(tmp_path / "folder"), "imagefolder")
     assert capfd.readouterr().err == ""  # no progress bar by default in the API
-    assert any(r.name.startswith("synthcount") and "exported 4 images" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("synthcount")]
+    assert any("4 images in 1 shards" in m for m in messages) and any("exported 4 images" in m for m in messages)
     from click.testing import CliRunner
 
     from cli.main import main
