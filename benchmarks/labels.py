@@ -58,8 +58,9 @@ def _filters(maps: np.ndarray, repeats: int) -> list:
                 f["label_maps"][()]
 
         r = measure(read, repeats)
-        rows.append({"filter": name, "write_images_per_s": rate(n, m["wall_s"]), "read_images_per_s": rate(n, r["wall_s"]),
-                     "bytes_per_map": round(state["bytes"] / n, 1), "write_ms_per_1000": 1000 * m["wall_s"] / n * 1000})
+        rows.append({"filter": name, "write_images_per_s": rate(n, m["wall_s"]),
+                     "read_images_per_s": rate(n, r["wall_s"]), "bytes_per_map": round(state["bytes"] / n, 1),
+                     "write_ms_per_1000": 1000 * m["wall_s"] / n * 1000})
     lzf = next(r for r in rows if r["filter"] == "lzf")
     for r in rows:
         r["bytes_vs_lzf"] = r["bytes_per_map"] / lzf["bytes_per_map"]

@@ -333,7 +333,8 @@ def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False) -> GenerateResult:  # progress: off in the API, on in the CLI
+def run_plan(plan: GenerationPlan, *, workers: int = 1,
+             progress: bool = False) -> GenerateResult:  # progress: off in the API, on in the CLI
     """Make the missing shards of ``plan`` and rewrite the manifest.
 
     Raises

@@ -469,7 +469,8 @@ def _verify_bar(man: dict, path: str, progress: bool):
 
     from tqdm import tqdm
 
-    return tqdm(total=sum(int(e.get("num_images", 0)) for e in man["shards"]), unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+    return tqdm(total=sum(int(e.get("num_images", 0)) for e in man["shards"]), unit="img", file=sys.stderr,
+                disable=not progress, dynamic_ncols=True,
                 desc=f"verify {os.path.basename(os.path.normpath(path))}")
 
 

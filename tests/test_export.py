@@ -50,8 +50,10 @@ def _check_objects(rec, areas, boxes_xywh, points, category_ids):
     assert len(areas) == len(boxes_xywh) == len(category_ids) == n
     np.testing.assert_array_equal(areas, rec["object_areas"][:n])
     y0, x0, y1, x1 = rec["object_boxes"][:n].T
-    np.testing.assert_array_equal(np.asarray(boxes_xywh, np.int64).reshape(n, 4), np.stack([x0, y0, x1 - x0, y1 - y0], 1))
-    np.testing.assert_allclose(np.asarray(points, np.float64).reshape(n, 2), rec["object_centroids"][:n, ::-1], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(boxes_xywh, np.int64).reshape(n, 4),
+                                  np.stack([x0, y0, x1 - x0, y1 - y0], 1))
+    np.testing.assert_allclose(np.asarray(points, np.float64).reshape(n, 2), rec["object_centroids"][:n, ::-1],
+                               rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(category_ids) - 1, rec["object_ids"][:n])
 
 
@@ -174,7 +176,8 @@ def test_imagefolder_with_torchvision_and_the_vae_csv_reader(ds300, tmp_path):
     pts = json.load(open(os.path.join(dest, "points.json")))
     r = recs[5]
     stem = f"{int(r['count'])}/{int(r['index']):09d}"
-    np.testing.assert_allclose(np.asarray(pts[stem + ".png"]).reshape(-1, 2), r["object_centroids"][:int(r["count"]), ::-1], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(pts[stem + ".png"]).reshape(-1, 2),
+                               r["object_centroids"][:int(r["count"]), ::-1], rtol=1e-6)
     assert abs(np.load(os.path.join(dest, stem + ".density.npy")).sum() - int(r["count"])) < 1e-3
     np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(dest, stem + ".png"))), r["image"])
 

@@ -26,8 +26,9 @@ import time
 from typing import Optional, Tuple
 
 from .. import __version__
-from ._common import (MARKER, ExportError, ExportOptions, ExportResult, MissingExtraError, categories,
-                      check_checksums, check_dest, density_map, items, require, selection, staging, write_marker)
+from ._common import (ExportError, ExportOptions, ExportResult, MissingExtraError, categories, check_checksums,
+                      density_map, items, require, selection)
+from ._staging import MARKER, check_dest, staging, write_marker
 
 __all__ = ["FORMATS", "MARKER", "ExportError", "ExportResult", "MissingExtraError", "density_map", "export_dataset"]
 
@@ -116,9 +117,8 @@ def export_dataset(dataset: str, dest: str, format: str = "coco", *, shards: Opt
         t0 = time.perf_counter()
         with tqdm(total=stop - start, unit="img", disable=not progress, dynamic_ncols=True,
                   desc=f"export {format}") as bar, staging(dest, overwrite) as (out, scratch):
-            its = items(ds, start, stop, opts)
-            extra = {"scratch": scratch} if format == "hf" else {}
-            res.num_objects = writer.write(ds, its, out, opts, names, bar, **extra)
+            # Every writer: write(ds, items, out, scratch, opts, category names, bar) -> objects written.
+            res.num_objects = writer.write(ds, items(ds, start, stop, opts), out, scratch, opts, names, bar)
             res.files = sorted(os.listdir(out)) + [MARKER]
             write_marker(out, {
                 "format": format, "synthcount_version": __version__, "dataset": os.path.abspath(ds.path),

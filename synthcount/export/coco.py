@@ -27,12 +27,13 @@ import numpy as np
 
 from .. import __version__
 from .._io import write_json_atomic
-from ._common import ExportError, density_map, encode_image, encode_npy, put, require
+from ._common import ExportError, density_map, encode_image, encode_npy, require
+from ._staging import put
 
 NEEDS = "pycocotools.mask"
 
 
-def write(ds, its, out: str, opts, names, bar) -> int:
+def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
     """Write the COCO export of the items ``its`` into ``out``; returns the number of objects."""
     mask_util = require(NEEDS, "coco")
     h, w = ds.image_size

@@ -51,7 +51,7 @@ def _features(datasets, ds, names, opts):
     return datasets.Features(cols)
 
 
-def write(ds, its, out: str, opts, names, bar, scratch: str) -> int:
+def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
     """Build the ``Dataset`` from the items ``its`` (Arrow cache in ``scratch``) and
     ``save_to_disk`` it into ``out``; returns the number of objects."""
     datasets = require(NEEDS, "hf")

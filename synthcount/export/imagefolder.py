@@ -24,12 +24,13 @@ import os
 import numpy as np
 
 from .._io import atomic_write, write_json_atomic
-from ._common import density_map, encode_image, encode_npy, put
+from ._common import density_map, encode_image, encode_npy
+from ._staging import put
 
 NEEDS = None
 
 
-def write(ds, its, out: str, opts, names, bar) -> int:
+def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
     """Write the folders, ``labels.csv`` and ``points.json`` of the items ``its`` into ``out``."""
     h, w = ds.image_size
     width = len(str(int(ds.fields["object_areas"][1][0])))

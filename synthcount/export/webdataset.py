@@ -36,7 +36,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write(ds, its, out: str, opts, names, bar) -> int:
+def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
     """Write the tar shards of the items ``its`` into ``out``; returns the number of objects."""
     h, w = ds.image_size
     its = iter(its)
