@@ -283,3 +283,17 @@ def test_missing_extra_says_which_to_install(ds300, tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and "[export] extra" in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / fmt).exists()
+
+
+def test_an_object_hidden_entirely_keeps_its_annotation_without_a_point():
+    from synthcount.export._common import objects_of
+
+    rec = {"count": np.int32(2), "object_areas": np.array([6, 0, 0], np.int32),
+           "object_boxes": np.array([[1, 2, 3, 5], [-1, -1, -1, -1], [-1, -1, -1, -1]], np.int32),
+           "object_centroids": np.array([[1.5, 3.0], [np.nan, np.nan], [np.nan, np.nan]], np.float32),
+           "object_ids": np.array([4, 7, -1], np.int32)}
+    n, areas, boxes, points, cats = objects_of(rec)
+    assert n == 2 and areas.tolist() == [6, 0] and cats.tolist() == [5, 8]
+    assert boxes.tolist() == [[2, 1, 3, 2], [0, 0, 0, 0]]  # [x, y, w, h]
+    assert points[0].tolist() == [3.0, 1.5] and np.isnan(points[1]).all()
+    assert abs(density_map(points, (H, W), 2.0).sum() - 1.0) < 1e-5  # the hidden one adds nothing
