@@ -96,7 +96,7 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
-              help="Label-map compression.  [default: lzf]")
+              help="Label-map compression; gzip is read by every HDF5 tool, lzf only by h5py.  [default: gzip]")
 @click.option("--preset", "preset_name", default=None,
               help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -218,11 +218,12 @@ def preview(dataset, out_png, n, seed):
 
 @click.command()
 @click.argument("dataset", type=click.Path(exists=True))
-def verify(dataset):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(dataset, quiet):
     """Check every shard: readable, schema, checksums, labels agree with pixels."""
     from synthcount.shards import verify_dataset
 
-    problems = verify_dataset(dataset)
+    problems = verify_dataset(dataset, progress=not quiet)
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)

@@ -496,7 +496,7 @@ def resolve_sources(src: SourceConfig, stimulus: str = "cutout") -> Tuple[AssetP
 
 
 def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshold: float = 0.5, classes=(),
-            workers: int = 1, progress: bool = True, max_pixels: Optional[int] = None) -> AssetPack:
+            workers: int = 1, progress: bool = False, max_pixels: Optional[int] = None) -> AssetPack:
     """Decode a source folder once into an asset pack file plus a report.
 
     Writes ``out`` (HDF5, via ``pack.save_pack``) and ``out + ".report.json"``:
