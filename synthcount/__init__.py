@@ -19,7 +19,7 @@ the command line. ``synthcount.torch`` (torch datasets) is imported only on requ
 
 import logging as _logging
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .config import DatasetConfig, SceneConfig, SourceConfig, preset  # noqa: E402
 from .pack import AssetPack, ObjectAsset, load_pack, save_pack  # noqa: E402
