@@ -27,6 +27,8 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from synthcount._system import usable_cores
+
 __all__ = ["Clock", "measure", "reset_peak", "peak_rss_mb", "children_peak_rss_mb", "machine", "parser",
            "emit", "format_table", "rate"]
 
@@ -126,10 +128,7 @@ def _version(dist: str) -> Optional[str]:
 
 def machine() -> Dict[str, Any]:
     """What the figures were measured on (no torch import: versions come from metadata)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    usable = usable_cores()
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:

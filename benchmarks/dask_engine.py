@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import time
 from typing import Dict, List
 
 from synthcount import DatasetConfig, preset
-from synthcount.generate import generate_dataset, plan_generation
+from synthcount.generate import generate_dataset
 
 from ._common import emit, format_table, machine, measure, parser, rate
 
@@ -100,7 +99,7 @@ def main(argv=None) -> None:
     cfg = DatasetConfig(scene=preset(scene_preset, size=(161, 161), min_visible=a.t), num_images=images,
                         shard_size=shard)
 
-    from synthcount.distributed import ShardJob, close, connect, parse_address
+    from synthcount.distributed import LAST_RUN, close, connect, parse_address
 
     rows: List[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp:
@@ -116,9 +115,6 @@ def main(argv=None) -> None:
         # The local modes first: their fork pool must not copy the Dask client's threads.
         rows.append({"mode": "1 process", "workers": 1, **_run(tmp, cfg, repeats, workers=1)})
         rows.append({"mode": f"pool of {threads}", "workers": threads, **_run(tmp, cfg, repeats, workers=threads)})
-        # The job a Dask run scatters (the plan of the finished folder reuses its stored survey).
-        plan = plan_generation(os.path.join(tmp, "ds"), cfg)
-        job_bytes = len(pickle.dumps(ShardJob("0" * 16, plan.out_dir, cfg, plan.composer), protocol=5))
         t0 = time.perf_counter()
         client, cluster = connect(a.dask)
         try:
@@ -133,6 +129,7 @@ def main(argv=None) -> None:
             row["task_bytes"] = (client.run_on_scheduler(_stream_bytes) - sched0) / tasks
             row["client_bytes_per_task"] = (client.scheduler_comm.byte_count - client0) / tasks
             rows.append(row)
+            job_bytes = LAST_RUN["job_bytes"]  # the pickled job the run scattered
         finally:
             close(client, cluster)
     one, pool, dask = rows

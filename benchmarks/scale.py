@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from synthcount._system import usable_cores
 from synthcount.config import PRESETS, DatasetConfig, SceneConfig, preset
 from synthcount.generate import generate_dataset
 from synthcount.reader import open_dataset
@@ -99,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     bad = [n for n in names if n not in SIZES]
     if bad:
         p.error(f"--presets must be from {sorted(SIZES)}, got {bad}")
-    workers = a.workers or len(os.sched_getaffinity(0))
+    workers = a.workers or usable_cores()
     if a.quick:
         seeds = seeds[:1]
     rows = []

@@ -30,7 +30,7 @@ def demo(out_dir, binary, scene, quick, minutes, train_images, eval_images, max_
 
     Writes OUT_DIR/report.md with its figures and JSON beside it.
     """
-    from cli.main import require_torch
+    from cli._errors import require_torch
 
     require_torch()
     from vae.demo import run_demo

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
+from ._errors import fail, usage
+
 __all__ = ["COMMANDS", "generate", "prepare", "inspect", "preview", "verify"]
-
-
-def _fail(msg: str, code: int) -> None:
-    """One line on stderr and exit ``code`` (never a traceback)."""
-    click.echo(f"Error: {' '.join(str(msg).split())}", err=True)
-    sys.exit(code)
-
-
-def _usage(msg: str) -> None:
-    raise click.UsageError(" ".join(str(msg).split()))
 
 
 def _parse_shards(text):
@@ -56,65 +47,23 @@ def _flagify(msg: str) -> str:
     return f"{_FIELD_FLAGS[field]} (or {field} in --config): {msg}" if field in _FIELD_FLAGS else msg
 
 
-def _load_config_file(path: str) -> dict:
-    import yaml
-
-    try:
-        with open(path) as f:
-            text = f.read()
-        d = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        _usage(f"--config {path}: cannot read it ({str(e).splitlines()[0]})")
-    if not isinstance(d, dict):
-        _usage(f"--config {path}: must hold a mapping of DatasetConfig fields, got {type(d).__name__}")
-    return d
-
-
 def build_config(config_file=None, preset_name=None, **flags):
-    """A DatasetConfig from a config file, a preset and explicit flags (flags win).
+    """A DatasetConfig from a config file, a preset and explicit flags (flags win);
+    see :meth:`synthcount.config.DatasetConfig.from_sources`."""
+    from synthcount.config import PRESETS, DatasetConfig
 
-    Order of precedence, lowest first: DatasetConfig defaults, ``config_file``, the
-    preset's scene fields, explicit flags (those not None).
-    """
-    from synthcount.config import PRESETS, DatasetConfig, parse_size
-
-    d = _load_config_file(config_file) if config_file else {}
-    d = dict(d)
-    scene, sources = d.pop("scene", None) or {}, d.pop("sources", None) or {}
-    for name, sub in (("scene", scene), ("sources", sources)):
-        if not isinstance(sub, dict):
-            raise ValueError(f"{name} in --config must be a mapping of settings, got {sub!r}")
-    scene, sources = dict(scene), dict(sources)
-    if preset_name is not None:
-        if preset_name not in PRESETS:
-            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
-        scene.update(PRESETS[preset_name])
-    top = {"num_images": "num_images", "seed": "seed", "shard_size": "shard_size",
-           "compression": "compression", "label_compression": "label_compression"}
-    for flag, key in top.items():
-        if flags.get(flag) is not None:
-            d[key] = flags[flag]
-    if flags.get("size") is not None:
-        scene["size"] = parse_size(flags["size"])
-    for key in ("max_count", "mode", "min_visible", "min_gap", "area_mode", "blend", "unfit"):
-        if flags.get(key) is not None:
-            scene[key] = flags[key]
-    probs = scene.get("count_probs")
-    if flags.get("max_count") is not None and isinstance(probs, (list, tuple)) and len(probs) != flags["max_count"] + 1:
-        # A new --max-count with a preset's (or file's) count distribution of another
-        # length: keep its shape (no N = 0 if it had none), uniform over the rest.
-        m = flags["max_count"]
-        scene["count_probs"] = ((0.0,) + (1.0 / m,) * m) if probs[0] == 0 and m > 0 else None
-    if flags.get("objects") is not None:
-        sources["objects"] = flags["objects"]
-    if flags.get("backgrounds") is not None:
-        sources["backgrounds"] = flags["backgrounds"]
-    if flags.get("background_classes"):
-        sources["background_classes"] = list(flags["background_classes"])
-    if "num_images" not in d:
+    if preset_name is not None and preset_name not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
+    overrides = dict(flags)
+    if overrides.get("num_images") is None and not config_file:
         raise ValueError("--num-images is required (or num_images in --config)")
-    d["scene"], d["sources"] = scene, sources
-    return DatasetConfig.from_dict(d)
+    cfg = DatasetConfig.from_sources(file=config_file, preset=preset_name, overrides=overrides)
+    if overrides.get("num_images") is None and config_file:
+        from synthcount.config import load_config_file
+
+        if "num_images" not in load_config_file(config_file):
+            raise ValueError("--num-images is required (or num_images in --config)")
+    return cfg
 
 
 @click.command()
@@ -147,7 +96,7 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
-              help="Label-map compression.  [default: lzf]")
+              help="Label-map compression; gzip is read by every HDF5 tool, lzf only by h5py.  [default: gzip]")
 @click.option("--preset", "preset_name", default=None,
               help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -176,27 +125,27 @@ def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file,
             require_distributed()
             check_reachable(dask_address)  # before the layout survey, which may take a while
         except ValueError as e:  # the [dask] extra is missing, a malformed ADDRESS, no scheduler there
-            _fail(str(e), 2)
+            fail(str(e), 2)
     try:
         config = build_config(config_file, preset_name, **flags)
         # Validates everything (sources and the layout survey included) before OUT_DIR is touched.
         plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite, workers=workers,
                                progress=not quiet)
     except (ValueError, TypeError) as e:  # includes SourceError; TypeError: wrongly typed --config values
-        _usage(_flagify(str(e)))
+        usage(_flagify(str(e)))
     except OSError as e:
-        _fail(f"cannot plan the run: {e}", 1)
+        fail(f"cannot plan the run: {e}", 1)
     # After planning: the layout survey may fork, which must happen before the Dask
     # client starts its threads. Nothing is written until run_plan.
     client, cluster = _connect(dask_address) if dask_address is not None else (None, None)
     try:
         res = run_plan(plan, workers=workers, progress=not quiet, wait=wait, client=client)
     except ValueError as e:  # the folder is in use (FolderBusy) or now holds another dataset; OUT_DIR not shared
-        _fail(str(e), 2)
+        fail(str(e), 2)
     except (PlacementError, RuntimeError) as e:  # RuntimeError: DaskRunError (a task kept killing workers, ...)
-        _fail(f"generation failed: {e}", 1)
+        fail(f"generation failed: {e}", 1)
     except OSError as e:  # WriteError (disk full, ...) and ShardError name the file
-        _fail(f"generation failed: {e}", 1)
+        fail(f"generation failed: {e}", 1)
     finally:
         if client is not None:
             from synthcount.distributed import close
@@ -225,9 +174,9 @@ def _connect(address: str):
     try:
         return connect(address)
     except ValueError as e:  # SchedulerUnreachable
-        _fail(str(e), 2)
+        fail(str(e), 2)
     except (OSError, RuntimeError) as e:  # a LocalCluster that could not start its workers
-        _fail(f"--dask {address}: cannot start the cluster ({e})", 1)
+        fail(f"--dask {address}: cannot start the cluster ({e})", 1)
 
 
 @click.command()
@@ -249,9 +198,9 @@ def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers,
         pack = _prepare(src_dir, out_pack, kind, max_side=max_side, mask_threshold=mask_threshold,
                         classes=tuple(classes), workers=workers, progress=not quiet)
     except ValueError as e:
-        _usage(str(e))
+        usage(str(e))
     except OSError as e:
-        _fail(f"prepare failed: {e}", 1)
+        fail(f"prepare failed: {e}", 1)
     n = len(pack.objects) if kind == "objects" else len(pack.backgrounds)
     click.echo(f"{out_pack}: {n} {kind}, {len(pack.skipped)} skipped (see {out_pack}.report.json)")
 
@@ -262,7 +211,7 @@ def _open(path):
     try:
         return open_dataset(path)
     except ValueError as e:
-        _usage(str(e))
+        usage(str(e))
 
 
 @click.command()
@@ -276,7 +225,7 @@ def inspect(dataset, as_json):
         try:
             s = summarize(ds)
         except (OSError, KeyError, ValueError) as e:
-            _fail(f"{dataset}: cannot read ({e}); run synthcount verify", 1)
+            fail(f"{dataset}: cannot read ({e}); run synthcount verify", 1)
     click.echo(json.dumps(s) if as_json else format_summary(s))
 
 
@@ -293,23 +242,24 @@ def preview(dataset, out_png, n, seed):
         try:
             _preview(ds, out_png, n=n, seed=seed)
         except ValueError as e:
-            _usage(str(e))
+            usage(str(e))
         except OSError as e:
-            _fail(f"{out_png}: {e}", 1)
+            fail(f"{out_png}: {e}", 1)
     click.echo(out_png)
 
 
 @click.command()
 @click.argument("dataset", type=click.Path(exists=True))
-def verify(dataset):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(dataset, quiet):
     """Check every shard: readable, schema, checksums, labels agree with pixels."""
     from synthcount.shards import verify_dataset
 
-    problems = verify_dataset(dataset)
+    problems = verify_dataset(dataset, progress=not quiet)
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)
-        _fail(f"{dataset}: {len(problems)} problem(s); first: {problems[0]}", 1)
+        fail(f"{dataset}: {len(problems)} problem(s); first: {problems[0]}", 1)
     if os.path.isdir(dataset):
         from synthcount.shards import read_manifest
 

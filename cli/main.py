@@ -1,30 +1,18 @@
 """The ``synthcount`` console script.
 
 Commands live in small modules, each a thin layer over a documented Python function:
-``cli.gen`` (generate, prepare, inspect, preview, verify), ``cli.vae_train``
+``cli.gen`` (generate, prepare, inspect, preview, verify), ``cli.export`` (export), ``cli.vae_train``
 (vae train, vae vgg-slim), ``cli.vae_analysis`` (vae encode, probe, regress) and
 ``cli.demo`` (demo). The ``vae`` commands and ``demo`` need the ``[vae]`` extra.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import click
 
 from synthcount import __version__
 
-
-def require_torch() -> None:
-    """Exit 2 with one line when torch is missing (the ``[vae]`` extra)."""
-    if "torch" in sys.modules:  # a blocked import (None) counts as missing
-        missing = sys.modules["torch"] is None
-    else:
-        missing = importlib.util.find_spec("torch") is None
-    if missing:
-        click.echo("Error: this command needs the [vae] extra (torch, torchvision): pip install 'synthcount[vae]'", err=True)
-        sys.exit(2)
+from ._errors import require_torch  # noqa: F401 (re-exported: cli.main.require_torch)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,9 +28,9 @@ def vae() -> None:
 
 
 def _register() -> None:
-    from . import demo, gen, vae_analysis, vae_train
+    from . import demo, export, gen, vae_analysis, vae_train
 
-    for cmd in gen.COMMANDS:
+    for cmd in gen.COMMANDS + export.COMMANDS:
         main.add_command(cmd)
     for cmd in vae_train.COMMANDS + vae_analysis.COMMANDS:
         vae.add_command(cmd)

@@ -31,62 +31,30 @@ from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
 from .rng import image_rng
-from .transforms import MipAsset, Patch, sample_color, transform_patch
+from .schema import new_records, record_spec
+from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, sample_color, transform_patch
 
-__all__ = ["Composer", "Copy", "Draw", "PlacementError", "check_feasible", "field_area", "new_records", "record_spec",
-           "DEFAULT_LAYOUT_BUDGET"]
+__all__ = ["Composer", "Copy", "Draw", "PlacementError", "check_feasible", "copy_scales", "field_area",
+           "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET"]
 
 # Layouts per image for a Composer made without a survey or an explicit max_layouts.
 DEFAULT_LAYOUT_BUDGET = 10_000
 
 
-def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
-    """Every per-image record field -> (dtype, per-image shape).
+def copy_scales(scene: SceneConfig, jitter: np.ndarray, long_sides: Optional[np.ndarray], footprints: np.ndarray,
+                ref_side: float, target: float) -> np.ndarray:
+    """Scale of each copy relative to its asset: the one sizing rule, used by the
+    compositor (with drawn jitter) and by ``check_feasible`` (with extreme jitter).
 
-    Per-object fields have ``max_count`` columns; column k-1 is object k. Absent
-    objects hold 0 (areas), -1 (integer ids/boxes/positions) or NaN (floats).
+    ``independent`` area mode: longer side = ``ref_side`` x jitter. ``decorrelated``:
+    the copies share the target cumulative area ``target`` in proportion to jitter**2,
+    each scaled so its footprint (alpha >= 0.5 pixels at scale 1) covers its share.
     """
-    m = max(max_count, 1)
-    i32, i64, f32, u8 = np.dtype("int32"), np.dtype("int64"), np.dtype("float32"), np.dtype("uint8")
-    return {
-        "index": (i64, ()),                # global image index
-        "count": (i32, ()),                # N
-        "cumulative_area": (i64, ()),      # A = sum of visible object pixels
-        "object_areas": (i32, (m,)),       # visible pixels per object
-        "object_full_areas": (i32, (m,)),  # pixels per object if nothing occluded it
-        "object_ids": (i32, (m,)),         # index into the object pack
-        "object_boxes": (i32, (m, 4)),     # visible-pixel box y0, x0, y1, x1 (end exclusive)
-        "object_centroids": (f32, (m, 2)), # visible-pixel centroid y, x
-        "object_position": (i32, (m, 2)),  # top-left y, x of the pasted patch
-        "object_patch_size": (i32, (m, 2)),
-        "object_scale": (f32, (m,)),       # size factor relative to the asset
-        "object_angle": (f32, (m,)),       # degrees, counter-clockwise
-        "object_flip": (u8, (m,)),         # horizontal flip
-        "object_color": (f32, (m, 3)),     # brightness, contrast, saturation factors
-        "field_area": (f32, ()),           # convex hull area of all object pixels
-        "mean_item_area": (f32, ()),       # A / N (0 when N = 0)
-        "background_id": (i32, ()),        # index into the background pack
-        "bg_crop": (i32, (4,)),            # y, x, h, w of the crop in the prescaled background
-        "min_visible": (f32, ()),          # t used for this image
-        "ref_side": (f32, ()),             # reference longer side in pixels (independent mode)
-        "target_area": (f32, ()),          # drawn cumulative area (decorrelated mode)
-        "layout_tries": (i32, ()),         # layouts drawn (1 = first one fitted)
-        "placement_maps": (i32, ()),       # exact feasible-position maps computed
-        "unfit_redraws": (i32, ()),        # objects replaced as unable to fit N times (unfit="redraw")
-    }
-
-
-def _fill_value(key: str, dtype: np.dtype, shape: tuple):
-    if dtype.kind == "f":
-        return np.nan if (shape or key in ("ref_side", "target_area")) else 0.0
-    if key in ("object_areas", "object_full_areas", "object_flip") or not shape:
-        return 0
-    return -1
-
-
-def new_records(spec: Dict[str, Tuple[np.dtype, tuple]], n: int) -> Dict[str, np.ndarray]:
-    """Arrays for ``n`` records, pre-filled with the "absent" values of ``record_spec``."""
-    return {k: np.full((n,) + shape, _fill_value(k, dt, shape), dt) for k, (dt, shape) in spec.items()}
+    if scene.area_mode == "independent":
+        return ref_side * jitter / long_sides
+    w = jitter ** 2
+    areas = target * w / w.sum()
+    return np.sqrt(areas / np.maximum(np.asarray(footprints, np.float64), 1))
 
 
 def _patch_dims(h: int, w: int, s: float, scene: SceneConfig) -> Tuple[float, float]:
@@ -118,22 +86,27 @@ def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
         return
     side = min(H, W)
     best_area, best_dims = math.inf, None
+    j_lo, j_hi = scene.scale_jitter
+    counts = [n for n in range(1, scene.max_count + 1) if probs[n] > 0]
     for o in objects.objects:
         h, w = o.alpha.shape
-        fp = int(np.count_nonzero(o.alpha >= 128))
+        fp = int(np.count_nonzero(o.alpha >= ALPHA_THRESHOLD_U8))
         if fp == 0:
             continue
         if scene.area_mode == "independent":
-            s = scene.ref_side_range[0] * side * scene.scale_jitter[0] / max(h, w)
+            s = copy_scales(scene, np.array([j_lo]), np.array([max(h, w)], np.float64), np.array([fp]),
+                            scene.ref_side_range[0] * side, math.nan)[0]
         else:
-            n_max = max(n for n in range(1, scene.max_count + 1) if probs[n] > 0)
-            n_min = min(n for n in range(1, scene.max_count + 1) if probs[n] > 0)
-            j_lo, j_hi = scene.scale_jitter
-            # Copies share A in proportion to jitter**2 (Composer._scales).
-            small = scene.area_fraction_range[0] * H * W * j_lo ** 2 / (j_lo ** 2 + (n_max - 1) * j_hi ** 2)
-            large = scene.area_fraction_range[1] * H * W * j_hi ** 2 / (j_hi ** 2 + (n_min - 1) * j_lo ** 2)
-            s = math.sqrt(small / fp)
-            bh, bw = _patch_dims(h, w, math.sqrt(large / fp), scene)
+            # The smallest copy: a low-jitter one among max N high-jitter ones at the
+            # smallest A; the largest: a high-jitter one among min N low-jitter ones
+            # at the largest A.
+            n_max, n_min = max(counts), min(counts)
+            fps = np.full(max(n_max, n_min), fp)
+            s = copy_scales(scene, np.array([j_lo] + [j_hi] * (n_max - 1)), None, fps[:n_max],
+                            math.nan, scene.area_fraction_range[0] * H * W)[0]
+            large = copy_scales(scene, np.array([j_hi] + [j_lo] * (n_min - 1)), None, fps[:n_min],
+                                math.nan, scene.area_fraction_range[1] * H * W)[0]
+            bh, bw = _patch_dims(h, w, large, scene)
             if bh > H or bw > W:
                 raise ValueError(
                     f"object {o.name!r} at the largest target area ({scene.area_fraction_range[1]:g} of the image) "
@@ -223,6 +196,23 @@ class Composer:
         Pack with at least one object.
     backgrounds : AssetPack
         Pack with at least one background.
+    layout_budget : int, optional
+        Layouts an image may draw (see :meth:`set_layout_plan`).
+    unfit : dict of int -> list of int, optional
+        N -> objects to redraw (see :meth:`set_layout_plan`).
+
+    Attributes
+    ----------
+    scene : SceneConfig
+    objects, backgrounds : AssetPack
+        The packs given.
+    mips : list of MipAsset
+        Each object with its pyramid of halvings.
+    record_spec : dict
+        The per-image record fields (``synthcount.schema.record_spec``).
+    layout_budget : int
+    bg_prescale : list of float
+        Factor each background was downscaled by before crops are drawn.
     """
 
     def __init__(self, scene: SceneConfig, objects: AssetPack, backgrounds: AssetPack, *,
@@ -233,12 +223,14 @@ class Composer:
             raise ValueError("backgrounds: the pack has no backgrounds")
         self.scene = scene
         self.objects = objects
-        self.backgrounds = backgrounds.backgrounds
+        self.backgrounds = backgrounds  # the pack, like ``objects``
         self._bg_small, self.bg_prescale = self._prescale(backgrounds.backgrounds)
         self.mips: List[MipAsset] = [MipAsset(o) for o in objects.objects]
         self.record_spec = record_spec(scene.max_count)
         self._probs = np.asarray(scene.count_distribution(), np.float64)
         self._probs /= self._probs.sum()
+        self._cdf = self._probs.cumsum()
+        self._cdf /= self._cdf[-1]
         self.set_layout_plan(layout_budget, unfit)
 
     def set_layout_plan(self, layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None
@@ -275,17 +267,19 @@ class Composer:
             k = math.sqrt(H * W / (lo * hb * wb))
             if k < 1.0:
                 size = (max(1, int(round(wb * k))), max(1, int(round(hb * k))))
-                small.append(cv2.resize(b, size, interpolation=cv2.INTER_AREA))
+                b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
                 factor.append(size[0] / wb)
             else:
-                small.append(b)
                 factor.append(1.0)
+            # Kept as RGBA: OpenCV's bit-exact resize runs about twice as fast on 4
+            # channels as on 3, and computes each channel alone (the same RGB bytes).
+            small.append(cv2.cvtColor(b, cv2.COLOR_RGB2RGBA))
         return small, factor
 
     # -- sampling -----------------------------------------------------------
     def _background(self, rng: np.random.Generator) -> Tuple[int, Tuple[int, int, int, int]]:
         H, W = self.scene.size
-        bid = int(rng.integers(len(self.backgrounds)))
+        bid = int(rng.integers(len(self._bg_small)))
         hb, wb = self._bg_small[bid].shape[:2]
         frac = rng.uniform(*self.scene.bg_scale_range)
         r = W / H
@@ -300,16 +294,10 @@ class Composer:
         return bid, (y, x, ch, cw)
 
     def _scales(self, rng: np.random.Generator, ids: np.ndarray, ref_side: float, target: float) -> np.ndarray:
-        sc = self.scene
-        jit = rng.uniform(*sc.scale_jitter, size=len(ids))
-        if sc.area_mode == "independent":
-            longs = np.array([self.mips[i].long_side for i in ids], np.float64)
-            return ref_side * jit / longs
-        # Decorrelated: areas share the drawn total A in proportion to jitter**2.
-        w = jit ** 2
-        areas = target * w / w.sum()
-        fps = np.array([max(self.mips[i].footprint_area, 1) for i in ids], np.float64)
-        return np.sqrt(areas / fps)
+        jit = rng.uniform(*self.scene.scale_jitter, size=len(ids))
+        longs = np.array([self.mips[i].long_side for i in ids], np.float64)
+        fps = np.array([self.mips[i].footprint_area for i in ids], np.float64)
+        return copy_scales(self.scene, jit, longs, fps, ref_side, target)
 
     def compose(self, seed: int, index: int) -> Tuple[np.ndarray, np.ndarray, dict]:
         """Image ``index`` of the dataset with root ``seed``.
@@ -335,24 +323,27 @@ class Composer:
         return images[0], maps[0], {k: v[0] for k, v in recs.items()}
 
     def compose_into(self, seed: int, index: int, images: np.ndarray, label_maps: np.ndarray,
-                     records: Dict[str, np.ndarray], row: int) -> None:
+                     records: Dict[str, np.ndarray], row: int, record_row: Optional[int] = None) -> None:
         """Like ``compose``, writing into row ``row`` of preallocated batch arrays.
 
         ``images`` (n, H, W, 3) uint8 and ``label_maps`` (n, H, W) uint8 must be
         C-contiguous; ``records`` comes from ``new_records`` (its "absent" fill values
-        are relied on). This is the hot path of dataset generation: no per-image
-        allocation of records.
+        are relied on), written at ``record_row`` (default ``row``: the generator
+        keeps a whole shard's records but only a block of its images). This is the
+        hot path of dataset generation: no per-image allocation of records.
         """
         rng = image_rng(seed, index)
         draw = self._sample(rng, index)
         self._render_into(draw.bid, draw.crop, draw.copies, images[row], label_maps[row])
-        self._record_into(records, row, index, draw, label_maps[row])
+        self._record_into(records, row if record_row is None else record_row, index, draw, label_maps[row])
 
     def _sample(self, rng: np.random.Generator, index: int) -> Draw:
         """Draw N, background, objects, transforms and positions (all randomness)."""
         sc = self.scene
         H, W = sc.size
-        n = int(rng.choice(len(self._probs), p=self._probs)) if len(self._probs) > 1 else 0
+        # What rng.choice(len(p), p=p) does, without its argument checks per image:
+        # one uniform double located in the normalised cumulative distribution.
+        n = int(self._cdf.searchsorted(rng.random(), side="right")) if len(self._probs) > 1 else 0
         t = sc.visible_threshold(n)
         bid, crop = self._background(rng)
         if sc.mode == "same" or n == 0:
@@ -473,9 +464,9 @@ class Composer:
         src = self._bg_small[bid][y:y + ch, x:x + cw]
         if (ch, cw) != (H, W):
             # The bit-exact variant: the same bytes on every CPU.
-            cv2.resize(src, (W, H), dst=image, interpolation=cv2.INTER_LINEAR_EXACT)
+            cv2.cvtColor(cv2.resize(src, (W, H), interpolation=cv2.INTER_LINEAR_EXACT), cv2.COLOR_RGBA2RGB, dst=image)
         else:
-            image[...] = src
+            image[...] = src[..., :3]
         label_map[...] = 0
         for k, c in enumerate(copies, start=1):
             (py, px), patch = c.pos, c.patch

@@ -6,7 +6,7 @@ stored in every shard) and two runs with equal configs produce byte-identical
 output. Values are checked in ``__post_init__``; a bad value raises ``ValueError``
 naming the field, the rule and the value it got.
 
-Defaults follow the paper's authors' generator (see ``REFERENCE.md``):
+Defaults follow the paper's authors' generator (Wever & Runia's public code):
 reference longer side U(0.4, 0.8) x image height (shorter side), per-copy scale jitter
 U(0.85, 1.15), rotation U(-10, 10) degrees, horizontal flip with p = 0.5,
 N uniform over 0..4, copies of one object, soft alpha blending.
@@ -29,6 +29,7 @@ __all__ = [
     "PRESETS",
     "preset",
     "parse_size",
+    "load_config_file",
 ]
 
 COMPRESSIONS = ("none", "lzf", "gzip")
@@ -301,7 +302,7 @@ class DatasetConfig:
     seed: int = 0
     shard_size: int = 1000
     compression: str = "none"
-    label_compression: str = "lzf"
+    label_compression: str = "gzip"  # deflate: any HDF5 tool reads it (lzf only h5py); see shards.LABEL_GZIP_LEVEL
 
     def __post_init__(self) -> None:
         if isinstance(self.scene, dict):
@@ -353,8 +354,82 @@ class DatasetConfig:
     def from_json(cls, text: str) -> "DatasetConfig":
         return cls.from_dict(json.loads(text))
 
+    @classmethod
+    def from_sources(cls, file: Optional[str] = None, preset: Optional[str] = None,
+                     overrides: Optional[dict] = None) -> "DatasetConfig":
+        """A config from a file, a preset and explicit values, in that order of precedence
+        (lowest first, after the defaults): what ``synthcount generate`` does with
+        ``--config``, ``--preset`` and its other flags.
+
+        Parameters
+        ----------
+        file : str, optional
+            YAML or JSON file holding a ``DatasetConfig`` dict (``.json`` is read as
+            JSON, anything else as YAML).
+        preset : str, optional
+            A name of ``PRESETS``; its scene fields override the file's.
+        overrides : dict, optional
+            Values that win over both: top-level fields (``num_images``, ``seed``,
+            ``shard_size``, ``compression``, ``label_compression``), scene fields
+            (``size`` as 161 or "HxW", ``max_count``, ``mode``, ``min_visible``, ...)
+            and source fields (``objects``, ``backgrounds``, ``background_classes``).
+            None values are ignored. A new ``max_count`` with a count distribution of
+            another length keeps its shape: no N = 0 if it had none, uniform over the rest.
+
+        Raises
+        ------
+        ValueError
+            Unreadable file, unknown preset or key, or a value out of range (the
+            message names the field).
+        """
+        d = dict(load_config_file(file)) if file else {}
+        scene, sources = d.pop("scene", None) or {}, d.pop("sources", None) or {}
+        for name, sub in (("scene", scene), ("sources", sources)):
+            if not isinstance(sub, dict):
+                raise ValueError(f"{name} in {file} must be a mapping of settings, got {sub!r}")
+        scene, sources = dict(scene), dict(sources)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+            scene.update(PRESETS[preset])
+        scene_keys = {f.name for f in dataclasses.fields(SceneConfig)}
+        source_keys = {f.name for f in dataclasses.fields(SourceConfig)}
+        top_keys = {f.name for f in dataclasses.fields(cls)} - {"scene", "sources"}
+        ov = {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}
+        unknown = set(ov) - scene_keys - source_keys - top_keys
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        for k, v in ov.items():
+            if k in top_keys:
+                d[k] = v
+            elif k in source_keys:
+                sources[k] = list(v) if k == "background_classes" else v
+            else:
+                scene[k] = parse_size(v) if k == "size" else v
+        probs = scene.get("count_probs")
+        m = ov.get("max_count")
+        if m is not None and isinstance(probs, (list, tuple)) and len(probs) != m + 1:
+            scene["count_probs"] = ((0.0,) + (1.0 / m,) * m) if probs[0] == 0 and m > 0 else None
+        d["scene"], d["sources"] = scene, sources
+        return cls.from_dict(d)
+
     def replace(self, **changes: Any) -> "DatasetConfig":
         return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str) -> dict:
+    """The mapping in a YAML or JSON config file (``.json``: JSON, else YAML)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            text = f.read()
+        d = json.loads(text) if str(path).lower().endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"--config {path}: must hold a mapping of DatasetConfig fields, got {type(d).__name__}")
+    return d
 
 
 def _tuples(d: dict) -> dict:

@@ -15,8 +15,10 @@ A run on the cluster, seen from the client:
    report its versions of synthcount, numpy, OpenCV and HDF5, which must equal the
    client's (the same bytes need the same code). Both failures are one line
    (:class:`OutDirNotShared`, :class:`VersionMismatch`; ValueErrors: exit 2 in the CLI).
-2. **One scatter.** The job (config, absolute OUT_DIR, and the composer: asset packs
-   plus the layout plan the survey set on the client) is sent to every worker once
+2. **One scatter.** The job (what ``run_plan`` put into ``generate._STATE`` for its
+   own processes: the config, the composer with the asset packs and the layout plan
+   the survey set on the client, the pack names; OUT_DIR as an absolute path) is
+   sent to every worker once
    (``client.scatter(..., broadcast=True)``); each task carries only its shard index
    and the job's key (a few hundred bytes, measured by ``benchmarks.dask_engine``).
    A worker that joins later fetches the job from a peer, once.
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import socket
 import threading
@@ -51,11 +54,13 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 __all__ = ["ShardJob", "OutDirNotShared", "VersionMismatch", "DaskUnavailable", "SchedulerUnreachable",
-           "DaskRunError", "DASK_EXTRA", "parse_address", "check_reachable", "connect", "close", "check_workers",
-           "run_shards"]
+           "DaskRunError", "DASK_EXTRA", "LAST_RUN", "job_for", "parse_address", "check_reachable", "connect", "close",
+           "check_workers", "run_shards"]
 
 DASK_EXTRA = "pip install 'synthcount[dask]'"
 PROBE_PREFIX = ".dask-probe-"  # marker files of check_workers, removed at once
+# Figures of the last run_shards in this process (benchmarks.dask_engine reads them).
+LAST_RUN: Dict[str, int] = {}
 WAIT_FOR_WORKERS_S = 300.0  # after a failure: how long to wait for shards in progress on workers
 # How long a file another machine made may take to show: an NFS client caches "no such
 # file" for up to its attribute-cache time (acdirmin, 30 s by default) unless the
@@ -100,6 +105,11 @@ def _appears(path: str, grace: float) -> bool:
         time.sleep(min(0.5, max(grace, 0.0) / 10 + 0.01))
 
 
+# Entries of generate._STATE that belong to the process that set them (progress bar,
+# pool queue, batch buffers); every other entry is what a shard needs, and travels.
+_LOCAL_STATE = frozenset({"bar", "queue", "parent_pid", "blocks", "buffers"})
+
+
 @dataclass
 class ShardJob:
     """What every task of one run needs; scattered to each worker once.
@@ -110,18 +120,26 @@ class ShardJob:
         Random id of the run (task keys, the worker's state cache).
     out_dir : str
         Absolute path of OUT_DIR, which every worker must mount at the same path.
-    config : DatasetConfig
-    composer : synthcount.compose.Composer
-        With the packs and the layout plan (budget, unfit pairs) set at plan time.
+    state : dict
+        ``generate._STATE`` as ``run_plan`` set it, less its process-local entries:
+        ``config``, ``composer`` (packs and the layout plan set at plan time),
+        ``names``, ... with ``out_dir`` absolute.
     grace : float
         Seconds a worker waits for ``dataset.json`` to show (see ``VISIBILITY_GRACE_S``).
     """
 
     token: str
     out_dir: str
-    config: object
-    composer: object
+    state: dict
     grace: float = VISIBILITY_GRACE_S
+
+
+def job_for(out_dir: str, state: dict, grace: float) -> ShardJob:
+    """The job of a run whose ``run_plan`` set ``state`` (``generate._STATE``)."""
+    out_dir = os.path.abspath(out_dir)
+    shipped = {k: v for k, v in state.items() if k not in _LOCAL_STATE}
+    shipped["out_dir"] = out_dir
+    return ShardJob(os.urandom(8).hex(), out_dir, shipped, grace)
 
 
 def require_distributed():
@@ -340,7 +358,7 @@ def _shard_task(k: int, job: ShardJob) -> dict:
             st = generate._STATE
             if st.get("dask_job") != job.token:  # the first task of this run in this process
                 st.clear()
-                st.update(dask_job=job.token, config=job.config, composer=job.composer, out_dir=job.out_dir)
+                st.update(job.state, dask_job=job.token)
                 cv2.setNumThreads(1)  # as run_plan does: no OpenCV pool fighting the other workers for cores
             out = generate._make_shard(k)
         if "busy" not in out:
@@ -425,7 +443,10 @@ def run_shards(client, plan, todo: List[int], bar, collect: Callable[[dict], Non
     log.info(line)
     if not bar.disable:
         bar.write(line)
-    job = ShardJob(os.urandom(8).hex(), out_dir, plan.config, plan.composer, VISIBILITY_GRACE_S)
+    from .generate import _STATE
+
+    job = job_for(out_dir, _STATE, VISIBILITY_GRACE_S)
+    LAST_RUN.update(job_bytes=len(pickle.dumps(job, protocol=5)), tasks=len(todo), workers=len(workers))
     [job_f] = client.scatter([job], broadcast=True, hash=False)
     futures = [client.submit(_shard_task, k, job_f, key=f"synthcount-shard-{k:05d}-{job.token}", retries=0)
                for k in todo]

@@ -25,7 +25,6 @@ Before anything is written the layout survey (:mod:`synthcount.survey`) finds
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import glob
 import json
@@ -34,18 +33,21 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from . import __version__
+from ._io import is_tmp_name, write_bytes_atomic
 from .config import DatasetConfig
-from ._io import is_tmp_name, write_bytes_atomic, write_json_atomic
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
-from .shards import FORMAT_VERSION, shard_index_of, shard_name, write_manifest, write_shard
+from .schema import new_records
+from .shards import FORMAT_VERSION, ShardWriter, pack_names, shard_index_of, shard_name, write_manifest
+from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)
 
 __all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE",
            "FolderBusy", "ShardError", "read_identity", "shard_memory"]
@@ -188,11 +190,17 @@ def _mem_available() -> Optional[int]:
 
 
 def shard_memory(config: DatasetConfig) -> int:
-    """Bytes one process needs to make the largest shard of ``config``: the batch of
-    images and label maps, and the shard file built in memory before it is written."""
+    """Bytes one process needs while it makes shards of ``config``: two blocks of
+    images and label maps (one composed while the other is written) and the per-image
+    records of two shards (the one composed and the one being finished). A shard's
+    images are never all in memory, so this hardly grows with the shard size."""
+    from .schema import record_spec
+
     n = min(config.shard_size, config.num_images)
     h, w = config.scene.size
-    return int(n * h * w * 4 * 2.1) + (64 << 20)
+    per_record = sum(np.dtype(dt).itemsize * int(np.prod(shape)) for dt, shape in
+                     record_spec(config.scene.max_count).values())
+    return 2 * _block_size((h, w)) * h * w * 4 + 2 * n * per_record + (64 << 20)
 
 
 def _check_memory(config: DatasetConfig, workers: int) -> None:
@@ -200,9 +208,9 @@ def _check_memory(config: DatasetConfig, workers: int) -> None:
     if avail is not None and need > 0.8 * avail:
         n = min(config.shard_size, config.num_images)
         h, w = config.scene.size
-        raise ValueError(f"--shard-size {config.shard_size}: a shard of {n} images of {h}x{w} needs about "
+        raise ValueError(f"--shard-size {config.shard_size}: making shards of {n} images of {h}x{w} needs about "
                          f"{need / 2**30:.1f} GiB over {workers} process(es), more than the "
-                         f"{avail / 2**30:.1f} GiB available; lower --shard-size (or --workers)")
+                         f"{avail / 2**30:.1f} GiB available; lower --shard-size (or --workers, or --size)")
 
 
 def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tuple[int, int]] = None,
@@ -295,29 +303,21 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
 _STATE: dict = {}
 
 
-def _buffers(composer, n: int):
-    """Per-process batch arrays for ``n`` images, reused from shard to shard.
+def _block_size(size) -> int:
+    """Images per block handed to the writer: about 8 MiB, at least one image."""
+    h, w = size
+    return max(1, min(64, (8 << 20) // (h * w * 4)))
 
-    Fresh arrays would pay a page fault per 4 KiB on first touch for every shard
-    (about a third of the cost of an image at 161x161); the records are refilled
-    with their "absent" values because ``compose_into`` writes only present fields.
-    Sized by the shard's own image count, never more.
-    """
-    from .compose import new_records
 
+def _blocks(composer):
+    """This process's two image blocks (composed into / being written), reused."""
     h, w = composer.scene.size
-    key = ((h, w), tuple((k, dt.str, shape) for k, (dt, shape) in composer.record_spec.items()))
-    buf = _STATE.get("buffers")
-    if buf is None or buf[0] != key or buf[1].shape[0] < n:
-        buf = (key, np.empty((n, h, w, 3), np.uint8), np.empty((n, h, w), np.uint8),
-               new_records(composer.record_spec, n))
-        _STATE["buffers"] = buf
-    else:
-        fresh = new_records(composer.record_spec, 1)
-        for name, arr in buf[3].items():
-            arr[:n] = fresh[name][0]
-    _, images, maps, recs = buf
-    return images[:n], maps[:n], {key: arr[:n] for key, arr in recs.items()}
+    b = _block_size((h, w))
+    blocks = _STATE.get("blocks")
+    if blocks is None or blocks[0][0].shape != (b, h, w, 3):
+        blocks = [(np.empty((b, h, w, 3), np.uint8), np.empty((b, h, w), np.uint8)) for _ in range(2)]
+        _STATE["blocks"] = blocks
+    return blocks
 
 
 def _debris(out_dir: str, k: int) -> List[str]:
@@ -328,58 +328,186 @@ def _debris(out_dir: str, k: int) -> List[str]:
 
 
 def _make_shard(k: int) -> dict:
-    """Make shard ``k`` under its lock: compose every image in memory, write it in one go.
+    """Make shard ``k`` under its lock, start to finish (compose and write).
 
-    Returns ``{"shard": k, "n": ..., ...}``; ``"busy"`` (another process holds the
-    shard's lock) or ``"exists"`` (finished meanwhile) when there was nothing to do.
+    Returns ``{"shard": k, "n": ..., "sha256": ..., ...}``, or ``{"shard": k,
+    "busy": holder}`` (another process holds the shard's lock) or ``{"shard": k,
+    "exists": True}`` (finished meanwhile) when there was nothing to do.
     """
-    cfg: DatasetConfig = _STATE["config"]
-    out_dir = _STATE["out_dir"]
-    with ShardLock(out_dir, shard_name(k)) as lock:
+    out: List[dict] = []
+    _make_shards([k], out.append)
+    return out[0]
+
+
+class _ShardMaker:
+    """Makes shards one after another in this process. The composing thread fills one
+    block of images while a writer thread writes the other into the shard file (h5py
+    releases the GIL while it writes), and finishes a shard (hash, fsync, rename)
+    while the next one is composed. Memory: two blocks of about 8 MiB, and the small
+    per-image records of the shards in flight; never a whole shard of images.
+
+    Each shard's lock is held until its file is renamed or removed.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: "queue_mod.Queue" = queue_mod.Queue()
+        self._free: "queue_mod.Queue" = queue_mod.Queue()  # block slots the composer may fill
+        for slot in (0, 1):
+            self._free.put(slot)
+        self._done: "queue_mod.Queue" = queue_mod.Queue()  # results of finished shards, in order
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="synthcount-writer")
+        self._thread.start()
+
+    # -- the writer thread ---------------------------------------------------
+    def _run(self) -> None:
+        writers = {}
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            kind, k = job[0], job[1]
+            try:
+                if kind == "open":
+                    if self._error is None:
+                        writers[k] = ShardWriter(*job[2], **job[3])
+                elif kind == "write":
+                    slot, start, b = job[2:]
+                    if self._error is None and k in writers:
+                        images, maps = _STATE["blocks"][slot]
+                        writers[k].write(start, images[:b], maps[:b])
+                    self._free.put(slot)
+                elif kind == "finish":
+                    records, result, lock = job[2:]
+                    try:
+                        w = writers.pop(k, None)
+                        if self._error is None and w is not None:
+                            self._done.put({**result, "sha256": w.finish(records)})
+                        elif w is not None:
+                            w.abort()
+                    finally:
+                        lock.release()
+            except BaseException as e:  # noqa: BLE001 - handed to the composing thread
+                if self._error is None:
+                    self._error = e
+                for w in writers.values():
+                    w.abort()
+                writers.clear()
+                if kind == "write":
+                    self._free.put(job[2])
+
+    # -- the composing thread -------------------------------------------------
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def make(self, k: int) -> Optional[dict]:
+        """Compose shard ``k`` and queue it for writing; a note if there was nothing to
+        do (busy, exists), else None (the result comes from :meth:`results`)."""
+        self._check()
+        cfg: DatasetConfig = _STATE["config"]
+        composer = _STATE["composer"]
+        out_dir = _STATE["out_dir"]
+        lock = ShardLock(out_dir, shard_name(k))
         if not lock.acquired:
             return {"shard": k, "busy": lock.holder()}
         path = os.path.join(out_dir, shard_name(k))
         if os.path.isfile(path):
+            lock.release()
             return {"shard": k, "exists": True}
-        _remove(_debris(out_dir, k))
-        return _compose_shard(k, cfg, path)
+        try:
+            _remove(_debris(out_dir, k))
+            first, end = cfg.shard_range(k)
+            n = end - first
+            records = new_records(composer.record_spec, n)
+            attrs = {
+                "format_version": FORMAT_VERSION,
+                "synthcount_version": __version__,
+                "config": cfg.to_json(),
+                "seed": cfg.seed,
+                "shard_index": k,
+                "first_image_index": first,
+                "end_image_index": end,
+                "layout_budget": composer.layout_budget,
+            }
+            self._jobs.put(("open", k, (path, n, composer.scene.size, attrs),
+                            dict(compression=cfg.compression, label_compression=cfg.label_compression,
+                                 record_bytes=sum(a.nbytes for a in records.values()), names=_STATE.get("names"))))
+            self._compose(k, cfg, composer, first, n, records)
+        except BaseException:
+            self._jobs.put(("finish", k, None, None, _Aborted(lock)))
+            raise
+        # Stable dataset order: the index first, then the record keys in the spec's order.
+        ordered = {"index": records.pop("index")}
+        ordered.update(records)
+        tries = ordered["layout_tries"]
+        result = {"shard": k, "n": n, "resamples": int(np.maximum(tries.astype(np.int64) - 1, 0).sum()),
+                  "max_tries": int(tries.max())}
+        self._jobs.put(("finish", k, ordered, result, lock))
+        return None
+
+    def _compose(self, k: int, cfg: DatasetConfig, composer, first: int, n: int, records: dict) -> None:
+        q = _STATE.get("queue")
+        parent = _STATE.get("parent_pid")
+        blocks = _blocks(composer)
+        bsize = len(blocks[0][0])
+        for start in range(0, n, bsize):
+            b = min(bsize, n - start)
+            slot = self._free.get()
+            self._check()
+            images, maps = blocks[slot]
+            for j in range(b):
+                if parent is not None and os.getppid() != parent:
+                    os._exit(1)  # the parent died (e.g. kill -9): do not finish orphaned work
+                composer.compose_into(cfg.seed, first + start + j, images, maps, records, j, start + j)
+            self._jobs.put(("write", k, slot, start, b))
+            _report(q, b)
+
+    def results(self) -> List[dict]:
+        """Results of the shards finished since the last call (raises a writer's error)."""
+        self._check()
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue_mod.Empty:
+                return out
+
+    def close(self) -> List[dict]:
+        """Wait for the writer to finish everything queued; the last results."""
+        self._jobs.put(None)
+        self._thread.join()
+        return self.results()
 
 
-def _compose_shard(k: int, cfg: DatasetConfig, path: str) -> dict:
-    composer = _STATE["composer"]
-    q = _STATE.get("queue")
-    parent = _STATE.get("parent_pid")
-    first, end = cfg.shard_range(k)
-    n = end - first
-    images, maps, records = _buffers(composer, n)
-    done = 0
-    for j in range(n):
-        if parent is not None and os.getppid() != parent:
-            os._exit(1)  # the parent died (e.g. kill -9): do not finish orphaned work
-        composer.compose_into(cfg.seed, first + j, images, maps, records, j)
-        if (j + 1) % _PROGRESS_EVERY == 0:
-            _report(q, j + 1 - done)
-            done = j + 1
-    attrs = {
-        "format_version": FORMAT_VERSION,
-        "synthcount_version": __version__,
-        "config": cfg.to_json(),
-        "seed": cfg.seed,
-        "shard_index": k,
-        "first_image_index": first,
-        "end_image_index": end,
-        "layout_budget": composer.layout_budget,
-    }
-    # Stable dataset order: the index first, then the record keys in the spec's order.
-    ordered = {"index": records.pop("index")}
-    ordered.update(records)
-    digest = write_shard(path, images, maps, ordered, attrs,
-                         compression=cfg.compression, label_compression=cfg.label_compression)
-    _report(q, n - done)
-    tries = ordered.get("layout_tries")
-    return {"shard": k, "n": n, "sha256": digest,
-            "resamples": int(np.maximum(tries.astype(np.int64) - 1, 0).sum()) if tries is not None else 0,
-            "max_tries": int(tries.max()) if tries is not None else 0}
+class _Aborted:
+    """Stands in for a shard's lock in a "finish" job of a shard that failed while it
+    was composed: the writer drops the file, then releases the lock."""
+
+    def __init__(self, lock: ShardLock) -> None:
+        self._lock = lock
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _make_shards(todo: Iterable[int], emit) -> None:
+    """Make the shards ``todo`` in order in this process, writing while composing;
+    ``emit(result)`` for each as it completes."""
+    maker = _ShardMaker()
+    try:
+        for k in todo:
+            note = maker.make(k)
+            if note is not None:
+                emit(note)
+            for out in maker.results():
+                emit(out)
+        for out in maker.close():
+            emit(out)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            maker.close()  # the writer drops the unfinished shard and stops
+        raise
 
 
 def _worker_init(parent: int) -> None:
@@ -515,18 +643,6 @@ def _corr(out_dir: str, lo: int, hi: int) -> Optional[float]:
     return corr_log_n_log_a(np.concatenate(ns) if ns else np.zeros(0), np.concatenate(as_) if as_ else np.zeros(0))
 
 
-def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
-    """Pearson r of log N and log A over images with N >= 1 and A > 0 (None if undefined)."""
-    count, area = np.asarray(count, np.float64), np.asarray(area, np.float64)
-    keep = (count >= 1) & (area > 0)
-    if keep.sum() < 3:
-        return None
-    x, y = np.log(count[keep]), np.log(area[keep])
-    if x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, wait: bool = False,
              client=None) -> GenerateResult:
     """Make the missing shards of ``plan`` and rewrite the manifest.
@@ -607,7 +723,8 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         t0 = time.perf_counter()
         nproc = min(workers, len(todo))
         _STATE.clear()
-        _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar)
+        _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar,
+                      names=pack_names(plan.objects, plan.backgrounds))  # format 2: pack names in every shard
         # One OpenCV thread per process: its thread pool buys no wall time on these small
         # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
         # half a core more, and it would oversubscribe the cores under --workers.
@@ -619,8 +736,7 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
 
                 run_shards(client, plan, todo, bar, lambda out: _collect(res, out))
             elif nproc <= 1:
-                for k in todo:
-                    _collect(res, _make_shard(k))
+                _make_shards(todo, lambda out: _collect(res, out))
             else:
                 _run_pool(res, todo, nproc, bar)
         finally:
@@ -638,6 +754,9 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         man = _update_manifest(out_dir, cfg.num_shards)
         res.complete = bool(man["complete"])
         res.corr_log_n_log_a = _corr(out_dir, lo, hi)
+        log.info("%s: %d images in %d shards (%d kept) in %.1f s, %d source files skipped", out_dir,
+                 res.images_written, len(res.shards_made), len(res.shards_skipped), res.seconds,
+                 len(res.skipped_sources))
     finally:
         lock.release()
     return res
@@ -685,36 +804,69 @@ def _collect(res: GenerateResult, out: dict) -> None:
     res.max_layout_tries = max(res.max_layout_tries, out["max_tries"])
 
 
-def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
-    ctx = mp.get_context("fork")  # children inherit the packs and the composer: no pickling
-    q = ctx.Queue()
-    _STATE.update(queue=q, parent_pid=os.getpid(), bar=None)
-    pool = ctx.Pool(nproc, initializer=_worker_init, initargs=(os.getpid(),))
+def _pool_worker(tasks, results, parent: int) -> None:
+    """A forked worker process: take shard indices from ``tasks`` until None, make them
+    pipelined (``_make_shards``), and report results, progress and errors on ``results``."""
+    _worker_init(parent)
+    _STATE.update(queue=results, parent_pid=parent, bar=None)
+
+    def todo():
+        while True:
+            k = tasks.get()
+            if k is None:
+                return
+            yield k
+
     try:
-        pending = [pool.apply_async(_make_shard, (k,)) for k in todo]
-        while pending:
+        _make_shards(todo(), lambda out: results.put(("result", out)))
+        results.put(("done", os.getpid()))
+    except BaseException as e:  # noqa: BLE001 - every failure goes to the parent, which decides
+        try:
+            results.put(("error", e))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            results.put(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
+    """``nproc`` forked workers pull shards from one queue (the fastest take the most),
+    each writing a shard while composing the next."""
+    ctx = mp.get_context("fork")  # children inherit the packs and the composer: no pickling
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for k in todo:
+        tasks.put(k)
+    for _ in range(nproc):
+        tasks.put(None)
+    procs = [ctx.Process(target=_pool_worker, args=(tasks, results, os.getpid()), daemon=True,
+                         name=f"synthcount-worker-{i}") for i in range(nproc)]
+    for p in procs:
+        p.start()
+    finished = 0
+    try:
+        while finished < nproc:
             try:
-                bar.update(q.get(timeout=0.2))
+                msg = results.get(timeout=0.2)
             except queue_mod.Empty:
-                pass
-            still = []
-            for r in pending:
-                if r.ready():
-                    _collect(res, r.get())  # re-raises a worker's exception here
-                else:
-                    still.append(r)
-            pending = still
-        while True:  # drain the last progress messages
-            try:
-                bar.update(q.get_nowait())
-            except queue_mod.Empty:
-                break
-        pool.close()
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a generate worker process died (exit code {dead[0].exitcode}); "
+                                       "finished shards are kept: run the same command again to resume")
+                continue
+            if isinstance(msg, int):
+                bar.update(msg)
+            elif msg[0] == "result":
+                _collect(res, msg[1])
+            elif msg[0] == "done":
+                finished += 1
+            elif msg[0] == "error":
+                raise msg[1]
     except BaseException:
-        pool.terminate()
+        for p in procs:  # their shard locks go with them, so the clean-up can take them
+            if p.is_alive():
+                p.kill()
         raise
     finally:
-        pool.join()
+        for p in procs:
+            p.join(timeout=30)
 
 
 def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
@@ -729,7 +881,8 @@ def generate_dataset(out_dir: str, config: DatasetConfig, *, workers: int = 1,
     config : DatasetConfig
         What to generate. ``config.num_images`` images in shards of ``config.shard_size``.
     workers : int, >= 1
-        Processes (fork pool, one task per shard). Never changes the output.
+        Processes (forked, pulling shards from one queue; each writes a shard in a
+        background thread while composing the next). Never changes the output.
     shards : (int, int) or None
         Make only shards ``i..j-1`` of the dataset (``0 <= i < j <= num_shards``).
     overwrite : bool

@@ -7,10 +7,21 @@ from typing import Optional
 
 import numpy as np
 
-from .generate import corr_log_n_log_a
 from .reader import Dataset
 
-__all__ = ["summarize", "format_summary", "preview"]
+__all__ = ["summarize", "format_summary", "preview", "corr_log_n_log_a"]
+
+
+def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
+    """Pearson r of log N and log A over images with N >= 1 and A > 0 (None if undefined)."""
+    count, area = np.asarray(count, np.float64), np.asarray(area, np.float64)
+    keep = (count >= 1) & (area > 0)
+    if keep.sum() < 3:
+        return None
+    x, y = np.log(count[keep]), np.log(area[keep])
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def _stats(x: np.ndarray) -> dict:
@@ -175,8 +186,18 @@ def _outline(label_map: np.ndarray) -> np.ndarray:
     return edge & (lm > 0)
 
 
+# Outline colours of objects 1, 2, 3, ... (cycled): distinct hues that stand out on photos.
+_PALETTE = np.array([(255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0), (0, 128, 255),
+                     (255, 0, 0), (160, 255, 160), (255, 160, 200), (255, 255, 255)], np.uint8)
+
+
 def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optional[int] = 160) -> str:
-    """Write a contact sheet of ``n`` random images with outlines and counts.
+    """Write a contact sheet of ``n`` random images with outlines, counts and indices.
+
+    Each object's outline (from the label map: what the labels claim) is drawn in its
+    own colour (object k in ``_PALETTE[(k - 1) % 10]``); each tile is captioned
+    ``#<global image index> N=<count>``, so a suspect image can be looked up with
+    ``ds[index]``.
 
     Parameters
     ----------
@@ -206,6 +227,7 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
     imgs, maps = ds.read_images(idx), ds.read_label_maps(idx)
     counts = ds.labels["count"][idx]
+    gidx = ds.labels["index"][idx]
     h, w = imgs.shape[1:3]
     scale = 1.0 if tile is None else tile / max(h, w)
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -215,12 +237,13 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
     sheet = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + pad) + pad), (32, 32, 32))
     for t in range(n):
         im = imgs[t].copy()
-        im[_outline(maps[t])] = (255, 255, 0)  # outlines from the label map: what the labels claim
+        edge = _outline(maps[t])
+        im[edge] = _PALETTE[(maps[t][edge].astype(np.int64) - 1) % len(_PALETTE)]  # object k in its own colour
         pil = Image.fromarray(im)
         if (th, tw) != (h, w):
             pil = pil.resize((tw, th), Image.NEAREST)
         d = ImageDraw.Draw(pil)
-        text = f"N={int(counts[t])}"
+        text = f"#{int(gidx[t])} N={int(counts[t])}"
         d.rectangle([0, 0, 7 * len(text) + 4, 13], fill=(0, 0, 0))
         d.text((2, 1), text, fill=(255, 255, 255))
         r, c = divmod(t, cols)

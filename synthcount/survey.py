@@ -35,7 +35,7 @@ import math
 import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -260,4 +260,5 @@ def _scaled(composer):
                                 min_gap=int(round(sc.min_gap * f)), feather_sigma=max(0.05, sc.feather_sigma * f))
     from .pack import AssetPack
 
-    return Composer(small, composer.objects, AssetPack(backgrounds=[composer._bg_small[0]], background_names=["-"]))
+    return Composer(small, composer.objects, AssetPack(backgrounds=composer.backgrounds.backgrounds[:1],
+                                                         background_names=composer.backgrounds.background_names[:1]))

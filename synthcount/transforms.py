@@ -1,7 +1,8 @@
 """Per-copy object transforms: sample the parameters, then apply them (pure).
 
-``sample_*`` functions draw every random number from the Generator they are given;
-``apply_transform`` draws none, so recorded parameters replay a patch exactly.
+``sample_color`` draws its random numbers from the Generator it is given (the
+compositor draws scale, angle and flip itself); ``transform_patch`` draws none, so
+recorded parameters replay a patch exactly.
 
 A transformed copy is a ``Patch``: a blend alpha ``float32 (h, w)`` in [0, 1] and its
 footprint (alpha >= 0.5), trimmed to the box of non-zero alpha so that "fully
@@ -19,10 +20,14 @@ import numpy as np
 
 from .pack import ObjectAsset
 
-__all__ = ["MipAsset", "Patch", "transform_patch", "sample_color", "footprint_threshold"]
+__all__ = ["MipAsset", "Patch", "transform_patch", "sample_color", "ALPHA_THRESHOLD", "ALPHA_THRESHOLD_U8",
+           "footprint_threshold"]
 
-# Alpha at or above which a pixel belongs to an object (the label-map rule).
-footprint_threshold = 0.5
+# Alpha at or above which a pixel belongs to an object (the label-map rule), and
+# the same rule on uint8 alpha: 128 is the first of 0..255 with a / 255 >= 0.5.
+ALPHA_THRESHOLD = 0.5
+ALPHA_THRESHOLD_U8 = 128
+footprint_threshold = ALPHA_THRESHOLD  # the name before 0.2
 # Replicated border around the RGBA pyramid levels (see MipAsset).
 RGBA_PAD = 2
 
@@ -51,7 +56,7 @@ class MipAsset:
         self.height, self.width = asset.alpha.shape
         self.long_side = max(self.height, self.width)
         # Footprint pixels at scale 1: a copy at scale s covers about s**2 times this.
-        self.footprint_area = int(np.count_nonzero(asset.alpha >= 128))
+        self.footprint_area = int(np.count_nonzero(asset.alpha >= ALPHA_THRESHOLD_U8))
 
     def level_for(self, scale: float) -> Tuple[int, float]:
         """The pyramid level to warp from and the scale left to apply (>= 0.5 where possible)."""
@@ -130,8 +135,8 @@ class Patch:
         self.hard = a8 is not None and a8.dtype == bool
         if self.hard:
             self.footprint = a8
-        else:  # 128 / 255 is the first uint8 alpha >= 0.5
-            self.footprint = a8 >= 128 if a8 is not None else alpha >= footprint_threshold
+        else:
+            self.footprint = a8 >= ALPHA_THRESHOLD_U8 if a8 is not None else alpha >= ALPHA_THRESHOLD
         self.full_area = int(np.count_nonzero(self.footprint))
         self.shape = self.footprint.shape
 
@@ -231,7 +236,7 @@ def transform_patch(
     m1, m2 = _maps(inv, 0, 0, out_size[0], out_size[1])
     a8 = cv2.remap(mip.alpha[level], m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if blend == "hard":
-        a8 = a8 >= 128
+        a8 = a8 >= ALPHA_THRESHOLD_U8
     elif blend == "feather":
         # OpenCV's 8-bit Gaussian blur is bit-exact (fixed point), unlike its float one.
         a8 = cv2.GaussianBlur(a8, (0, 0), feather_sigma, borderType=cv2.BORDER_CONSTANT)

@@ -100,39 +100,28 @@ def test_cli_shards_piece_on_dask_adds_up(reference, client, tmp_path, msra_dir,
 # ----------------------------------------------------------------------------- a worker killed mid-write
 
 def _arm_half_writes(flag):
-    """On a worker: while ``flag`` exists, every shard is written half, flushed, and held
-    there (so the test can kill the worker with half a shard on disk)."""
-    from synthcount import shards
+    """On a worker: while ``flag`` exists, a shard's writer stops after its first block of
+    images, its temporary file open (so the test can kill the worker mid-write)."""
+    from synthcount.shards import ShardWriter
 
-    orig = shards.__dict__.setdefault("_orig_atomic_write", shards.atomic_write)
+    orig = ShardWriter.__dict__.get("_orig_write", ShardWriter.write)
+    ShardWriter._orig_write = orig
 
-    class Half:
-        def __init__(self, f):
-            self.f = f
+    def write_then_wait(self, start, images, label_maps):
+        orig(self, start, images, label_maps)  # (no flush: it would change the file's layout)
+        deadline = time.time() + 60
+        while os.path.exists(flag) and time.time() < deadline:
+            time.sleep(0.02)
 
-        def write(self, data):
-            mv = memoryview(data)
-            h = len(mv) // 2
-            self.f.write(mv[:h])
-            self.f.flush()
-            deadline = time.time() + 60
-            while os.path.exists(flag) and time.time() < deadline:
-                time.sleep(0.02)
-            return h + self.f.write(mv[h:])
-
-    @contextlib.contextmanager
-    def half_then_wait(path, mode="wb", **kw):
-        with orig(path, mode, **kw) as f:
-            yield Half(f) if path.endswith(".h5") and os.path.exists(flag) else f
-
-    shards.atomic_write = half_then_wait
+    ShardWriter.write = write_then_wait
 
 
 def _disarm():
-    from synthcount import shards
+    from synthcount.shards import ShardWriter
 
-    if "_orig_atomic_write" in shards.__dict__:
-        shards.atomic_write = shards.__dict__.pop("_orig_atomic_write")
+    if "_orig_write" in ShardWriter.__dict__:
+        ShardWriter.write = ShardWriter._orig_write
+        del ShardWriter._orig_write
 
 
 def test_worker_killed_mid_write_is_retried_with_the_same_bytes(reference, client, tmp_path, msra_dir, sun_dir):
@@ -155,7 +144,7 @@ def test_worker_killed_mid_write_is_retried_with_the_same_bytes(reference, clien
         deadline = time.time() + 120
         while victim is None and time.time() < deadline and t.is_alive():
             for n in os.listdir(out) if os.path.isdir(out) else []:
-                if n.endswith(".h5") is False and ".h5.tmp-" in n and os.path.getsize(os.path.join(out, n)) > 0:
+                if ".h5.tmp-" in n:
                     victim = n
                     break
             time.sleep(0.01)
@@ -331,8 +320,8 @@ def test_out_dir_not_shared_is_one_line_and_nothing_left(tmp_path, monkeypatch):
     shutil.rmtree(upper, ignore_errors=True)
 
 
-def test_task_refuses_an_out_dir_it_cannot_find(tmp_path, msra_dir, sun_dir):
+def test_task_refuses_an_out_dir_it_cannot_find(tmp_path):
     """A worker that joins after the probe and cannot see OUT_DIR fails its task in one line."""
-    job = sd.ShardJob("t", str(tmp_path / "elsewhere"), _cfg(msra_dir, sun_dir), None, grace=0.2)
+    job = sd.ShardJob("t", str(tmp_path / "elsewhere"), {}, grace=0.2)
     with pytest.raises(sd.OutDirNotShared, match="cannot find .*elsewhere"):
         sd._shard_task(0, job)

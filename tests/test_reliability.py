@@ -5,7 +5,6 @@ names what went wrong, and nothing already finished is lost."""
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -244,6 +243,9 @@ def test_generate_and_prepare_on_a_full_disk(small_disk, tmp_path, msra_dir):
     man = json.load(open(os.path.join(out, "manifest.json")))
     assert man["shards"] and verify_dataset(out) == []  # finished shards intact and listed
     # prepare into the full disk: exit 1, no pack, no report, no temp file.
+    st = os.statvfs(small_disk)
+    with open(os.path.join(small_disk, "filler"), "wb") as f:  # leave 16 KiB free
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - (16 << 10)))
     pack = os.path.join(small_disk, "objects.h5")
     r = subprocess.run([sys.executable, "-m", "cli.main", "prepare", msra_dir, pack, "--kind", "objects", "--quiet"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -252,29 +254,39 @@ def test_generate_and_prepare_on_a_full_disk(small_disk, tmp_path, msra_dir):
 
 
 def test_write_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
-    """Fault injection (works where no tmpfs can be mounted): the third shard's write
-    fails with ENOSPC."""
-    from synthcount import _io
-
-    real = _io.atomic_write
-    calls = {"n": 0}
-
-    def failing(path, mode="wb", **kw):
-        if path.endswith(".h5"):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise _io.WriteError(errno.ENOSPC, f"cannot write {path}: No space left on device")
-        return real(path, mode, **kw)
-
-    monkeypatch.setattr(_io, "atomic_write", failing)
+    """Fault injection (works where no tmpfs can be mounted): the third shard finds no
+    space for its reservation; in a second run an I/O error hits a shard after HDF5
+    wrote it."""
     import synthcount.shards as shards_mod
 
-    monkeypatch.setattr(shards_mod, "atomic_write", failing)
+    real_reserve, real_trunc = shards_mod.reserve_space, shards_mod.truncate_to_eoa
+    calls = {"n": 0}
+
+    def no_space(fd, nbytes, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise shards_mod.WriteError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        return real_reserve(fd, nbytes, path)
+
+    monkeypatch.setattr(shards_mod, "reserve_space", no_space)
     out = tmp_path / "d"
-    r = _run("generate", out, "--num-images", "50", "--size", "48", "--shard-size", "10", "--quiet")
+    args = ["generate", out, "--num-images", "50", "--size", "48", "--shard-size", "10", "--quiet"]
+    r = _run(*args)
     assert r.exit_code == 1 and "shard-00002.h5: No space left" in r.output
+    assert len(r.output.strip().splitlines()) == 1
     assert sorted(n for n in os.listdir(out) if n.endswith(".h5")) == ["shard-00000.h5", "shard-00001.h5"]
     assert not _tmp_files(out) and verify_dataset(str(out)) == []
+
+    def io_error(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(shards_mod, "reserve_space", real_reserve)
+    monkeypatch.setattr(shards_mod, "truncate_to_eoa", io_error)
+    r = _run(*args)
+    assert r.exit_code == 1 and "cannot write" in r.output and "shard-00002.h5" in r.output
+    assert not _tmp_files(out) and verify_dataset(str(out)) == []
+    monkeypatch.setattr(shards_mod, "truncate_to_eoa", real_trunc)
+    assert _run(*args).exit_code == 0 and verify_dataset(str(out)) == []
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
@@ -352,9 +364,12 @@ def test_non_utf8_file_names_are_recorded_escaped(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["", "--num-images", "3"], "must not be empty"),
-    (["{out}", "--num-images", "100000", "--size", "2048", "--shard-size", "100000"], "--shard-size"),
+    (["{out}", "--num-images", "1000", "--size", "1024", "--shard-size", "1000", "--workers", "2"], "--shard-size"),
 ])
-def test_bad_requests_exit_2_and_write_nothing(tmp_path, args, words):
+def test_bad_requests_exit_2_and_write_nothing(tmp_path, monkeypatch, args, words):
+    import synthcount.generate as gen
+
+    monkeypatch.setattr(gen, "_mem_available", lambda: 100 << 20)  # a machine with 100 MiB free
     args = [a.replace("{out}", str(tmp_path / "d")) for a in args]
     r = _run("generate", *args, "--quiet")
     assert r.exit_code == 2 and words in r.output
@@ -387,8 +402,12 @@ def test_read_only_out_dir_exits_2(tmp_path):
 
 
 def test_one_large_image_uses_memory_for_one_image(tmp_path):
-    """Buffers are sized by the shard's own images (a 1-image shard at 1024x1024 used to
-    reserve shard_size = 1000 images of that size)."""
+    """Memory is sized by blocks of images, never by the shard size (a 1-image shard at
+    1024x1024 used to reserve shard_size = 1000 images of that size)."""
+    from synthcount.config import DatasetConfig
+    from synthcount.generate import shard_memory
+
+    assert shard_memory(DatasetConfig(num_images=10**6, shard_size=10**5)) < 400 << 20
     out = tmp_path / "big"
     r = _run("generate", out, "--num-images", "1", "--size", "1024", "--quiet")
     assert r.exit_code == 0, r.output

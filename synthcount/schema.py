@@ -1,0 +1,67 @@
+"""The per-image record: every field a shard stores beside the images and label maps.
+
+One source of truth for the compositor (which fills records), the generator (which
+allocates them per shard) and readers: ``record_spec(max_count)`` maps each field to
+its dtype and per-image shape, ``new_records`` allocates arrays pre-filled with the
+field's "absent" value. Per-object fields have ``max_count`` columns; column k-1 is
+object k. Absent objects hold 0 (areas, flips), -1 (integer ids, boxes, positions)
+or NaN (floats).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+__all__ = ["record_spec", "new_records", "fill_value"]
+
+
+def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
+    """Every per-image record field -> (dtype, per-image shape).
+
+    Per-object fields have ``max_count`` columns; column k-1 is object k. Absent
+    objects hold 0 (areas), -1 (integer ids/boxes/positions) or NaN (floats).
+    """
+    m = max(max_count, 1)
+    i32, i64, f32, u8 = np.dtype("int32"), np.dtype("int64"), np.dtype("float32"), np.dtype("uint8")
+    return {
+        "index": (i64, ()),                # global image index
+        "count": (i32, ()),                # N
+        "cumulative_area": (i64, ()),      # A = sum of visible object pixels
+        "object_areas": (i32, (m,)),       # visible pixels per object
+        "object_full_areas": (i32, (m,)),  # pixels per object if nothing occluded it
+        "object_ids": (i32, (m,)),         # index into the object pack
+        "object_boxes": (i32, (m, 4)),     # visible-pixel box y0, x0, y1, x1 (end exclusive)
+        "object_centroids": (f32, (m, 2)), # visible-pixel centroid y, x
+        "object_position": (i32, (m, 2)),  # top-left y, x of the pasted patch
+        "object_patch_size": (i32, (m, 2)),
+        "object_scale": (f32, (m,)),       # size factor relative to the asset
+        "object_angle": (f32, (m,)),       # degrees, counter-clockwise
+        "object_flip": (u8, (m,)),         # horizontal flip
+        "object_color": (f32, (m, 3)),     # brightness, contrast, saturation factors
+        "field_area": (f32, ()),           # convex hull area of all object pixels
+        "mean_item_area": (f32, ()),       # A / N (0 when N = 0)
+        "background_id": (i32, ()),        # index into the background pack
+        "bg_crop": (i32, (4,)),            # y, x, h, w of the crop in the prescaled background
+        "min_visible": (f32, ()),          # t used for this image
+        "ref_side": (f32, ()),             # reference longer side in pixels (independent mode)
+        "target_area": (f32, ()),          # drawn cumulative area (decorrelated mode)
+        "layout_tries": (i32, ()),         # layouts drawn (1 = first one fitted)
+        "placement_maps": (i32, ()),       # exact feasible-position maps computed
+        "unfit_redraws": (i32, ()),        # objects replaced as unable to fit N times (unfit="redraw")
+    }
+
+
+def fill_value(key: str, dtype: np.dtype, shape: tuple):
+    """The "absent" value of a record field (see the module docstring)."""
+    if dtype.kind == "f":
+        return np.nan if (shape or key in ("ref_side", "target_area")) else 0.0
+    if key in ("object_areas", "object_full_areas", "object_flip") or not shape:
+        return 0
+    return -1
+
+
+def new_records(spec: Dict[str, Tuple[np.dtype, tuple]], n: int) -> Dict[str, np.ndarray]:
+    """Arrays for ``n`` records, pre-filled with the "absent" values of ``record_spec``."""
+    return {k: np.full((n,) + shape, fill_value(k, dt, shape), dt) for k, (dt, shape) in spec.items()}
