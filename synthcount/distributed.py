@@ -1,9 +1,9 @@
 """Generation on a Dask cluster: every shard is one task (``generate --dask``).
 
 This module sits beside :mod:`synthcount.generate`, not inside it: a shard is the
-unit of work whether a local fork pool or Dask runs it, and both run the same
-``generate._make_shard`` (compose in memory, write under a temporary name, rename,
-all under the shard's own lock). ``run_plan(plan, client=...)`` keeps everything
+unit of work whether a local process pool or Dask runs it, and both run the same
+``generate`` shard maker (compose block by block, write under a temporary name,
+rename, all under the shard's own lock). ``run_plan(plan, client=...)`` keeps everything
 else as in a local run: the client process holds the folder lock, writes
 ``dataset.json``, keeps finished shards, rewrites the manifest and cleans up after a
 failure. Optional: needs the ``[dask]`` extra (``distributed``).
@@ -36,8 +36,8 @@ A run on the cluster, seen from the client:
    killing workers), the client cancels what has not started and waits for the shards
    in progress on workers to end before it releases the folder.
 
-Workers must run one shard at a time per process (a process reuses its batch
-buffers): start them with ``--nthreads 1`` and as many processes as cores; a worker
+Workers must run one shard at a time per process (a process reuses its image
+blocks): start them with ``--nthreads 1`` and as many processes as cores; a worker
 with more threads runs its shards one after the other.
 """
 
@@ -106,7 +106,7 @@ def _appears(path: str, grace: float) -> bool:
 
 
 # Entries of generate._STATE that belong to the process that set them (progress bar,
-# pool queue, batch buffers); every other entry is what a shard needs, and travels.
+# pool queue, image blocks); every other entry is what a shard needs, and travels.
 _LOCAL_STATE = frozenset({"bar", "queue", "parent_pid", "blocks", "buffers"})
 
 
@@ -338,7 +338,7 @@ def check_workers(client, out_dir: str) -> Dict[str, dict]:
 
 # ----------------------------------------------------------------------------- tasks
 
-# A worker process makes one shard at a time: generate._STATE and its batch buffers
+# A worker process makes one shard at a time: generate._STATE and its image blocks
 # are per process, and a worker may run several task threads.
 _WORKER_LOCK = threading.Lock()
 
