@@ -43,6 +43,7 @@ with more threads runs its shards one after the other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -224,10 +225,15 @@ def connect(address: str, *, timeout: Optional[float] = None, dashboard: bool = 
     dd = require_distributed()
     kind, what = parse_address(address)
     if kind == "local":
+        import dask
+
         # One thread per worker process (see the module notes); logs only on errors; the
-        # dashboard on a free port (8787 may be taken by another user's cluster).
-        cluster = dd.LocalCluster(n_workers=what, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR)
+        # dashboard on a free port (8787 may be taken by another user's cluster). No
+        # statistical profiler in the workers: sampling the task thread's stack every
+        # 10 ms cost about 15% of the CPU of an image (measured on 1,000 images).
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = dd.LocalCluster(n_workers=what, threads_per_worker=1, processes=True,
+                                      dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR)
         return dd.Client(cluster, set_as_default=False), cluster
     kw = {"scheduler_file": what} if kind == "file" else {"address": what}
     try:
@@ -338,6 +344,42 @@ def check_workers(client, out_dir: str) -> Dict[str, dict]:
 
 # ----------------------------------------------------------------------------- tasks
 
+@contextlib.contextmanager
+def _heap_kept():
+    """Keep freed memory in the heap while a shard is made; give it back afterwards.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so that freed
+    memory returns to the OS at once). Setting it also fixes glibc's mmap threshold at
+    128 KiB, so every image-sized temporary of the compositor becomes a fresh mmap that
+    pays a page fault per 4 KiB: measured 60x the page faults and 20% more CPU per
+    image. Nothing is changed where the variable is not set or malloc is not glibc's.
+    """
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    libc = _glibc()
+    if trim is None or not trim.isdigit() or libc is None:
+        yield
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:  # back to what the worker was started with
+        libc.mallopt(M_TRIM_THRESHOLD, int(trim))
+        libc.mallopt(M_MMAP_THRESHOLD, 128 << 10)
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 # A worker process makes one shard at a time: generate._STATE and its image blocks
 # are per process, and a worker may run several task threads.
 _WORKER_LOCK = threading.Lock()
@@ -360,7 +402,8 @@ def _shard_task(k: int, job: ShardJob) -> dict:
                 st.clear()
                 st.update(job.state, dask_job=job.token)
                 cv2.setNumThreads(1)  # as run_plan does: no OpenCV pool fighting the other workers for cores
-            out = generate._make_shard(k)
+            with _heap_kept():
+                out = generate._make_shard(k)
         if "busy" not in out:
             break
         # Someone holds the shard's lock: another run's piece, or a worker of this run the
