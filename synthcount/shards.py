@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 import re
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -314,43 +314,96 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
 # ----------------------------------------------------------------------------- verify
 
 
+def _check_roles(f, name: str, count: np.ndarray, m: int, problems: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """``object_role`` per column (0 target, 1 distractor, -1 absent) and K per image.
+
+    Datasets made before distractors have neither ``object_role`` nor
+    ``num_distractors``: every column below ``count`` is then a target. Otherwise the
+    roles must read targets 1..count, then num_distractors distractors, then absent.
+    """
+    cols = np.arange(m)[None, :]
+    k = f["num_distractors"][()].astype(np.int64) if "num_distractors" in f else np.zeros_like(count)
+    want = np.where(cols < count[:, None], 0, np.where(cols < (count + k)[:, None], 1, -1))
+    if "object_role" not in f:
+        return want, k
+    role = f["object_role"][()].astype(np.int64)
+    bad = np.nonzero((role != want).any(axis=1) | (k < 0) | (count + k > m))[0]
+    if bad.size:
+        problems.append(f"{name}: object_role at image {int(bad[0])} is {role[bad[0]].tolist()}, not count "
+                        f"{int(count[bad[0]])} targets (0) then num_distractors {int(k[bad[0]])} distractors (1) "
+                        f"({bad.size} images)")
+    return role, k
+
+
+def _check_exemplars(f, name: str, role: np.ndarray, areas: np.ndarray, problems: List[str]) -> None:
+    """Each exemplar box is the box of a visible target of its image, and an image has
+    min(3, visible targets) of them (the rest -1)."""
+    if "exemplar_boxes" not in f:
+        return
+    ex = f["exemplar_boxes"][()].astype(np.int64)          # (n, E, 4)
+    boxes = f["object_boxes"][()].astype(np.int64)         # (n, M, 4)
+    visible = (role == 0) & (areas > 0)                    # (n, M)
+    same = (ex[:, :, None, :] == boxes[:, None, :, :]).all(axis=3) & visible[:, None, :]  # (n, E, M)
+    present = (ex != -1).any(axis=2)                       # (n, E)
+    wrong = (present & ~same.any(axis=2)).any(axis=1)
+    wrong |= present.sum(axis=1) != np.minimum(visible.sum(axis=1), ex.shape[1])
+    wrong |= ((ex == -1).any(axis=2) & present).any(axis=1)
+    bad = np.nonzero(wrong)[0]
+    if bad.size:
+        problems.append(f"{name}: exemplar_boxes of image {int(bad[0])} are not the boxes of up to "
+                        f"{ex.shape[1]} visible targets ({bad.size} images)")
+
+
 def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
-    """Label maps agree with count, object_areas, object_full_areas and cumulative_area."""
+    """Label maps agree with count, roles, object_areas, object_full_areas and cumulative_area."""
     count = f["count"][()].astype(np.int64)
     areas = f["object_areas"][()].astype(np.int64)
     full = f["object_full_areas"][()].astype(np.int64)
     cum = f["cumulative_area"][()].astype(np.int64)
     n, m = areas.shape
-    bad = np.nonzero(cum != areas.sum(axis=1))[0]
+    bad = np.nonzero((count < 0) | (count > m))[0]
     if bad.size:
-        problems.append(f"{name}: cumulative_area differs from the row sum of object_areas at image {int(bad[0])} "
-                        f"({bad.size} images)")
+        problems.append(f"{name}: count outside 0..{m} at image {int(bad[0])} ({bad.size} images)")
+        return
+    role, k = _check_roles(f, name, count, m, problems)
+    bad = np.nonzero(cum != np.where(role == 0, areas, 0).sum(axis=1))[0]
+    if bad.size:
+        problems.append(f"{name}: cumulative_area differs from the sum of the targets' object_areas at image "
+                        f"{int(bad[0])} ({bad.size} images)")
     bad = np.nonzero((full < areas).any(axis=1))[0]
     if bad.size:
         problems.append(f"{name}: object_full_areas < object_areas at image {int(bad[0])} ({bad.size} images)")
     cols = np.arange(m)[None, :]
-    bad = np.nonzero(((cols >= count[:, None]) & (areas != 0)).any(axis=1) | (count < 0) | (count > m))[0]
+    bad = np.nonzero(((cols >= (count + k)[:, None]) & (areas != 0)).any(axis=1))[0]
     if bad.size:
-        problems.append(f"{name}: object_areas nonzero beyond count (or count outside 0..{m}) at image "
+        problems.append(f"{name}: object_areas nonzero beyond count + num_distractors at image "
                         f"{int(bad[0])} ({bad.size} images)")
-    present = cols < count[:, None]
+    present = cols < (count + k)[:, None]
     bad = np.nonzero((present & (full <= 0)).any(axis=1))[0]
     if bad.size:
-        problems.append(f"{name}: an object within count has object_full_areas 0 at image {int(bad[0])}")
+        problems.append(f"{name}: an object within count + num_distractors has object_full_areas 0 at image "
+                        f"{int(bad[0])}")
     elif "min_visible" in f:
         # Occlusion rule: visible / full >= t (t stored as float32: allow its rounding).
-        t = f["min_visible"][()].astype(np.float64)[:, None]
+        t = np.where(role == 1, _distractor_threshold(f), f["min_visible"][()].astype(np.float64)[:, None])
         frac = np.where(present, areas / np.maximum(full, 1), 1.0)
         bad = np.nonzero((frac < t - 1e-6).any(axis=1))[0]
         if bad.size:
-            problems.append(f"{name}: an object is less visible than min_visible at image {int(bad[0])}")
+            problems.append(f"{name}: an object is less visible than its threshold (min_visible, or "
+                            f"distractor_min_visible) at image {int(bad[0])}")
+    _check_exemplars(f, name, role, areas, problems)
+    if "class_counts" in f:
+        cc = f["class_counts"][()].astype(np.int64)
+        bad = np.nonzero((cc < 0).any(axis=1) | (cc.sum(axis=1) != count))[0]
+        if bad.size:
+            problems.append(f"{name}: class_counts do not add up to count at image {int(bad[0])} ({bad.size} images)")
     lm = f["label_maps"]
     for s in range(0, n, block):
         maps = lm[s:s + block]  # (b, H, W), a block at a time: never the whole shard
         b = len(maps)
         if int(maps.max(initial=0)) > m:
             i = int(np.nonzero(maps.reshape(b, -1).max(axis=1) > m)[0][0])
-            problems.append(f"{name}: label map of image {s + i} has label > max_count {m}")
+            problems.append(f"{name}: label map of image {s + i} has label > {m} (max_count + the most distractors)")
             return
         # Per-image histograms in one bincount: offset each image's labels by (m+1)*i.
         off = (np.arange(b, dtype=np.int64) * (m + 1))[:, None, None]
@@ -361,6 +414,17 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
             problems.append(f"{name}: label map of image {s + i} has object pixel counts {hist[i, 1:].tolist()} "
                             f"but object_areas {areas[s + i].tolist()}")
             return
+
+
+def _distractor_threshold(f) -> np.ndarray:
+    """The distractors' visibility threshold per image (n, 1): the config's
+    ``distractor_min_visible``, or each image's own ``min_visible`` when that is null."""
+    t = f["min_visible"][()].astype(np.float64)[:, None]
+    try:
+        dm = json.loads(f.attrs["config"])["scene"].get("distractor_min_visible")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        dm = None
+    return t if dm is None else np.full_like(t, float(np.float32(dm)))
 
 
 def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
@@ -417,12 +481,15 @@ def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
 
 
 def _strip_sources(cfg) -> dict:
-    """A dataset config without its source paths (the same assets may be mounted elsewhere)."""
+    """A dataset config without its source paths (the same assets may be mounted
+    elsewhere; ``dataset.json`` identifies them by their packs' fingerprints).
+    ``distractor_objects`` stays when it is no path (None: the object pool; "builtin")."""
     if not isinstance(cfg, dict):
         return {}
     out = dict(cfg)
     if isinstance(out.get("sources"), dict):
-        out["sources"] = {k: v for k, v in out["sources"].items() if k not in ("objects", "backgrounds")}
+        out["sources"] = {k: v for k, v in out["sources"].items() if not (
+            k in ("objects", "backgrounds") or (k == "distractor_objects" and v not in (None, "builtin")))}
     return out
 
 
