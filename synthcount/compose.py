@@ -29,10 +29,12 @@ layout is redrawn (the distractor stream is not touched by a failed target layou
 So the targets of an image are exactly those of the same image made without
 distractors whenever the distractors fit into its first fitting target layout.
 Their objects come from the object pool less the image's target identities (or
-from ``distractor_objects``, less assets identical to a target); a distractor is
-sized as one more target copy would be (independent mode: the layout's reference
-side x its own jitter; decorrelated mode: A / N x jitter**2, with A / N drawn as
-for a target image when N = 0), so size never tells a distractor from a target.
+from ``distractor_objects``, less assets identical to a target). Their sizes follow
+the targets' sizing rule: in independent mode the layout's reference side (shared
+with the targets) x their own jitter, so size does not tell them apart; in
+decorrelated mode an item area A' / N' drawn once per image as a target image draws
+A / N, but independently of the image's own A and N, so that the distractors carry
+no information about N (sharing A / N would make their size a cue to it).
 ``count``, ``cumulative_area``, ``mean_item_area`` and ``field_area`` are about the
 targets only; per-object fields cover both, told apart by ``object_role``.
 
@@ -87,12 +89,13 @@ def copy_scales(scene: SceneConfig, jitter: np.ndarray, long_sides: Optional[np.
 
 def distractor_scales(scene: SceneConfig, jitter: np.ndarray, long_sides: np.ndarray, footprints: np.ndarray,
                       ref_side: float, item_area: float) -> np.ndarray:
-    """Scale of each distractor relative to its asset: sized as one more target copy.
+    """Scale of each distractor relative to its asset.
 
     ``independent`` area mode: longer side = ``ref_side`` x jitter (the layout's
     reference side, shared with the targets). ``decorrelated``: footprint area =
-    ``item_area`` x jitter**2, ``item_area`` being the image's A / N. Never taken from
-    the targets' cumulative area, which stays theirs alone.
+    ``item_area`` x jitter**2, ``item_area`` drawn per image like a target's A / N
+    (see ``Composer.draw_distractors``). Never taken from the targets' cumulative
+    area, which stays theirs alone.
     """
     if scene.area_mode == "independent":
         return copy_scales(scene, jitter, long_sides, footprints, ref_side, math.nan)
@@ -114,7 +117,7 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
 
     Impossible means: even the smallest copies the config allows of the most compact
     object cannot fit (their patch, feathering margin included, is larger than the
-    image, or ``max_count`` of them, with the fewest distractors an image has, need
+    image, or ``max_count`` of them, with the most distractors an image has, need
     more pixels than the image has at the occlusion threshold); or, in
     ``decorrelated`` mode, a copy of the largest target area (the whole of A at
     N = 1) does not fit alone; or an image's targets may use every object of the
@@ -171,7 +174,10 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
     # must fit too), so that inner area is the pixel budget.
     m = math.ceil(3 * scene.feather_sigma) if scene.blend == "feather" else 0
     budget = max(H - 2 * m, 0) * max(W - 2 * m, 0)
-    d_min = scene.distractors[0]
+    # The most distractors: the layout survey tries every pair with them and would find
+    # every object unfit at this N, which refuses the request in either unfit mode;
+    # this says so at once.
+    d_min = scene.max_distractors
     d_area = _smallest_distractor_area(scene, distractor_objects or objects, counts) if d_min else 0.0
     for n in range(1, scene.max_count + 1):
         if probs[n] == 0:
@@ -487,7 +493,7 @@ class Composer:
         if drng is not None:
             # Distractors are never of an identity the image counts (its classes, too).
             exclude = np.array([target_id]) if sc.mode == "same" else (class_ids if class_ids is not None else ids)
-            dis = self.draw_distractors(drng, n, exclude, target)
+            dis = self.draw_distractors(drng, n, exclude)
         maps = 0
         for tries in range(1, self.layout_budget + 1):
             copies, ref_side, m = self.try_layout(rng, ids, t, target, dis, drng)
@@ -531,7 +537,7 @@ class Composer:
         ids[:] = class_ids[assign]
         return k
 
-    def draw_distractors(self, rng: np.random.Generator, n: int, exclude: np.ndarray, target: float,
+    def draw_distractors(self, rng: np.random.Generator, n: int, exclude: np.ndarray,
                          k: Optional[int] = None) -> Distractors:
         """The distractors of an image with ``n`` targets (objects, threshold, size).
 
@@ -544,8 +550,6 @@ class Composer:
         exclude : ndarray of int
             Object pack indices the image counts: no distractor is one of them (or,
             from ``distractor_objects``, identical to one).
-        target : float
-            The targets' cumulative area (decorrelated mode), NaN otherwise.
         k : int, optional
             How many; default drawn uniformly in ``distractors`` A..B.
         """
@@ -558,14 +562,12 @@ class Composer:
             raise ValueError("distractors: no object is left to draw them from once an image's targets are "
                              "excluded; give distractor_objects (--distractor-objects)")
         ids = pool[rng.integers(pool.size, size=k)] if k else np.zeros(0, np.int64)
-        item = math.nan
-        if sc.area_mode == "decorrelated" and k:
-            item = target / n if n else self._item_area_without_targets(rng)
+        item = self._distractor_item_area(rng) if sc.area_mode == "decorrelated" and k else math.nan
         return Distractors(ids=ids.astype(np.int64), t=sc.distractor_threshold(n), item_area=item)
 
-    def _item_area_without_targets(self, rng: np.random.Generator) -> float:
-        """Decorrelated mode, N = 0: a distractor's size as a target's would be, A / N
-        with A and N drawn as for an image with targets (N >= 1)."""
+    def _distractor_item_area(self, rng: np.random.Generator) -> float:
+        """Decorrelated mode: the distractors' item area A' / N', with A' and N' drawn as
+        a target image draws A and N (N >= 1), independently of the image's own."""
         H, W = self.scene.size
         a = float(np.exp(rng.uniform(*np.log(self.scene.area_fraction_range))) * H * W)
         p = self._probs[1:]

@@ -27,9 +27,10 @@ of every other copy are drawn as an image draws them).
 
 With distractors, every trial lays out the most distractors an image can have (B of
 ``distractors``, the hardest case), drawn afresh per trial from the pool less the
-trial's target identities, sized and placed as in an image: the success rates, the
-unfit pairs and the budget are those of images with B distractors, which images with
-fewer need no more layouts than. Images with N = 0 are not surveyed when some N > 0
+trial's target identities, sized and placed as in an image (in decorrelated mode at
+the largest item area their draw allows, A_max / the smallest N): the success rates,
+the unfit pairs and the budget are those of images with B distractors, which images
+with fewer need no more layouts than. Images with N = 0 are not surveyed when some N > 0
 is: their distractors alone are a subset of what an image with the smallest N lays
 out, at sizes no larger than the survey's (pure clutter, ``max_count`` 0, is surveyed
 as N = 0).
@@ -164,6 +165,12 @@ def _trial_ids(sc, rng: np.random.Generator, obj: int, n: int, others: np.ndarra
     return ids, ids
 
 
+def _smallest_count(sc) -> int:
+    """The smallest N >= 1 the count distribution can draw (1 if none)."""
+    probs = sc.count_distribution()
+    return min([n for n in range(1, sc.max_count + 1) if probs[n] > 0], default=1)
+
+
 def _try_pair(composer, obj: int, n: int) -> PairResult:
     sc = composer.scene
     H, W = sc.size
@@ -176,11 +183,11 @@ def _try_pair(composer, obj: int, n: int) -> PairResult:
         ids, exclude = _trial_ids(sc, rng, obj, n, others)
         dis = None
         if sc.max_distractors:
-            # The hardest case: the most distractors, at the sizes of the largest A
-            # (A / N; A_max itself when N = 0, the largest a target image could give).
-            dis = composer.draw_distractors(rng, n, exclude, target, k=sc.max_distractors)
-            if sc.area_mode == "decorrelated" and n == 0:
-                dis.item_area = target
+            # The hardest case: the most distractors, at the largest item area an
+            # image can draw for them (decorrelated mode: A_max / the smallest N).
+            dis = composer.draw_distractors(rng, n, exclude, k=sc.max_distractors)
+            if sc.area_mode == "decorrelated":
+                dis.item_area = sc.area_fraction_range[1] * H * W / _smallest_count(sc)
         copies, _, _ = composer.try_layout(rng, ids, t, target, dis, rng)
         trials += 1
         fits += copies is not None
