@@ -7,7 +7,6 @@ and the decorrelated design.
 """
 
 import json
-import os
 import shutil
 
 import h5py
@@ -17,11 +16,10 @@ from click.testing import CliRunner
 
 from cli.main import main
 from synthcount.compose import Composer, check_feasible
-from synthcount.config import DatasetConfig, SceneConfig, SourceConfig, preset
-from synthcount.generate import generate_dataset
+from synthcount.config import SceneConfig, SourceConfig, preset
 from synthcount.pack import AssetPack
 from synthcount.reader import open_dataset
-from synthcount.shards import verify_dataset, verify_shard
+from synthcount.shards import verify_shard
 from synthcount.sources import resolve_sources
 from synthcount.stats import summarize
 from synthcount.survey import survey_layouts
@@ -196,7 +194,8 @@ def test_determinism_pieces_and_verify(made):
     assert _run("generate", two, *GEN, "--workers", "2").exit_code == 0
     for sl in ("2:3", "0:2"):
         assert _run("generate", pieces, *GEN, "--shards", sl).exit_code == 0
-    sums = [[s["sha256"] for s in json.load(open(d / "manifest.json"))["shards"]] for d in (made / "one", two, pieces)]
+    sums = [[s["sha256"] for s in json.loads((d / "manifest.json").read_text())["shards"]]
+            for d in (made / "one", two, pieces)]
     assert len(sums[0]) == 3 and sums[0] == sums[1] == sums[2]
     r = _run("verify", made / "one")
     assert r.exit_code == 0 and "OK" in r.output
@@ -231,7 +230,9 @@ def test_inspect_and_preview_report_distractors(made, tmp_path):
     assert "distractors:" in _run("inspect", made / "one").output
     png = tmp_path / "sheet.png"
     assert _run("preview", made / "one", png, "--n", "4").exit_code == 0
-    sheet = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(png))
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(png))
     assert np.any(np.all(sheet == (0, 255, 255), axis=-1))  # distractor outlines in their own colour
 
 
