@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (README "Quick start"):
 #   make run    set up the generator and make a small dataset on the built-in assets, then print its summary
-#   make test   set up everything (generator + [vae] + [dev]) and run the whole test suite
+#   make test   set up everything (generator + [vae] + [export] + [dev]) and run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -19,18 +19,19 @@ demo: $(VENV)/.dev
 	$(BIN)/synthcount demo out/demo
 
 bench: $(VENV)/.dev
-	for b in floor generate placement load train; do $(BIN)/python -m benchmarks.$$b --out out/bench-$$b.json || exit 1; done
+	for b in floor generate placement load train export labels; do $(BIN)/python -m benchmarks.$$b --out out/bench-$$b.json || exit 1; done
 
 # The generator alone: numpy, pillow, opencv-python-headless, scikit-image, click, h5py, tqdm, PyYAML.
 $(VENV)/.generator: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	touch $@
 
-# Everything: torch==2.14.1 + torchvision==0.29.1 (pinned together) and the test tools.
-$(VENV)/.dev: setup.cfg pyproject.toml
+# Everything: [vae] + [export] + the test tools, with torch==2.14.1 + torchvision==0.29.1
+# taken from constraints.txt (setup.cfg itself asks only for torch>=2.2).
+$(VENV)/.dev: setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[vae,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[vae,export,dev]'
 	touch $@ $(VENV)/.generator
 
 clean:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
@@ -118,7 +117,7 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
-              help="Label-map compression.  [default: lzf]")
+              help="Label-map compression; gzip is read by every HDF5 tool, lzf only by h5py.  [default: gzip]")
 @click.option("--distractors", "distractors_text", default=None, metavar="K|A:B",
               help="Uncounted objects per image: K, or a number drawn uniformly in A..B (labels N+1..N+K, "
                    "object_role 1).  [default: 0]")
@@ -253,11 +252,12 @@ def preview(dataset, out_png, n, seed):
 
 @click.command()
 @click.argument("dataset", type=click.Path(exists=True))
-def verify(dataset):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(dataset, quiet):
     """Check every shard: readable, schema, checksums, labels agree with pixels."""
     from synthcount.shards import verify_dataset
 
-    problems = verify_dataset(dataset)
+    problems = verify_dataset(dataset, progress=not quiet)
     if problems:
         for p in problems:
             click.echo(f"FAIL {p}", err=True)

@@ -1,7 +1,7 @@
 """The ``synthcount`` console script.
 
 Commands live in small modules, each a thin layer over a documented Python function:
-``cli.gen`` (generate, prepare, inspect, preview, verify), ``cli.vae_train``
+``cli.gen`` (generate, prepare, inspect, preview, verify), ``cli.export`` (export), ``cli.vae_train``
 (vae train, vae vgg-slim), ``cli.vae_analysis`` (vae encode, probe, regress) and
 ``cli.demo`` (demo). The ``vae`` commands and ``demo`` need the ``[vae]`` extra.
 """
@@ -28,9 +28,9 @@ def vae() -> None:
 
 
 def _register() -> None:
-    from . import demo, gen, vae_analysis, vae_train
+    from . import demo, export, gen, vae_analysis, vae_train
 
-    for cmd in gen.COMMANDS:
+    for cmd in gen.COMMANDS + export.COMMANDS:
         main.add_command(cmd)
     for cmd in vae_train.COMMANDS + vae_analysis.COMMANDS:
         vae.add_command(cmd)

@@ -448,21 +448,23 @@ class Composer:
         return images[0], maps[0], {k: v[0] for k, v in recs.items()}
 
     def compose_into(self, seed: int, index: int, images: np.ndarray, label_maps: np.ndarray,
-                     records: Dict[str, np.ndarray], row: int) -> None:
+                     records: Dict[str, np.ndarray], row: int, record_row: Optional[int] = None) -> None:
         """Like ``compose``, writing into row ``row`` of preallocated batch arrays.
 
         ``images`` (n, H, W, 3) uint8 and ``label_maps`` (n, H, W) uint8 must be
         C-contiguous; ``records`` comes from ``new_records`` (its "absent" fill values
-        are relied on). This is the hot path of dataset generation: no per-image
-        allocation of records.
+        are relied on), written at ``record_row`` (default ``row``: the generator
+        keeps a whole shard's records but only a block of its images). This is the
+        hot path of dataset generation: no per-image allocation of records.
         """
         rng = image_rng(seed, index)
         # The distractors' own stream, made only when there can be distractors.
         drng = image_rng(seed, index, DISTRACTOR_STREAM) if self.scene.max_distractors else None
         draw = self._sample(rng, index, drng)
         self._render_into(draw.bid, draw.crop, draw.copies, images[row], label_maps[row])
-        self._record_into(records, row, index, draw, label_maps[row])
-        self._exemplars_into(records, row, seed, index, draw.n)
+        r = row if record_row is None else record_row
+        self._record_into(records, r, index, draw, label_maps[row])
+        self._exemplars_into(records, r, seed, index, draw.n)
 
     def _sample(self, rng: np.random.Generator, index: int, drng: Optional[np.random.Generator] = None) -> Draw:
         """Draw N, background, objects, transforms and positions (all randomness);

@@ -368,7 +368,7 @@ class DatasetConfig:
     seed: int = 0
     shard_size: int = 1000
     compression: str = "none"
-    label_compression: str = "lzf"
+    label_compression: str = "gzip"  # deflate: any HDF5 tool reads it (lzf only h5py); see shards.LABEL_GZIP_LEVEL
 
     def __post_init__(self) -> None:
         if isinstance(self.scene, dict):

@@ -25,7 +25,6 @@ Before anything is written the layout survey (:mod:`synthcount.survey`) finds
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import glob
 import json
@@ -43,10 +42,11 @@ import cv2
 import numpy as np
 
 from . import __version__
+from ._io import is_tmp_name, write_bytes_atomic
 from .config import DatasetConfig
-from ._io import is_tmp_name, write_bytes_atomic, write_json_atomic
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
-from .shards import FORMAT_VERSION, _strip_sources, shard_index_of, shard_name, write_manifest, write_shard
+from .schema import new_records
+from .shards import FORMAT_VERSION, ShardWriter, _strip_sources, pack_names, shard_index_of, shard_name, write_manifest
 from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)
 
 __all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE",
@@ -190,12 +190,17 @@ def _mem_available() -> Optional[int]:
 
 
 def shard_memory(config: DatasetConfig) -> int:
-    """Bytes one process needs to make the largest shard of ``config``: two batches of
-    images and label maps (one composed while the other is written), and the shard
-    file built in memory, then copied out, before it is written."""
+    """Bytes one process needs while it makes shards of ``config``: two blocks of
+    images and label maps (one composed while the other is written) and the per-image
+    records of two shards (the one composed and the one being finished). A shard's
+    images are never all in memory, so this hardly grows with the shard size."""
+    from .schema import record_spec
+
     n = min(config.shard_size, config.num_images)
     h, w = config.scene.size
-    return int(n * h * w * 4 * 4.2) + (64 << 20)
+    per_record = sum(np.dtype(dt).itemsize * int(np.prod(shape)) for dt, shape in
+                     record_spec(config.scene.max_count).values())
+    return 2 * _block_size((h, w)) * h * w * 4 + 2 * n * per_record + (64 << 20)
 
 
 def _check_memory(config: DatasetConfig, workers: int) -> None:
@@ -203,9 +208,9 @@ def _check_memory(config: DatasetConfig, workers: int) -> None:
     if avail is not None and need > 0.8 * avail:
         n = min(config.shard_size, config.num_images)
         h, w = config.scene.size
-        raise ValueError(f"--shard-size {config.shard_size}: a shard of {n} images of {h}x{w} needs about "
+        raise ValueError(f"--shard-size {config.shard_size}: making shards of {n} images of {h}x{w} needs about "
                          f"{need / 2**30:.1f} GiB over {workers} process(es), more than the "
-                         f"{avail / 2**30:.1f} GiB available; lower --shard-size (or --workers)")
+                         f"{avail / 2**30:.1f} GiB available; lower --shard-size (or --workers, or --size)")
 
 
 def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tuple[int, int]] = None,
@@ -299,31 +304,21 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
 _STATE: dict = {}
 
 
-def _buffers(composer, n: int, slot: int = 0):
-    """Per-process batch arrays for ``n`` images, reused from shard to shard.
+def _block_size(size) -> int:
+    """Images per block handed to the writer: about 8 MiB, at least one image."""
+    h, w = size
+    return max(1, min(64, (8 << 20) // (h * w * 4)))
 
-    Two slots: while the writer thread writes a shard from one, the next shard is
-    composed into the other. Fresh arrays would pay a page fault per 4 KiB on first
-    touch for every shard (about a third of the cost of an image at 161x161); the
-    records are refilled with their "absent" values because ``compose_into`` writes
-    only present fields. Sized by the shard's own image count, never more.
-    """
-    from .compose import new_records
 
+def _blocks(composer):
+    """This process's two image blocks (composed into / being written), reused."""
     h, w = composer.scene.size
-    key = ((h, w), tuple((k, dt.str, shape) for k, (dt, shape) in composer.record_spec.items()))
-    slots = _STATE.setdefault("buffers", {})
-    buf = slots.get(slot)
-    if buf is None or buf[0] != key or buf[1].shape[0] < n:
-        buf = (key, np.empty((n, h, w, 3), np.uint8), np.empty((n, h, w), np.uint8),
-               new_records(composer.record_spec, n))
-        slots[slot] = buf
-    else:
-        fresh = new_records(composer.record_spec, 1)
-        for name, arr in buf[3].items():
-            arr[:n] = fresh[name][0]
-    _, images, maps, recs = buf
-    return images[:n], maps[:n], {key: arr[:n] for key, arr in recs.items()}
+    b = _block_size((h, w))
+    blocks = _STATE.get("blocks")
+    if blocks is None or blocks[0][0].shape != (b, h, w, 3):
+        blocks = [(np.empty((b, h, w, 3), np.uint8), np.empty((b, h, w), np.uint8)) for _ in range(2)]
+        _STATE["blocks"] = blocks
+    return blocks
 
 
 def _debris(out_dir: str, k: int) -> List[str]:
@@ -334,132 +329,185 @@ def _debris(out_dir: str, k: int) -> List[str]:
 
 
 def _make_shard(k: int) -> dict:
-    """Make shard ``k`` under its lock, start to finish (compose, then write).
+    """Make shard ``k`` under its lock, start to finish (compose and write).
 
-    Returns ``{"shard": k, "n": ..., ...}``; ``"busy"`` (another process holds the
-    shard's lock) or ``"exists"`` (finished meanwhile) when there was nothing to do.
+    Returns ``{"shard": k, "n": ..., "sha256": ..., ...}``, or ``{"shard": k,
+    "busy": holder}`` (another process holds the shard's lock) or ``{"shard": k,
+    "exists": True}`` (finished meanwhile) when there was nothing to do.
     """
-    maker = _ShardMaker()
-    out = maker.start(k)
-    return out if out is not None else maker.finish()
+    out: List[dict] = []
+    _make_shards([k], out.append)
+    return out[0]
 
 
 class _ShardMaker:
-    """Makes shards one after another in this process, writing each in a background
-    thread while the next one is composed (two buffer slots). h5py releases the GIL
-    while it builds the file in memory, and hashing and file writes release it too,
-    so writing costs the composing thread almost nothing.
+    """Makes shards one after another in this process. The composing thread fills one
+    block of images while a writer thread writes the other into the shard file (h5py
+    releases the GIL while it writes), and finishes a shard (hash, fsync, rename)
+    while the next one is composed. Memory: two blocks of about 8 MiB, and the small
+    per-image records of the shards in flight; never a whole shard of images.
 
-    ``start(k)`` composes shard k and hands it to the writer; it returns the result of
-    the shard written before (or a busy/exists note for k itself), and ``finish()``
-    waits for the last write. Each shard's lock is held until its file is renamed.
+    Each shard's lock is held until its file is renamed or removed.
     """
 
     def __init__(self) -> None:
-        self._thread: Optional[threading.Thread] = None
-        self._outcome: Optional[tuple] = None
-        self._slot = 0
+        self._jobs: "queue_mod.Queue" = queue_mod.Queue()
+        self._free: "queue_mod.Queue" = queue_mod.Queue()  # block slots the composer may fill
+        for slot in (0, 1):
+            self._free.put(slot)
+        self._done: "queue_mod.Queue" = queue_mod.Queue()  # results of finished shards, in order
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="synthcount-writer")
+        self._thread.start()
 
-    def start(self, k: int) -> Optional[dict]:
+    # -- the writer thread ---------------------------------------------------
+    def _run(self) -> None:
+        writers = {}
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            kind, k = job[0], job[1]
+            try:
+                if kind == "open":
+                    if self._error is None:
+                        writers[k] = ShardWriter(*job[2], **job[3])
+                elif kind == "write":
+                    slot, start, b = job[2:]
+                    if self._error is None and k in writers:
+                        images, maps = _STATE["blocks"][slot]
+                        writers[k].write(start, images[:b], maps[:b])
+                    self._free.put(slot)
+                elif kind == "finish":
+                    records, result, lock = job[2:]
+                    try:
+                        w = writers.pop(k, None)
+                        if self._error is None and w is not None:
+                            self._done.put({**result, "sha256": w.finish(records)})
+                        elif w is not None:
+                            w.abort()
+                    finally:
+                        lock.release()
+            except BaseException as e:  # noqa: BLE001 - handed to the composing thread
+                if self._error is None:
+                    self._error = e
+                for w in writers.values():
+                    w.abort()
+                writers.clear()
+                if kind == "write":
+                    self._free.put(job[2])
+
+    # -- the composing thread -------------------------------------------------
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def make(self, k: int) -> Optional[dict]:
+        """Compose shard ``k`` and queue it for writing; a note if there was nothing to
+        do (busy, exists), else None (the result comes from :meth:`results`)."""
+        self._check()
         cfg: DatasetConfig = _STATE["config"]
+        composer = _STATE["composer"]
         out_dir = _STATE["out_dir"]
         lock = ShardLock(out_dir, shard_name(k))
         if not lock.acquired:
             return {"shard": k, "busy": lock.holder()}
+        path = os.path.join(out_dir, shard_name(k))
+        if os.path.isfile(path):
+            lock.release()
+            return {"shard": k, "exists": True}
         try:
-            path = os.path.join(out_dir, shard_name(k))
-            if os.path.isfile(path):
-                lock.release()
-                return {"shard": k, "exists": True}
             _remove(_debris(out_dir, k))
-            job = _compose_shard(k, cfg, self._slot)
+            first, end = cfg.shard_range(k)
+            n = end - first
+            records = new_records(composer.record_spec, n)
+            attrs = {
+                "format_version": FORMAT_VERSION,
+                "synthcount_version": __version__,
+                "config": cfg.to_json(),
+                "seed": cfg.seed,
+                "shard_index": k,
+                "first_image_index": first,
+                "end_image_index": end,
+                "layout_budget": composer.layout_budget,
+            }
+            self._jobs.put(("open", k, (path, n, composer.scene.size, attrs),
+                            dict(compression=cfg.compression, label_compression=cfg.label_compression,
+                                 record_bytes=sum(a.nbytes for a in records.values()), names=_STATE.get("names"))))
+            self._compose(k, cfg, composer, first, n, records)
         except BaseException:
-            lock.release()
+            self._jobs.put(("finish", k, None, None, _Aborted(lock)))
             raise
-        previous = self.finish() if self._thread is not None else None
-        self._slot ^= 1
-        self._outcome = None
-        self._thread = threading.Thread(target=self._write, args=(job, path, lock), daemon=True,
-                                        name=f"synthcount-writer-{k}")
-        self._thread.start()
-        return previous
+        # Stable dataset order: the index first, then the record keys in the spec's order.
+        ordered = {"index": records.pop("index")}
+        ordered.update(records)
+        tries = ordered["layout_tries"]
+        result = {"shard": k, "n": n, "resamples": int(np.maximum(tries.astype(np.int64) - 1, 0).sum()),
+                  "max_tries": int(tries.max())}
+        self._jobs.put(("finish", k, ordered, result, lock))
+        return None
 
-    def _write(self, job: dict, path: str, lock: ShardLock) -> None:
-        try:
-            cfg: DatasetConfig = _STATE["config"]
-            digest = write_shard(path, job.pop("images"), job.pop("maps"), job.pop("records"), job.pop("attrs"),
-                                 compression=cfg.compression, label_compression=cfg.label_compression)
-            self._outcome = ("ok", {**job, "sha256": digest})
-        except BaseException as e:  # handed to the composing thread by finish()
-            self._outcome = ("error", e)
-        finally:
-            lock.release()
+    def _compose(self, k: int, cfg: DatasetConfig, composer, first: int, n: int, records: dict) -> None:
+        q = _STATE.get("queue")
+        parent = _STATE.get("parent_pid")
+        blocks = _blocks(composer)
+        bsize = len(blocks[0][0])
+        for start in range(0, n, bsize):
+            b = min(bsize, n - start)
+            slot = self._free.get()
+            self._check()
+            images, maps = blocks[slot]
+            for j in range(b):
+                if parent is not None and os.getppid() != parent:
+                    os._exit(1)  # the parent died (e.g. kill -9): do not finish orphaned work
+                composer.compose_into(cfg.seed, first + start + j, images, maps, records, j, start + j)
+            self._jobs.put(("write", k, slot, start, b))
+            _report(q, b)
 
-    def finish(self) -> Optional[dict]:
-        """Wait for the shard being written; its result (re-raising its error)."""
-        if self._thread is None:
-            return None
+    def results(self) -> List[dict]:
+        """Results of the shards finished since the last call (raises a writer's error)."""
+        self._check()
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue_mod.Empty:
+                return out
+
+    def close(self) -> List[dict]:
+        """Wait for the writer to finish everything queued; the last results."""
+        self._jobs.put(None)
         self._thread.join()
-        self._thread = None
-        kind, value = self._outcome
-        self._outcome = None
-        if kind == "error":
-            raise value
-        _report(_STATE.get("queue"), value.pop("n_report", 0))
-        return value
+        return self.results()
 
 
-def _compose_shard(k: int, cfg: DatasetConfig, slot: int) -> dict:
-    """Compose every image of shard ``k`` into buffer ``slot``; what the writer needs."""
-    composer = _STATE["composer"]
-    q = _STATE.get("queue")
-    parent = _STATE.get("parent_pid")
-    first, end = cfg.shard_range(k)
-    n = end - first
-    images, maps, records = _buffers(composer, n, slot)
-    done = 0
-    for j in range(n):
-        if parent is not None and os.getppid() != parent:
-            os._exit(1)  # the parent died (e.g. kill -9): do not finish orphaned work
-        composer.compose_into(cfg.seed, first + j, images, maps, records, j)
-        if (j + 1) % _PROGRESS_EVERY == 0:
-            _report(q, j + 1 - done)
-            done = j + 1
-    attrs = {
-        "format_version": FORMAT_VERSION,
-        "synthcount_version": __version__,
-        "config": cfg.to_json(),
-        "seed": cfg.seed,
-        "shard_index": k,
-        "first_image_index": first,
-        "end_image_index": end,
-        "layout_budget": composer.layout_budget,
-    }
-    # Stable dataset order: the index first, then the record keys in the spec's order.
-    ordered = {"index": records.pop("index")}
-    ordered.update(records)
-    tries = ordered.get("layout_tries")
-    return {"shard": k, "n": n, "n_report": n - done, "images": images, "maps": maps, "records": ordered,
-            "attrs": attrs,
-            "resamples": int(np.maximum(tries.astype(np.int64) - 1, 0).sum()) if tries is not None else 0,
-            "max_tries": int(tries.max()) if tries is not None else 0}
+class _Aborted:
+    """Stands in for a shard's lock in a "finish" job of a shard that failed while it
+    was composed: the writer drops the file, then releases the lock."""
+
+    def __init__(self, lock: ShardLock) -> None:
+        self._lock = lock
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 def _make_shards(todo: Iterable[int], emit) -> None:
-    """Make the shards ``todo`` in order in this process, pipelined; ``emit(result)``
-    for each as it completes."""
+    """Make the shards ``todo`` in order in this process, writing while composing;
+    ``emit(result)`` for each as it completes."""
     maker = _ShardMaker()
     try:
         for k in todo:
-            out = maker.start(k)
-            if out is not None:
+            note = maker.make(k)
+            if note is not None:
+                emit(note)
+            for out in maker.results():
                 emit(out)
-        out = maker.finish()
-        if out is not None:
+        for out in maker.close():
             emit(out)
     except BaseException:
         with contextlib.suppress(BaseException):
-            maker.finish()  # never leave a writer thread behind
+            maker.close()  # the writer drops the unfinished shard and stops
         raise
 
 
@@ -666,7 +714,8 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         t0 = time.perf_counter()
         nproc = min(workers, len(todo))
         _STATE.clear()
-        _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar)
+        _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar,
+                      names=pack_names(plan.objects, plan.backgrounds, composer.distractor_objects))  # format 2
         # One OpenCV thread per process: its thread pool buys no wall time on these small
         # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
         # half a core more, and it would oversubscribe the cores under --workers.
@@ -692,6 +741,9 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         man = _update_manifest(out_dir, cfg.num_shards)
         res.complete = bool(man["complete"])
         res.corr_log_n_log_a = _corr(out_dir, lo, hi)
+        log.info("%s: %d images in %d shards (%d kept) in %.1f s, %d source files skipped", out_dir,
+                 res.images_written, len(res.shards_made), len(res.shards_skipped), res.seconds,
+                 len(res.skipped_sources))
     finally:
         lock.release()
     return res

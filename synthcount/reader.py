@@ -6,6 +6,10 @@ notices a fork (the process id changed) to reopen its handles in the child, so a
 whole shard's images: ``ds[i]`` reads one image chunk and one label-map chunk;
 small per-image fields (count, areas, boxes, ...) are read per shard column-wise
 and kept for a few recently used shards.
+
+Shards of format 1 and 2 are read alike; format 2 adds ``object_names`` and
+``background_names`` (exposed as :attr:`Dataset.object_names` /
+:attr:`Dataset.background_names`, None for format 1) and attributes on the datasets.
 """
 
 from __future__ import annotations
@@ -14,15 +18,16 @@ import contextlib
 import json
 import os
 from collections import OrderedDict
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .shards import read_manifest
+from .shards import NAME_DATASETS, READABLE_VERSIONS, read_manifest
 
 __all__ = ["Dataset", "ShardReadError", "open_dataset"]
 
 _BIG = ("images", "label_maps")
+_NOT_RECORDS = _BIG + NAME_DATASETS  # datasets that are not small per-image fields
 
 
 class ShardReadError(OSError):
@@ -87,6 +92,7 @@ class Dataset:
         if f is None:
             with self._naming(k):
                 f = h5py.File(self.files[k], "r")
+            _check_version(f, self.files[k])
             self._handles[k] = f
         return f
 
@@ -136,7 +142,8 @@ class Dataset:
             self._meta = {
                 "config": json.loads(f.attrs["config"]),
                 "image_size": tuple(int(v) for v in f["images"].shape[1:3]),
-                "fields": {k: (f[k].dtype, f[k].shape[1:]) for k in f.keys()},
+                "fields": {k: (f[k].dtype, f[k].shape[1:]) for k in f.keys() if k not in NAME_DATASETS},
+                "names": {k: [str(v) for v in f[k].asstr()[()]] if k in f else None for k in NAME_DATASETS},
                 "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()},
             }
         return self._meta
@@ -165,6 +172,23 @@ class Dataset:
         return self._first_meta()["fields"]
 
     @property
+    def object_names(self) -> Optional[List[str]]:
+        """Names of the objects ``object_ids`` index (format 2 shards; None for format 1)."""
+        return self._first_meta()["names"]["object_names"]
+
+    @property
+    def distractor_object_names(self) -> Optional[List[str]]:
+        """Names of the objects the distractors' ``object_ids`` index: their own pack's
+        when the dataset has one (``--distractor-objects``), else ``object_names``."""
+        names = self._first_meta()["names"]
+        return names.get("distractor_object_names") or names["object_names"]
+
+    @property
+    def background_names(self) -> Optional[List[str]]:
+        """Names of the backgrounds ``background_id`` indexes (format 2 shards; None for format 1)."""
+        return self._first_meta()["names"]["background_names"]
+
+    @property
     def num_shards(self) -> int:
         return len(self.files)
 
@@ -180,7 +204,9 @@ class Dataset:
     def _locate(self, i) -> Tuple[int, int]:
         n = len(self)
         if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index must be an integer, got {type(i).__name__}")
+            raise TypeError(f"index must be an integer (ds[i] is one record), got {type(i).__name__}; for many "
+                            f"images use ds.read_images(indices), ds.read_label_maps(indices), ds.labels[indices] "
+                            f"or ds.column(name)[indices]")
         asked = i = int(i)
         if i < 0:
             i += n
@@ -196,7 +222,7 @@ class Dataset:
                 self._file(k)  # resets caches after a fork
             f = self._file(k)
             with self._naming(k):
-                rec = {key: f[key][()] for key in f.keys() if key not in _BIG}
+                rec = {key: f[key][()] for key in f.keys() if key not in _NOT_RECORDS}
             self._records[k] = rec
             while len(self._records) > self._cache_shards:
                 self._records.popitem(last=False)
@@ -224,13 +250,31 @@ class Dataset:
         return out
 
     def __iter__(self) -> Iterator[dict]:
+        return self.iter_records()
+
+    def iter_records(self, start: int = 0, stop: Optional[int] = None) -> Iterator[dict]:
+        """Records of images ``start .. stop-1`` in order (as ``ds[i]``), read 64 at a time.
+
+        Parameters
+        ----------
+        start, stop : int
+            Dataset positions, ``0 <= start <= stop <= len(ds)``; ``stop`` None is the end.
+        """
+        n_all = len(self)
+        stop = n_all if stop is None else int(stop)
+        if not 0 <= int(start) <= stop <= n_all:
+            raise IndexError(f"iter_records needs 0 <= start <= stop <= {n_all}, got {start}, {stop}")
         for k in range(self.num_shards):
+            a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+            lo, hi = max(a, int(start)) - a, min(b, stop) - a  # local range in shard k
+            if lo >= hi:
+                continue
             f = self._file(k)
-            n = int(self.offsets[k + 1] - self.offsets[k])
             recs = self._shard_records(k)
-            for s in range(0, n, 64):  # 64 images per read: fewer HDF5 calls than one by one
+            for s in range(lo, hi, 64):  # 64 images per read: fewer HDF5 calls than one by one
+                e = min(s + 64, hi)
                 with self._naming(k):
-                    imgs, maps = f["images"][s:s + 64], f["label_maps"][s:s + 64]
+                    imgs, maps = f["images"][s:e], f["label_maps"][s:e]
                 for j in range(len(imgs)):
                     out = {"image": imgs[j], "label_map": maps[j]}
                     out.update({key: arr[s + j] for key, arr in recs.items()})
@@ -296,13 +340,21 @@ class Dataset:
 
     def column(self, name: str) -> np.ndarray:
         """One per-image field (any shape, e.g. ``object_areas`` (n, M)) over the whole dataset."""
-        if name in _BIG or name not in self.fields:
+        if name in _NOT_RECORDS or name not in self.fields:
             raise KeyError(f"column must be one of the small per-image fields {sorted(set(self.fields) - set(_BIG))}, "
                            f"got {name!r}")
         return np.concatenate([self._file(k)[name][()] for k in range(self.num_shards)])
 
     def __repr__(self) -> str:
         return f"Dataset({self.path!r}, images={len(self)}, shards={self.num_shards})"
+
+
+def _check_version(f, path: str) -> None:
+    """Refuse a shard written in a format this code does not know (a newer synthcount)."""
+    v = f.attrs.get("format_version")
+    if v is not None and int(v) not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: shard format_version {int(v)}; this synthcount reads {READABLE_VERSIONS} "
+                         f"(upgrade synthcount)")
 
 
 def open_dataset(path: str) -> Dataset:

@@ -22,6 +22,23 @@ Schema of one shard with ``n`` images of size ``H x W`` and ``M = max_count``:
 - attributes ``format_version``, ``synthcount_version``, ``config`` (JSON text),
   ``seed``, ``shard_index``, ``first_image_index``, ``end_image_index``.
 
+Format 2 (this version) adds, so that a shard describes itself to any HDF5 tool
+(:func:`add_self_description`):
+
+- ``object_names`` and ``background_names``: 1-D variable-length UTF-8 string
+  datasets, one entry per item of the asset packs (``object_ids`` and
+  ``background_id`` index them), and ``distractor_object_names`` when distractors
+  come from a pack of their own (the distractors' ``object_ids`` index it). They are
+  the only datasets whose first axis is not the image axis (``NAME_DATASETS``);
+- on every per-object dataset an ``axes`` attribute naming what its last axis holds
+  (``"object"`` for one value per object, else the components in stored order, e.g.
+  ``"y0,x0,y1,x1"``), on every dataset measured in pixels or degrees a ``units``
+  attribute, and a one-line ``description``;
+- label maps compressed with gzip (level ``LABEL_GZIP_LEVEL``) by default: every
+  HDF5 build has the deflate filter, while LZF exists only in h5py.
+
+Format 1 shards (no names, no attributes, LZF label maps by default) are still read.
+
 Every dataset is written with ``track_times=False`` and nothing else carries a
 clock, so the same images give byte-identical shard files.
 """
@@ -30,11 +47,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,11 +58,17 @@ from ._io import WriteError, atomic_write, fsync_dir, sha256_file, tmp_name, wri
 
 __all__ = [
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
+    "NAME_DATASETS",
+    "LABEL_GZIP_LEVEL",
+    "pack_names",
+    "add_self_description",
     "REQUIRED_DATASETS",
     "REQUIRED_ATTRS",
     "shard_name",
     "shard_index_of",
     "write_shard",
+    "ShardWriter",
     "sha256_file",
     "read_sidecar",
     "write_json_atomic",
@@ -56,7 +78,13 @@ __all__ = [
     "verify_dataset",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format versions this code reads (format 1: no names, no axes attributes)
+NAME_DATASETS = ("object_names", "background_names", "distractor_object_names")  # one entry per pack item
+# Deflate level of label maps. Measured on 1,000 real 161 x 161 maps (benchmarks/labels.py):
+# level 3 writes 10,400 maps/s (LZF 6,900), reads 16,300 (LZF 7,000) and stores 45% of
+# LZF's bytes; levels 1-2 store 10-20% more, levels 4 and 6 take 1.5-2x as long.
+LABEL_GZIP_LEVEL = 3
 MANIFEST = "manifest.json"
 REQUIRED_DATASETS = ("images", "label_maps", "index", "count", "object_areas", "object_full_areas",
                      "cumulative_area")
@@ -96,6 +124,99 @@ def read_sidecar(path: str) -> Optional[str]:
     return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
 
 
+# ----------------------------------------------------------------------------- format 2: self-description
+
+# Per-image dataset -> (axes, units, description). ``axes`` is what the last axis holds
+# (per-object datasets only); ``units`` where pixels or degrees apply.
+_FIELD_INFO = {
+    "images": (None, None, "RGB images, uint8 (image, y, x, channel)"),
+    "label_maps": (None, None, "0 background, k = k-th pasted object (1-based): targets 1..N, distractors "
+                               "N+1..N+K, (image, y, x)"),
+    "index": (None, None, "global image index"),
+    "count": (None, None, "number of targets N (the counted objects)"),
+    "cumulative_area": (None, "pixels", "A: visible target pixels in the image (sum of object_areas where "
+                                        "object_role is 0)"),
+    "object_areas": ("object", "pixels", "visible pixels of object k at column k-1, 0 where absent"),
+    "object_full_areas": ("object", "pixels", "pixels object k would cover if nothing occluded it, 0 where absent"),
+    "object_ids": ("object", None, "index into object_names (distractors: distractor_object_names where "
+                                   "present), -1 where absent"),
+    "object_role": ("object", None, "0 target, 1 distractor, -1 absent"),
+    "object_boxes": ("y0,x0,y1,x1", "pixels", "visible-pixel box, ends exclusive, -1 where absent"),
+    "object_centroids": ("y,x", "pixels", "visible-pixel centroid (pixel-index coordinates), NaN where absent"),
+    "object_position": ("y,x", "pixels", "top-left corner of the pasted patch, -1 where absent"),
+    "object_patch_size": ("h,w", "pixels", "size of the pasted patch, -1 where absent"),
+    "object_scale": ("object", None, "size factor relative to the asset, NaN where absent"),
+    "object_angle": ("object", "degrees", "rotation, counter-clockwise, NaN where absent"),
+    "object_flip": ("object", None, "1 = flipped horizontally"),
+    "object_color": ("brightness,contrast,saturation", None, "colour jitter factors, NaN where absent"),
+    "field_area": (None, "pixels", "area of the convex hull through the centres of all target pixels"),
+    "mean_item_area": (None, "pixels", "A / N (0 when N = 0)"),
+    "background_id": (None, None, "index into background_names"),
+    "bg_crop": ("y,x,h,w", "pixels", "background crop in the prescaled background"),
+    "min_visible": (None, None, "occlusion threshold t used for this image"),
+    "ref_side": (None, "pixels", "reference longer side (independent area mode), NaN otherwise"),
+    "target_area": (None, "pixels", "drawn cumulative area (decorrelated area mode), NaN otherwise"),
+    "layout_tries": (None, None, "layouts drawn (1 = the first one fitted)"),
+    "placement_maps": (None, None, "exact feasible-position maps computed"),
+    "unfit_redraws": (None, None, "objects replaced as unable to be laid out N times (unfit='redraw')"),
+    "num_distractors": (None, None, "number of distractors K (uncounted objects, labels N+1..N+K)"),
+    "target_id": (None, None, "same mode: index into object_names of the counted object (also when N = 0); "
+                              "-1 in mixed mode"),
+    "exemplar_boxes": ("y0,x0,y1,x1", "pixels", "visible-pixel boxes of up to 3 targets (exemplars), -1 where "
+                                                "absent"),
+    "class_counts": ("class", None, "targets of each of the image's classes (mixed mode with classes)"),
+    "class_ids": ("class", None, "index into object_names of each of the image's classes"),
+    "object_names": (None, None, "name of each object of the asset pack (object_ids index it)"),
+    "background_names": (None, None, "name of each background of the asset pack (background_id indexes it)"),
+    "distractor_object_names": (None, None, "name of each object of the distractor pack (the distractors' "
+                                            "object_ids index it)"),
+}
+
+
+def pack_names(objects, backgrounds, distractor_objects=None) -> dict:
+    """``{"object_names": [...], "background_names": [...]}`` of two asset packs, in pack
+    order, and ``"distractor_object_names"`` when distractors have a pack of their own."""
+    names = {"object_names": [o.name for o in objects.objects],
+             "background_names": list(backgrounds.background_names)}
+    if distractor_objects is not None:
+        names["distractor_object_names"] = [o.name for o in distractor_objects.objects]
+    return names
+
+
+def add_self_description(f, names: Optional[Mapping[str, Sequence[str]]] = None) -> None:
+    """Store the format-2 self-description in an open, writable shard file ``f``.
+
+    Writes ``names`` (``NAME_DATASETS`` -> list of str) as 1-D UTF-8 string datasets
+    and gives every dataset of ``f`` its ``axes`` / ``units`` / ``description``
+    attributes. A per-object dataset not in the table still gets ``axes``: ``"object"``
+    for (n, M), ``"c0,c1,..."`` for (n, M, K).
+    """
+    import h5py
+
+    for key, values in (names or {}).items():
+        if key not in NAME_DATASETS:
+            raise ValueError(f"names must be keyed by {NAME_DATASETS}, got {key!r}")
+        f.create_dataset(key, data=np.array([str(v) for v in values], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"), track_times=False)
+    for key, d in f.items():
+        axes, units, desc = _FIELD_INFO.get(key, (None, None, None))
+        if axes is None and key.startswith("object_") and key not in NAME_DATASETS and d.ndim in (2, 3):
+            axes = "object" if d.ndim == 2 else ",".join(f"c{i}" for i in range(d.shape[2]))
+        for attr, value in (("axes", axes), ("units", units), ("description", desc)):
+            if value is not None:
+                d.attrs[attr] = value
+
+
+def _filter(name: str, labels: bool = False) -> dict:
+    """h5py keyword arguments of a compression name (label maps: ``LABEL_GZIP_LEVEL``)."""
+    if name not in _COMP:
+        raise ValueError(f"compression must be one of {sorted(_COMP)}, got {name!r}")
+    kw = {"compression": _COMP[name]}
+    if name == "gzip" and labels:
+        kw["compression_opts"] = LABEL_GZIP_LEVEL
+    return kw
+
+
 def _attr_value(v):
     # h5py stores Python ints as int64 and str as variable-length UTF-8 text.
     if isinstance(v, (bool, np.bool_)):
@@ -105,15 +226,129 @@ def _attr_value(v):
     return v
 
 
-def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: Mapping[str, np.ndarray],
-                attrs: Mapping[str, object], *, compression: str = "none", label_compression: str = "lzf") -> str:
-    """Write one finished shard atomically and return its sha256.
+class ShardWriter:
+    """Write one shard a block of images at a time, then finish it atomically.
 
-    The file is written as ``<path>.tmp-<pid>-<random>`` with its space reserved
-    first, hashed and fsynced, the hash stored in the sidecar ``<stem>.sha256``, and
-    only then renamed to ``path``; on any error (a full disk included: ``WriteError``
-    naming the file) the temporary file is removed, so a ``.h5`` name always means a
-    complete shard.
+    The file is written as ``<path>.tmp-<pid>-<random>`` with its disk space reserved
+    before HDF5 writes a byte (so a full disk is one clean ``WriteError`` here; HDF5
+    reports it from inside object destructors instead, and has crashed the process
+    with SIGBUS/SIGSEGV doing so). :meth:`finish` adds the per-image records, cuts
+    the file back to HDF5's end-of-file address, hashes and fsyncs it, writes the
+    sidecar ``<stem>.sha256`` and only then renames it to ``path``. On any error the
+    temporary file is removed, so a ``.h5`` name always means a complete shard.
+    h5py releases the GIL while it writes, so a writer thread costs the thread that
+    composes almost nothing.
+
+    Parameters
+    ----------
+    path : str
+        Final file name, ending in ``.h5``.
+    n : int
+        Images in the shard.
+    size : (int, int)
+        Image (height, width).
+    attrs : dict
+        Shard attributes (``REQUIRED_ATTRS`` at least); str, int or float values.
+    compression, label_compression : {"none", "lzf", "gzip"}
+        Filters for ``images`` and ``label_maps``; records are small and stored plain.
+        Label maps use deflate level ``LABEL_GZIP_LEVEL``, images h5py's default (4).
+    record_bytes : int
+        Bytes the records will take (for the space reservation).
+    names : dict, optional
+        ``object_names`` / ``background_names`` (lists of str) to store in the shard
+        (see :func:`pack_names`).
+    """
+
+    def __init__(self, path: str, n: int, size, attrs: Mapping[str, object], *, compression: str = "none",
+                 label_compression: str = "gzip", record_bytes: int = 0,
+                 names: Optional[Mapping[str, Sequence[str]]] = None):
+        import h5py
+
+        h, w = (int(v) for v in size)
+        if n < 1 or h < 1 or w < 1:
+            raise ValueError(f"a shard needs n >= 1 images of positive size, got n={n}, size={size}")
+        for key in (compression, label_compression):
+            if key not in _COMP:
+                raise ValueError(f"compression must be one of {sorted(_COMP)}, got {key!r}")
+        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        if missing:
+            raise ValueError(f"shard attrs lack {missing}")
+        self.path, self.n, self.size, self._names = path, n, (h, w), names
+        self.tmp = tmp_name(path)
+        self._f = None
+        bound = int(1.01 * (n * h * w * 4 + record_bytes)) + 128 * (2 * n + 64) + (1 << 20)
+        with self._guard():
+            self._f = h5py.File(self.tmp, "w")
+            reserve_space(self._f.id.get_vfd_handle(), bound, path)
+            for k, v in attrs.items():
+                self._f.attrs[k] = _attr_value(v)
+            # One image per chunk: random access reads exactly one chunk.
+            self._images = self._f.create_dataset("images", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3),
+                                                  compression=_COMP[compression], track_times=False)
+            self._maps = self._f.create_dataset("label_maps", (n, h, w), np.uint8, chunks=(1, h, w),
+                                                **_filter(label_compression, labels=True), track_times=False)
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Any error: remove the temporary file; OS errors become WriteError naming ``path``."""
+        try:
+            yield
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError) and not isinstance(e, WriteError):
+                raise WriteError(e.errno, f"cannot write {self.path}: {e.strerror or e}") from e
+            raise
+
+    def write(self, start: int, images: np.ndarray, label_maps: np.ndarray) -> None:
+        """Images ``start .. start + len(images) - 1``: uint8 (b, H, W, 3) and (b, H, W)."""
+        b = len(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.size + (3,) or label_maps.dtype != np.uint8 \
+                or label_maps.shape != images.shape[:3] or not 0 <= start <= self.n - b:
+            self.abort()
+            raise ValueError(f"images must be uint8 (b, {self.size[0]}, {self.size[1]}, 3) with label maps "
+                             f"(b, {self.size[0]}, {self.size[1]}) inside 0..{self.n}, got {images.dtype} "
+                             f"{images.shape}, {label_maps.shape} at {start}")
+        with self._guard():
+            self._images[start:start + b] = images
+            self._maps[start:start + b] = label_maps
+
+    def finish(self, records: Mapping[str, np.ndarray]) -> str:
+        """Add the per-image records (each with first axis n, written in the dict's
+        order), close, and rename into place. Returns the file's hex sha256."""
+        for key, arr in records.items():
+            if key in ("images", "label_maps") or len(arr) != self.n:
+                self.abort()
+                raise ValueError(f"record {key!r} must be a per-image array with first axis {self.n}, "
+                                 f"got shape {np.shape(arr)}")
+        with self._guard():
+            for k, arr in records.items():
+                self._f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
+            add_self_description(self._f, self._names)  # format 2: names, axes, units
+            self._f.close()
+            self._f = None
+            truncate_to_eoa(self.tmp)  # drop the unused reservation: the bytes of a plain h5py write
+            digest = sha256_file(self.tmp)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            _write_sidecar(self.path, digest)  # before the rename: a finished shard always has its hash
+            os.replace(self.tmp, self.path)
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        return digest
+
+    def abort(self) -> None:
+        """Drop the shard: close and remove the temporary file (safe to call twice)."""
+        if self._f is not None:
+            with contextlib.suppress(Exception):
+                self._f.close()
+            self._f = None
+        with contextlib.suppress(OSError):
+            os.remove(self.tmp)
+
+
+def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: Mapping[str, np.ndarray],
+                attrs: Mapping[str, object], *, compression: str = "none", label_compression: str = "gzip",
+                names: Optional[Mapping[str, Sequence[str]]] = None) -> str:
+    """Write one finished shard atomically and return its sha256 (see :class:`ShardWriter`).
 
     Parameters
     ----------
@@ -128,61 +363,25 @@ def write_shard(path: str, images: np.ndarray, label_maps: np.ndarray, records: 
         Shard attributes (``REQUIRED_ATTRS`` at least); str, int or float values.
     compression, label_compression : {"none", "lzf", "gzip"}
         Filters for ``images`` and ``label_maps``; records are small and stored plain.
+        Label maps use deflate level ``LABEL_GZIP_LEVEL``, images h5py's default (4).
+    names : dict, optional
+        ``object_names`` / ``background_names`` (lists of str) to store in the shard
+        (see :func:`pack_names`).
 
     Returns
     -------
     str
         Hex sha256 of the written file.
     """
-    import h5py
-
     n = len(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or n == 0:
         raise ValueError(f"images must be uint8 (n>0, H, W, 3), got {images.dtype} {images.shape}")
     if label_maps.dtype != np.uint8 or label_maps.shape != images.shape[:3]:
         raise ValueError(f"label_maps must be uint8 {images.shape[:3]}, got {label_maps.dtype} {label_maps.shape}")
-    for key, arr in records.items():
-        if key in ("images", "label_maps") or len(arr) != n:
-            raise ValueError(f"record {key!r} must be a per-image array with first axis {n}, got shape {np.shape(arr)}")
-    for key in (compression, label_compression):
-        if key not in _COMP:
-            raise ValueError(f"compression must be one of {sorted(_COMP)}, got {key!r}")
-    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
-    if missing:
-        raise ValueError(f"shard attrs lack {missing}")
-    _, h, w, _ = images.shape
-    # Disk space for the whole file is reserved before HDF5 writes a byte, so a full
-    # disk is one clean WriteError here: HDF5 reports it from inside object
-    # destructors instead, and has crashed the process with SIGBUS/SIGSEGV doing so.
-    bound = int(1.01 * (images.nbytes + label_maps.nbytes + sum(np.asarray(a).nbytes for a in records.values())))
-    bound += 128 * (2 * n + len(records)) + (1 << 20)  # chunk index and object headers
-    tmp = tmp_name(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            reserve_space(f.id.get_vfd_handle(), bound, path)
-            for k, v in attrs.items():
-                f.attrs[k] = _attr_value(v)
-            # One image per chunk: random access reads exactly one chunk.
-            f.create_dataset("images", data=images, chunks=(1, h, w, 3), compression=_COMP[compression],
-                             track_times=False)
-            f.create_dataset("label_maps", data=label_maps, chunks=(1, h, w),
-                             compression=_COMP[label_compression], track_times=False)
-            for k, arr in records.items():
-                f.create_dataset(k, data=np.ascontiguousarray(arr), track_times=False)
-        truncate_to_eoa(tmp)  # drop the unused reservation: the bytes of a plain h5py write
-        digest = sha256_file(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _write_sidecar(path, digest)  # before the rename: a finished shard always has its hash
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
-    return digest
+    w = ShardWriter(path, n, images.shape[1:3], attrs, compression=compression, label_compression=label_compression,
+                    record_bytes=sum(np.asarray(a).nbytes for a in records.values()), names=names)
+    w.write(0, images, label_maps)
+    return w.finish(records)
 
 
 def reserve_space(fd: int, nbytes: int, path: str) -> None:
@@ -416,6 +615,34 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
             return
 
 
+def _check_names(f, name: str, problems: List[str]) -> None:
+    """Format version readable; name datasets (format 2) 1-D strings that the ids index."""
+    import h5py
+
+    version = f.attrs.get("format_version")
+    if version is None or int(version) not in READABLE_VERSIONS:
+        problems.append(f"{name}: format_version {version} is not one this synthcount reads {READABLE_VERSIONS}")
+    # (names dataset, the ids that index it, what they are); distractors index their
+    # own pack's names where the shard has them.
+    checks = [("background_names", f["background_id"][()] if "background_id" in f else None, "background_id")]
+    if "object_ids" in f:
+        ids = f["object_ids"][()]
+        if "distractor_object_names" in f and "object_role" in f:
+            role = f["object_role"][()]
+            checks += [("object_names", np.where(role == 1, -1, ids), "object_ids"),
+                       ("distractor_object_names", np.where(role == 1, ids, -1), "object_ids (distractors)")]
+        else:
+            checks.append(("object_names", ids, "object_ids"))
+    for key, ids, what in checks:
+        if key not in f:
+            continue
+        d = f[key]
+        if not isinstance(d, h5py.Dataset) or d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
+            problems.append(f"{name}: schema: {key} must be a 1-D string dataset")
+        elif ids is not None and ids.size and int(ids.max()) >= d.shape[0]:
+            problems.append(f"{name}: {what} holds {int(ids.max())} but {key} has only {d.shape[0]} entries")
+
+
 def _distractor_threshold(f) -> np.ndarray:
     """The distractors' visibility threshold per image (n, 1): the config's
     ``distractor_min_visible``, or each image's own ``min_visible`` when that is null."""
@@ -457,8 +684,11 @@ def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
             if lm.dtype != np.uint8 or lm.shape != img.shape[:3]:
                 problems.append(f"{name}: schema: label_maps must be uint8 {img.shape[:3]}, got {lm.dtype} {lm.shape}")
             for k, d in f.items():
+                if k in NAME_DATASETS:
+                    continue  # checked by _check_names
                 if not isinstance(d, h5py.Dataset) or d.shape[:1] != (n,):
                     problems.append(f"{name}: schema: {k} must be a dataset with first axis {n}")
+            _check_names(f, name, problems)
             for k in ("count", "object_areas", "object_full_areas", "cumulative_area", "index"):
                 if f[k].dtype.kind not in "iu":
                     problems.append(f"{name}: schema: {k} must be integer, got {f[k].dtype}")
@@ -511,14 +741,24 @@ def _identity_config(folder: str, problems: List[str]) -> Optional[dict]:
     return _strip_sources(cfg)
 
 
-def verify_dataset(path: str) -> List[str]:
+def _verify_bar(man: dict, path: str, progress: bool):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=sum(int(e.get("num_images", 0)) for e in man["shards"]), unit="img", file=sys.stderr,
+                disable=not progress, dynamic_ncols=True,
+                desc=f"verify {os.path.basename(os.path.normpath(path))}")
+
+
+def verify_dataset(path: str, progress: bool = False) -> List[str]:
     """Problems found in a dataset folder or a single shard file (empty: all good).
 
     For a folder: the manifest exists and is consistent (totals, order), every
     listed shard exists, its sha256 matches the manifest, its ``config`` attribute
     matches ``dataset.json`` and :func:`verify_shard` finds nothing; finished shards
-    missing from the manifest are reported too.
-    Each problem is one line naming the bad shard.
+    missing from the manifest are reported too. Each problem is one line naming the
+    bad shard. ``progress`` shows a tqdm bar (images checked) on stderr.
     """
     if os.path.isfile(path):
         return verify_shard(path, read_sidecar(path))  # the sidecar holds the sha256 made at writing
@@ -533,11 +773,13 @@ def verify_dataset(path: str) -> List[str]:
     total = 0
     prev_end = None
     ref = None  # (config, seed, image shape) every shard of one dataset shares
+    bar = _verify_bar(man, path, progress)
     ident_cfg = _identity_config(path, problems)
     for e in man["shards"]:
         fname = str(e.get("file"))
         total += int(e.get("num_images", 0))
         sp = verify_shard(os.path.join(path, fname), e.get("sha256"))
+        bar.update(int(e.get("num_images", 0)))
         problems.extend(sp)
         if not sp:
             import h5py
@@ -566,6 +808,7 @@ def verify_dataset(path: str) -> List[str]:
             if prev_end is not None and first < prev_end:
                 problems.append(f"{fname}: listed out of order (first image {first} < {prev_end})")
             prev_end = first + n
+    bar.close()
     if total != man.get("num_images"):
         problems.append(f"manifest.json: num_images {man.get('num_images')} != sum over shards {total}")
     for name in sorted(os.listdir(path)):

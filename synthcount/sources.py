@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import SourceConfig
 from ._io import write_json_atomic
+from .config import SourceConfig
 from .pack import AssetPack, ObjectAsset, load_pack, save_pack
 
 __all__ = [
@@ -512,7 +512,7 @@ def resolve_distractor_objects(src: SourceConfig, stimulus: str = "cutout") -> O
 
 
 def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshold: float = 0.5, classes=(),
-            workers: int = 1, progress: bool = True, max_pixels: Optional[int] = None) -> AssetPack:
+            workers: int = 1, progress: bool = False, max_pixels: Optional[int] = None) -> AssetPack:
     """Decode a source folder once into an asset pack file plus a report.
 
     Writes ``out`` (HDF5, via ``pack.save_pack``) and ``out + ".report.json"``:

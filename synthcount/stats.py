@@ -256,8 +256,9 @@ def _outline(label_map: np.ndarray) -> np.ndarray:
     return edge & (lm > 0)
 
 
-TARGET_COLOR = (255, 255, 0)      # outlines of counted objects
-DISTRACTOR_COLOR = (0, 255, 255)  # dashed outlines of distractors (labels N+1..N+K)
+# Outline colours of objects 1, 2, 3, ... (cycled): distinct hues that stand out on photos.
+_PALETTE = np.array([(255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0), (0, 128, 255),
+                     (255, 0, 0), (160, 255, 160), (255, 160, 200), (255, 255, 255)], np.uint8)
 
 
 def _dashed(mask: np.ndarray, period: int = 3) -> np.ndarray:
@@ -268,10 +269,13 @@ def _dashed(mask: np.ndarray, period: int = 3) -> np.ndarray:
 
 
 def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optional[int] = 160) -> str:
-    """Write a contact sheet of ``n`` random images with outlines and counts.
+    """Write a contact sheet of ``n`` random images with outlines, counts and indices.
 
-    Targets are outlined in ``TARGET_COLOR``; distractors (labels above the image's
-    count) dashed in ``DISTRACTOR_COLOR``, and the tile's caption adds ``+Kd``.
+    Each object's outline (from the label map: what the labels claim) is drawn in its
+    own colour (object k in ``_PALETTE[(k - 1) % 10]``); each tile is captioned
+    ``#<global image index> N=<count>``, so a suspect image can be looked up with
+    ``ds[index]``. Distractors (labels above the image's count) are outlined dashed
+    (every other run of 3 pixels black) and the caption adds ``+Kd`` for K of them.
 
     Parameters
     ----------
@@ -301,6 +305,7 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
     imgs, maps = ds.read_images(idx), ds.read_label_maps(idx)
     counts = ds.labels["count"][idx]
+    gidx = ds.labels["index"][idx]
     nd = ds.labels["num_distractors"][idx] if "num_distractors" in ds.labels.dtype.names else np.zeros_like(counts)
     h, w = imgs.shape[1:3]
     scale = 1.0 if tile is None else tile / max(h, w)
@@ -311,15 +316,15 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
     sheet = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + pad) + pad), (32, 32, 32))
     for t in range(n):
         im = imgs[t].copy()
-        edge = _outline(maps[t])  # outlines from the label map: what the labels claim
-        distractor = maps[t] > counts[t]  # labels N+1..N+K
-        im[edge & ~distractor] = TARGET_COLOR
-        im[_dashed(edge & distractor)] = DISTRACTOR_COLOR
+        edge = _outline(maps[t])
+        im[edge] = _PALETTE[(maps[t][edge].astype(np.int64) - 1) % len(_PALETTE)]  # object k in its own colour
+        gaps = edge & (maps[t] > counts[t]) & ~_dashed(edge)  # distractors (labels N+1..N+K): dashed
+        im[gaps] = 0
         pil = Image.fromarray(im)
         if (th, tw) != (h, w):
             pil = pil.resize((tw, th), Image.NEAREST)
         d = ImageDraw.Draw(pil)
-        text = f"N={int(counts[t])}" + (f" +{int(nd[t])}d" if nd[t] else "")
+        text = f"#{int(gidx[t])} N={int(counts[t])}" + (f" +{int(nd[t])}d" if nd[t] else "")
         d.rectangle([0, 0, 7 * len(text) + 4, 13], fill=(0, 0, 0))
         d.text((2, 1), text, fill=(255, 255, 255))
         r, c = divmod(t, cols)

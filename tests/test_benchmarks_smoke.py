@@ -131,8 +131,30 @@ def test_scale(tmp_path):
         assert all(set(v) == {"mean", "p99", "max"} for v in r["layouts_by_n"].values())
 
 
+def test_export(tmp_path):
+    res = _run("export", tmp_path)
+    got = {(r["format"], r["variant"]) for r in res["exports"]}
+    assert got == {(f, v) for f in ("coco", "webdataset", "hf", "imagefolder")
+                   for v in ("png", "png+points+density", "jpg")}
+    for r in res["exports"]:
+        _positive(r, "images_per_s", "cpu_images_per_s", "bytes_per_image")
+        assert r["images"] == res["settings"]["images"]
+
+
+def test_labels(tmp_path):
+    res = _run("labels", tmp_path)
+    assert {r["filter"] for r in res["filters"]} == {"none", "lzf", "gzip-1", "gzip-2", "gzip-3", "gzip-4", "gzip-6"}
+    for r in res["filters"]:
+        _positive(r, "write_images_per_s", "read_images_per_s", "bytes_per_map")
+    lzf, gz = res["generation"]
+    assert (lzf["label_compression"], gz["label_compression"]) == ("lzf", "gzip")
+    assert gz["gzip_level"] == res["settings"]["label_gzip_level"] and "cost_vs_lzf" in gz
+    for r in (lzf, gz):
+        _positive(r, "images_per_s", "label_bytes_per_image")
+
+
 # load and train import torch before parsing (seconds each); the parser is the same helper.
-@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale"])
+@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale", "export", "labels"])
 def test_bad_flag_exits_2(name):
     p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--no-such-flag"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cli.main import main
 from synthcount.compose import Composer, check_feasible
@@ -21,7 +22,7 @@ from synthcount.pack import AssetPack
 from synthcount.reader import open_dataset
 from synthcount.shards import verify_shard
 from synthcount.sources import resolve_sources
-from synthcount.stats import summarize
+from synthcount.stats import _outline, preview, summarize
 from synthcount.survey import survey_layouts
 
 # Small, crowded enough that distractors overlap targets at t < 1.
@@ -230,10 +231,21 @@ def test_inspect_and_preview_report_distractors(made, tmp_path):
     assert "distractors:" in _run("inspect", made / "one").output
     png = tmp_path / "sheet.png"
     assert _run("preview", made / "one", png, "--n", "4").exit_code == 0
-    from PIL import Image
-
-    sheet = np.asarray(Image.open(png))
-    assert np.any(np.all(sheet == (0, 255, 255), axis=-1))  # distractor outlines in their own colour
+    with open_dataset(made / "one") as ds:
+        preview(ds, str(png), n=len(ds), tile=None)  # every image, in index order, at native size
+        cols, (h, w) = 5, ds.image_size
+        sheet = np.asarray(Image.open(png))
+        dashed = plain = 0
+        for i in range(len(ds)):
+            r, c = divmod(i, cols)
+            tile = sheet[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + c * (w + 2):2 + c * (w + 2) + w]
+            lab, n = ds[i]["label_map"], int(ds[i]["count"])
+            edge = _outline(lab)
+            edge[:14] = False  # under the caption
+            black = np.all(tile == 0, axis=-1)
+            plain += int(np.count_nonzero(black & edge & (lab <= n)))
+            dashed += int(np.count_nonzero(black & edge & (lab > n)))
+        assert plain == 0 and dashed > 0  # only distractor outlines have gaps
 
 
 def test_datasets_without_the_new_fields_still_verify_and_inspect(made, tmp_path):
@@ -252,6 +264,23 @@ def test_datasets_without_the_new_fields_still_verify_and_inspect(made, tmp_path
     assert verify_shard(str(old)) == []
     with open_dataset(str(old)) as ds:
         assert "distractors" not in summarize(ds)
+
+
+def test_distractor_pack_of_its_own(tmp_path):
+    """--distractor-objects builtin (here the targets' own objects): the names of the
+    distractor pack go into the shard, and no distractor is the image's target."""
+    out = tmp_path / "own"
+    r = _run("generate", out, "--preset", "fsc", "--size", "64", "--max-count", "3", "--distractors", "2",
+             "--distractor-objects", "builtin", "--num-images", "10", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert _run("verify", out).exit_code == 0
+    with open_dataset(out) as ds:
+        assert ds.distractor_object_names == ds.object_names and len(ds.object_names) == 27
+        for rec in ds:
+            n = int(rec["count"])
+            assert int(rec["target_id"]) not in rec["object_ids"][n:n + 2]
+    with h5py.File(out / "shard-00000.h5", "r") as f:
+        assert "distractor_object_names" in f and f["object_role"].attrs["axes"] == "object"
 
 
 def test_bad_flags_exit_2_and_write_nothing(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from synthcount.config import DatasetConfig, SceneConfig, SourceConfig
 from synthcount.generate import generate_dataset
 from synthcount.reader import open_dataset
-from synthcount.shards import verify_dataset
+from synthcount.shards import FORMAT_VERSION, verify_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def test_schema_attributes_and_areas_from_pixels(reference, msra_dir, sun_dir):
     with h5py.File(os.path.join(reference, "shard-00001.h5"), "r") as f:
         a = dict(f.attrs)
         assert a["shard_index"] == 1 and a["first_image_index"] == 10 and a["end_image_index"] == 20
-        assert a["seed"] == 3 and a["format_version"] == 1
+        assert a["seed"] == 3 and a["format_version"] == FORMAT_VERSION == 2
         assert json.loads(a["config"]) == json.loads(_cfg(msra_dir, sun_dir).to_json())
         assert f["images"].chunks == (1, 64, 64, 3) and f["label_maps"].dtype == np.uint8
     with open_dataset(reference) as ds:

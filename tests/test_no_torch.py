@@ -23,15 +23,18 @@ sys.modules["torch"] = None
 import synthcount
 from synthcount.config import DatasetConfig, SceneConfig
 from synthcount.generate import generate_dataset
-from synthcount import stats, shards, reader, sources, compose  # noqa: F401  every generator module
+from synthcount import stats, shards, reader, sources, compose, export  # noqa: F401  every generator module
 
 out = sys.argv[1]
 res = generate_dataset(out, DatasetConfig(num_images=6, shard_size=4, scene=SceneConfig(size=(48, 48))),
                        workers=2, progress=False)
 assert res.images_written == 6 and res.complete, res
+assert synthcount.generate_dataset is generate_dataset  # the top-level name
 ds = synthcount.open_dataset(out)
 assert len(ds) == 6 and ds[5]["image"].shape == (48, 48, 3)
 assert shards.verify_dataset(out) == []
+synthcount.export_dataset(out, out + "-wds", "webdataset")  # exporters that need no library
+synthcount.export_dataset(out, out + "-folder", "imagefolder")
 assert sys.modules.get("torch") is None, "torch was imported"
 assert not [m for m in sys.modules if m.startswith("torch") and sys.modules[m] is not None]
 print("NO-TORCH-OK")

@@ -5,7 +5,6 @@ names what went wrong, and nothing already finished is lost."""
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -365,9 +364,12 @@ def test_non_utf8_file_names_are_recorded_escaped(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["", "--num-images", "3"], "must not be empty"),
-    (["{out}", "--num-images", "100000", "--size", "2048", "--shard-size", "100000"], "--shard-size"),
+    (["{out}", "--num-images", "1000", "--size", "1024", "--shard-size", "1000", "--workers", "2"], "--shard-size"),
 ])
-def test_bad_requests_exit_2_and_write_nothing(tmp_path, args, words):
+def test_bad_requests_exit_2_and_write_nothing(tmp_path, monkeypatch, args, words):
+    import synthcount.generate as gen
+
+    monkeypatch.setattr(gen, "_mem_available", lambda: 100 << 20)  # a machine with 100 MiB free
     args = [a.replace("{out}", str(tmp_path / "d")) for a in args]
     r = _run("generate", *args, "--quiet")
     assert r.exit_code == 2 and words in r.output
@@ -400,8 +402,12 @@ def test_read_only_out_dir_exits_2(tmp_path):
 
 
 def test_one_large_image_uses_memory_for_one_image(tmp_path):
-    """Buffers are sized by the shard's own images (a 1-image shard at 1024x1024 used to
-    reserve shard_size = 1000 images of that size)."""
+    """Memory is sized by blocks of images, never by the shard size (a 1-image shard at
+    1024x1024 used to reserve shard_size = 1000 images of that size)."""
+    from synthcount.config import DatasetConfig
+    from synthcount.generate import shard_memory
+
+    assert shard_memory(DatasetConfig(num_images=10**6, shard_size=10**5)) < 400 << 20
     out = tmp_path / "big"
     r = _run("generate", out, "--num-images", "1", "--size", "1024", "--quiet")
     assert r.exit_code == 0, r.output

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from synthcount.reader import open_dataset
-from synthcount.shards import (REQUIRED_ATTRS, read_sidecar, sha256_file, shard_name, verify_dataset,
-                               verify_shard, write_manifest, write_shard)
+from synthcount.shards import (
+    REQUIRED_ATTRS,
+    read_sidecar,
+    sha256_file,
+    shard_name,
+    verify_dataset,
+    verify_shard,
+    write_manifest,
+    write_shard,
+)
 
 H, W, M = 12, 10, 3
 
