@@ -177,16 +177,16 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
     # The most distractors: the layout survey tries every pair with them and would find
     # every object unfit at this N, which refuses the request in either unfit mode;
     # this says so at once.
-    d_min = scene.max_distractors
-    d_area = _smallest_distractor_area(scene, distractor_objects or objects, counts) if d_min else 0.0
+    d_most = scene.max_distractors
+    d_area = _smallest_distractor_area(scene, distractor_objects or objects, counts) if d_most else 0.0
     for n in range(1, scene.max_count + 1):
         if probs[n] == 0:
             continue
-        need = n * best_area * scene.visible_threshold(n) + d_min * d_area * scene.distractor_threshold(n)
+        need = n * best_area * scene.visible_threshold(n) + d_most * d_area * scene.distractor_threshold(n)
         if scene.min_gap:
-            need += (n * 2 * scene.min_gap * math.sqrt(best_area) + d_min * 2 * scene.min_gap * math.sqrt(d_area)) * 2
+            need += (n * 2 * scene.min_gap * math.sqrt(best_area) + d_most * 2 * scene.min_gap * math.sqrt(d_area)) * 2
         if need > budget:
-            with_d = f" with {d_min} distractors" if d_min else ""
+            with_d = f" with {d_most} distractors" if d_most else ""
             raise ValueError(f"objects cannot fit: {n} copies{with_d} at the smallest allowed size need about "
                              f"{need:.0f} px but the image has {budget} usable: lower ref_side_range/"
                              f"area_fraction_range, min_visible or distractors")

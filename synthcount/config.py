@@ -158,9 +158,9 @@ class SceneConfig:
         Uncounted objects added to every image: K, or (A, B) for a count drawn
         uniformly in A..B per image (default (0, 0): none). They are placed with the
         same rule as the targets, pasted after them (labels N+1..N+K, on top), sized
-        as one more target copy would be, and drawn from the image's distractor
-        stream (``synthcount.compose``). ``max_count`` + B must be at most 255 (label
-        maps are uint8).
+        by the targets' rule but never from the image's own N or A, and drawn from
+        the image's distractor stream (see ``synthcount.compose``). ``max_count`` + B
+        must be at most 255 (label maps are uint8).
     distractor_min_visible : float or None
         Visibility threshold of the distractors; None (default): the image's own
         ``min_visible`` t. ``min_visible`` always applies to the targets.
