@@ -6,10 +6,12 @@ the layouts come to the budget?
 For every scene preset and seed, runs ``generate_dataset`` with the built-in assets
 at 161x161 (48x48 for ``binary``) and the README's sizes: 80,000 images for the
 default config, ``paper`` and ``sos-occlusion``; 35,000 for ``regression``,
-``decorrelated`` and ``binary``. Reports per run: completion (or the error), wall
-seconds, images/s, the layout survey (budget, trials, seconds, hardest pair, unfit
-pairs), layouts per image by N (mean, p99, max) and the most layouts any image
-needed as a share of the budget; the dataset is deleted after measuring unless
+``decorrelated``, ``binary`` and ``fsc`` (0..20 targets among 0..10 distractors).
+Reports per run: completion (or the error), wall seconds, images/s, the layout
+survey (budget, trials, seconds, hardest pair, unfit pairs), layouts per image by N
+(mean, p99, max; ``nmax_*`` at the largest N), the most layouts any image needed as
+a share of the budget, and with distractors their mean number per image and mean
+visible fraction (targets' beside it); the dataset is deleted after measuring unless
 ``--keep``. Two runs of one config (the default and ``paper`` are the same scene) must
 give equal shard checksums; ``identical_to`` says so. ``--quick`` makes 600 images
 per run, one seed.
@@ -29,6 +31,7 @@ from synthcount._system import usable_cores
 from synthcount.config import PRESETS, DatasetConfig, SceneConfig, preset
 from synthcount.generate import generate_dataset
 from synthcount.reader import open_dataset
+from synthcount.stats import distractor_summary
 
 from ._common import emit, format_table, machine, parser
 
@@ -36,7 +39,7 @@ __all__ = ["run_one", "main", "SIZES"]
 
 # The README's commands: pretraining-size sets, and regression-size sets (paper section 4.4).
 SIZES = {"default": 80_000, "paper": 80_000, "sos-occlusion": 80_000,
-         "regression": 35_000, "decorrelated": 35_000, "binary": 35_000}
+         "regression": 35_000, "decorrelated": 35_000, "binary": 35_000, "fsc": 35_000}
 
 
 def _scene(name: str) -> SceneConfig:
@@ -58,6 +61,7 @@ def run_one(name: str, seed: int, num_images: int, workers: int, root: str, keep
     with open_dataset(out) as ds:
         lab = ds.labels
         count, tries = lab["count"].astype(int), lab["layout_tries"].astype(int)
+        dis = distractor_summary(ds)
     by_n = {}
     for n in np.unique(count):
         t = tries[count == n]
@@ -74,6 +78,9 @@ def run_one(name: str, seed: int, num_images: int, workers: int, root: str, keep
                unfit=survey.get("unfit"), most_layouts=int(tries.max()),
                most_layouts_share_of_budget=round(float(tries.max()) / res.layout_budget, 5),
                layouts_by_n=by_n, manifest_digest=_digest(sums))
+    if dis is not None:
+        row.update(distractors_mean=round(dis["mean"], 3), distractor_visible_fraction=round(dis["visible_fraction"], 4),
+                   target_visible_fraction=round(dis["target_visible_fraction"], 4))
     if not keep:
         shutil.rmtree(out, ignore_errors=True)
     return row
@@ -119,12 +126,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             seen[key], seen[key + "#digest"] = r["preset"], d
     res = {"benchmark": "scale", "quick": a.quick, "machine": machine(), "runs": rows,
            "all_completed": all(r.get("completed") for r in rows)}
-    flat = [{**{k: v for k, v in r.items() if k not in ("layouts_by_n", "hardest", "unfit")},
-             "n4_mean": (r.get("layouts_by_n") or {}).get("4", {}).get("mean"),
-             "n4_p99": (r.get("layouts_by_n") or {}).get("4", {}).get("p99"),
-             "n4_max": (r.get("layouts_by_n") or {}).get("4", {}).get("max")} for r in rows]
+    flat = []
+    for r in rows:
+        by_n = r.get("layouts_by_n") or {}
+        top = by_n.get(max(by_n, key=int), {}) if by_n else {}
+        flat.append({**{k: v for k, v in r.items() if k not in ("layouts_by_n", "hardest", "unfit")},
+                     "n4_mean": by_n.get("4", {}).get("mean"), "n4_p99": by_n.get("4", {}).get("p99"),
+                     "n4_max": by_n.get("4", {}).get("max"), "nmax_mean": top.get("mean"), "nmax_p99": top.get("p99")})
     emit(res, [format_table(flat, ["preset", "seed", "images", "completed", "wall_s", "images_per_s",
-                                   "layout_budget", "survey_s", "most_layouts", "n4_mean", "n4_p99", "n4_max"],
+                                   "layout_budget", "survey_s", "most_layouts", "n4_mean", "n4_p99", "n4_max",
+                                   "nmax_mean", "nmax_p99"],
                             "full-scale generation (built-in assets)")], a.out)
     return 0 if res["all_completed"] else 1
 

@@ -37,9 +37,30 @@ def _parse_min_visible(text):
     return vals[0] if len(vals) == 1 else tuple(vals)
 
 
+def _parse_distractors(text):
+    """``K`` -> K, ``A:B`` -> (A, B); the ranges are checked by SceneConfig."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise click.BadParameter(f"must be K or A:B (integers), got {text!r}", param_hint="--distractors")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _check_distractor_objects(ctx, param, value):
+    if value is not None and value != "builtin" and not os.path.exists(value):
+        raise click.BadParameter(f"must be 'builtin' or an existing folder or pack, got {value!r}")
+    return value
+
+
 # Config fields whose checks (in synthcount.config) a flag feeds: name the flag in the message.
 _FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "--max-count", "min_gap": "--min-gap",
-                "num_images": "--num-images", "shard_size": "--shard-size", "seed": "--seed", "mode": "--mode"}
+                "num_images": "--num-images", "shard_size": "--shard-size", "seed": "--seed", "mode": "--mode",
+                "distractors": "--distractors", "distractor_min_visible": "--distractor-min-visible",
+                "distractor_objects": "--distractor-objects", "classes": "--classes"}
 
 
 def _flagify(msg: str) -> str:
@@ -97,8 +118,19 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Label-map compression; gzip is read by every HDF5 tool, lzf only by h5py.  [default: gzip]")
+@click.option("--distractors", "distractors_text", default=None, metavar="K|A:B",
+              help="Uncounted objects per image: K, or a number drawn uniformly in A..B (labels N+1..N+K, "
+                   "object_role 1).  [default: 0]")
+@click.option("--distractor-objects", default=None, metavar="PATH|builtin", callback=_check_distractor_objects,
+              help="Where distractors come from: a folder or pack, or builtin.  [default: the object pool, "
+                   "less the image's target identities]")
+@click.option("--distractor-min-visible", type=float, default=None, metavar="T",
+              help="Visibility threshold of the distractors in [0, 1].  [default: the targets' --min-visible]")
+@click.option("--classes", type=int, default=None, metavar="C",
+              help="--mode mixed: each image's targets are copies of C objects; class_counts (n, C) is stored "
+                   "and count stays the total.")
 @click.option("--preset", "preset_name", default=None,
-              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary.")
+              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary, fsc.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
 @click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,
@@ -111,13 +143,15 @@ def build_config(config_file=None, preset_name=None, **flags):
                    "file (.json), or local / local:N for N worker processes here. OUT_DIR must be on a filesystem "
                    "every worker mounts at the same path. Needs the [dask] extra.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address, **flags):
+def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
+             distractors_text, **flags):
     """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
     from synthcount.compose import PlacementError
     from synthcount.generate import plan_generation, run_plan
 
     shards = _parse_shards(shards_text)
     flags["min_visible"] = _parse_min_visible(flags["min_visible"])
+    flags["distractors"] = _parse_distractors(distractors_text)
     if dask_address is not None:
         from synthcount.distributed import check_reachable, require_distributed
 

@@ -16,10 +16,40 @@ Re-sampling: when a copy has no feasible position, the whole layout is drawn aga
 background. In ``decorrelated`` area mode the target cumulative area is kept too,
 so its distribution stays independent of N. ``layout_tries`` records how many
 layouts an image needed.
+
+Distractors (``SceneConfig.distractors``): K uncounted objects, drawn from the
+image's distractor stream ``image_rng(seed, index, DISTRACTOR_STREAM)`` (K, their
+objects, and per layout their transforms and positions), so that the main stream
+draws exactly what it draws without them. They take labels N+1..N+K: pasted after
+the targets, on top of them, under the same placement rule at their own threshold
+(``distractor_min_visible``), which never lets a distractor cover more of a target
+than the targets' t allows. Each layout places the targets first, with the draws
+of the image without distractors, then the distractors; if either fails the whole
+layout is redrawn (the distractor stream is not touched by a failed target layout).
+So the targets of an image are exactly those of the same image made without
+distractors whenever the distractors fit into its first fitting target layout.
+Their objects come from the object pool less the image's target identities (or
+from ``distractor_objects``, less assets identical to a target). Their sizes follow
+the targets' sizing rule: in independent mode the layout's reference side (shared
+with the targets) x their own jitter, so size does not tell them apart; in
+decorrelated mode an item area A' / N' drawn once per image as a target image draws
+A / N, but independently of the image's own A and N, so that the distractors carry
+no information about N (sharing A / N would make their size a cue to it).
+``count``, ``cumulative_area``, ``mean_item_area`` and ``field_area`` are about the
+targets only; per-object fields cover both, told apart by ``object_role``.
+
+Exemplars: ``exemplar_boxes`` holds the visible-pixel boxes of up to 3 targets
+(FSC-147 style), in label order; with more than 3 visible targets, 3 are chosen
+uniformly from the image's exemplar stream ``image_rng(seed, index, EXEMPLAR_STREAM)``.
+
+Classes (``SceneConfig.classes`` C, mixed mode): the image draws C distinct objects
+and each target is a copy of one of them, uniformly; ``class_counts`` holds the
+targets per class, ``class_ids`` the classes, and ``count`` the total N.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,12 +60,12 @@ import numpy as np
 from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
-from .rng import image_rng
-from .schema import new_records, record_spec
+from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, image_rng
+from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
 from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, sample_color, transform_patch
 
-__all__ = ["Composer", "Copy", "Draw", "PlacementError", "check_feasible", "copy_scales", "field_area",
-           "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET"]
+__all__ = ["Composer", "Copy", "Draw", "Distractors", "PlacementError", "check_feasible", "copy_scales",
+           "distractor_scales", "field_area", "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET"]
 
 # Layouts per image for a Composer made without a survey or an explicit max_layouts.
 DEFAULT_LAYOUT_BUDGET = 10_000
@@ -57,6 +87,21 @@ def copy_scales(scene: SceneConfig, jitter: np.ndarray, long_sides: Optional[np.
     return np.sqrt(areas / np.maximum(np.asarray(footprints, np.float64), 1))
 
 
+def distractor_scales(scene: SceneConfig, jitter: np.ndarray, long_sides: np.ndarray, footprints: np.ndarray,
+                      ref_side: float, item_area: float) -> np.ndarray:
+    """Scale of each distractor relative to its asset.
+
+    ``independent`` area mode: longer side = ``ref_side`` x jitter (the layout's
+    reference side, shared with the targets). ``decorrelated``: footprint area =
+    ``item_area`` x jitter**2, ``item_area`` drawn per image like a target's A / N
+    (see ``Composer.draw_distractors``). Never taken from the targets' cumulative
+    area, which stays theirs alone.
+    """
+    if scene.area_mode == "independent":
+        return copy_scales(scene, jitter, long_sides, footprints, ref_side, math.nan)
+    return np.sqrt(item_area * jitter ** 2 / np.maximum(np.asarray(footprints, np.float64), 1))
+
+
 def _patch_dims(h: int, w: int, s: float, scene: SceneConfig) -> Tuple[float, float]:
     """Smallest patch (height, width) of an h x w object at scale s that the config can
     draw: at the allowed angle closest to 0, plus the feathering margin."""
@@ -67,19 +112,25 @@ def _patch_dims(h: int, w: int, s: float, scene: SceneConfig) -> Tuple[float, fl
     return (h * c + w * si) * s + pad, (w * c + h * si) * s + pad
 
 
-def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
+def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: Optional[AssetPack] = None) -> None:
     """Raise ``ValueError`` when the request cannot be met at all.
 
     Impossible means: even the smallest copies the config allows of the most compact
     object cannot fit (their patch, feathering margin included, is larger than the
-    image, or ``max_count`` of them need more pixels than the image has at the
-    occlusion threshold); or, in ``decorrelated`` mode, a copy of the largest target
-    area (the whole of A at N = 1) does not fit alone. Requests that are merely hard
-    are handled by re-sampling layouts and fail with ``PlacementError`` after
+    image, or ``max_count`` of them, with the most distractors an image has, need
+    more pixels than the image has at the occlusion threshold); or, in
+    ``decorrelated`` mode, a copy of the largest target area (the whole of A at
+    N = 1) does not fit alone; or an image's targets may use every object of the
+    pool that its distractors are drawn from. Requests that are merely hard are
+    handled by re-sampling layouts and fail with ``PlacementError`` after
     ``max_layouts`` tries.
     """
     if not objects.objects:
         raise ValueError("no objects to paste")
+    if scene.classes and scene.classes > len(objects.objects):
+        raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, got {scene.classes}")
+    if scene.max_distractors:
+        _check_distractor_pool(scene, objects, distractor_objects)
     H, W = scene.size
     probs = scene.count_distribution()
     if scene.max_count == 0 or not any(p > 0 for p in probs[1:]):
@@ -123,15 +174,56 @@ def check_feasible(scene: SceneConfig, objects: AssetPack) -> None:
     # must fit too), so that inner area is the pixel budget.
     m = math.ceil(3 * scene.feather_sigma) if scene.blend == "feather" else 0
     budget = max(H - 2 * m, 0) * max(W - 2 * m, 0)
+    # The most distractors: the layout survey tries every pair with them and would find
+    # every object unfit at this N, which refuses the request in either unfit mode;
+    # this says so at once.
+    d_most = scene.max_distractors
+    d_area = _smallest_distractor_area(scene, distractor_objects or objects, counts) if d_most else 0.0
     for n in range(1, scene.max_count + 1):
         if probs[n] == 0:
             continue
-        need = n * best_area * scene.visible_threshold(n)
+        need = n * best_area * scene.visible_threshold(n) + d_most * d_area * scene.distractor_threshold(n)
         if scene.min_gap:
-            need += n * 2 * scene.min_gap * math.sqrt(best_area) * 2
+            need += (n * 2 * scene.min_gap * math.sqrt(best_area) + d_most * 2 * scene.min_gap * math.sqrt(d_area)) * 2
         if need > budget:
-            raise ValueError(f"objects cannot fit: {n} copies at the smallest allowed size need about {need:.0f} px "
-                             f"but the image has {budget} usable: lower ref_side_range/area_fraction_range or min_visible")
+            with_d = f" with {d_most} distractors" if d_most else ""
+            raise ValueError(f"objects cannot fit: {n} copies{with_d} at the smallest allowed size need about "
+                             f"{need:.0f} px but the image has {budget} usable: lower ref_side_range/"
+                             f"area_fraction_range, min_visible or distractors")
+
+
+def _check_distractor_pool(scene: SceneConfig, objects: AssetPack, distractor_objects: Optional[AssetPack]) -> None:
+    """Distractors drawn from the object pool itself need an object that is none of the
+    image's targets: more objects than the most target identities an image has."""
+    if distractor_objects is not None:
+        if not distractor_objects.objects:
+            raise ValueError("distractor_objects: the pack has no objects")
+        return
+    probs = scene.count_distribution()
+    most_n = max([n for n in range(scene.max_count + 1) if probs[n] > 0], default=0)
+    identities = 1 if scene.mode == "same" else (scene.classes or most_n)
+    if len(objects.objects) <= identities:
+        raise ValueError(f"distractors: an image's targets may use all {len(objects.objects)} objects of the pool, "
+                         f"leaving none to draw distractors from; give distractor_objects (--distractor-objects) "
+                         f"or more objects")
+
+
+def _smallest_distractor_area(scene: SceneConfig, pack: AssetPack, counts: Sequence[int]) -> float:
+    """Footprint pixels of the smallest distractor copy the config can draw from ``pack``."""
+    H, W = scene.size
+    j_lo = scene.scale_jitter[0]
+    item = scene.area_fraction_range[0] * H * W / max(counts, default=1)  # decorrelated: the smallest A / N
+    best = math.inf
+    for o in pack.objects:
+        fp = int(np.count_nonzero(o.alpha >= ALPHA_THRESHOLD_U8))
+        if fp == 0:
+            continue
+        s = distractor_scales(scene, np.array([j_lo]), np.array([max(o.alpha.shape)], np.float64), np.array([fp]),
+                              scene.ref_side_range[0] * min(H, W), item)[0]
+        best = min(best, fp * s * s)
+    if not math.isfinite(best):
+        raise ValueError("every distractor object has an empty mask")
+    return best
 
 
 def _f32(x) -> float:
@@ -152,21 +244,39 @@ class Copy:
 
 
 @dataclass
+class Distractors:
+    """The distractors one image drew (kept across its layouts, like N and the targets)."""
+
+    ids: np.ndarray             # distractor pack index per distractor, (k,)
+    t: float                    # their visible-fraction threshold
+    item_area: float            # decorrelated mode: footprint area of one at jitter 1 (pixels); else NaN
+
+
+@dataclass
 class Draw:
     """Everything drawn for one image (``Composer._sample``): what the renderer and the
     record need, and nothing else."""
 
-    n: int                      # objects pasted
+    n: int                      # targets pasted (the count)
     t: float                    # visible-fraction threshold used
     bid: int                    # background pack index
     crop: Tuple[int, int, int, int]  # y, x, h, w in the prescaled background
-    ids: np.ndarray             # object pack index per copy, (n,)
-    copies: List[Copy]
+    ids: np.ndarray             # object pack index per target, (n,)
+    copies: List[Copy]          # the targets, then the distractors (labels 1..n+k)
     ref_side: float             # reference side in pixels (independent mode) else NaN
     target: float               # target cumulative area (decorrelated mode) else NaN
     tries: int                  # layouts drawn
     maps: int                   # exact feasible-position maps computed
     redraws: int = 0            # objects replaced by the unfit="redraw" rule
+    distractors: Optional[Distractors] = None
+    target_id: int = -1         # same mode: the counted object (also when n = 0); -1 in mixed mode
+    class_ids: Optional[np.ndarray] = None     # classes mode: object pack index per class, (C,)
+    class_counts: Optional[np.ndarray] = None  # classes mode: targets per class, (C,)
+
+    @property
+    def k(self) -> int:
+        """Distractors pasted."""
+        return 0 if self.distractors is None else len(self.distractors.ids)
 
 
 def field_area(label_map: np.ndarray) -> float:
@@ -200,14 +310,18 @@ class Composer:
         Layouts an image may draw (see :meth:`set_layout_plan`).
     unfit : dict of int -> list of int, optional
         N -> objects to redraw (see :meth:`set_layout_plan`).
+    distractor_objects : AssetPack, optional
+        Where distractors come from; None: ``objects`` (less the image's targets).
 
     Attributes
     ----------
     scene : SceneConfig
-    objects, backgrounds : AssetPack
-        The packs given.
+    objects, backgrounds, distractor_objects : AssetPack
+        The packs given (``distractor_objects`` None: the object pack serves).
     mips : list of MipAsset
         Each object with its pyramid of halvings.
+    dmips : list of MipAsset
+        Each distractor object (``mips`` itself when they come from the object pack).
     record_spec : dict
         The per-image record fields (``synthcount.schema.record_spec``).
     layout_budget : int
@@ -216,17 +330,28 @@ class Composer:
     """
 
     def __init__(self, scene: SceneConfig, objects: AssetPack, backgrounds: AssetPack, *,
-                 layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None):
+                 layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None,
+                 distractor_objects: Optional[AssetPack] = None):
         if not objects.objects:
             raise ValueError("objects: the pack has no objects")
         if not backgrounds.backgrounds:
             raise ValueError("backgrounds: the pack has no backgrounds")
+        if scene.classes and scene.classes > len(objects.objects):
+            raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, got {scene.classes}")
         self.scene = scene
         self.objects = objects
         self.backgrounds = backgrounds  # the pack, like ``objects``
         self._bg_small, self.bg_prescale = self._prescale(backgrounds.backgrounds)
         self.mips: List[MipAsset] = [MipAsset(o) for o in objects.objects]
-        self.record_spec = record_spec(scene.max_count)
+        self.distractor_objects = distractor_objects
+        if distractor_objects is None:
+            self.dmips, self._twin = self.mips, np.arange(len(self.mips))
+        else:
+            if not distractor_objects.objects:
+                raise ValueError("distractor_objects: the pack has no objects")
+            self.dmips = [MipAsset(o) for o in distractor_objects.objects]
+            self._twin = _twins(distractor_objects.objects, objects.objects)
+        self.record_spec = record_spec(scene.max_count, scene.max_distractors, scene.classes)
         self._probs = np.asarray(scene.count_distribution(), np.float64)
         self._probs /= self._probs.sum()
         self._cdf = self._probs.cumsum()
@@ -333,12 +458,17 @@ class Composer:
         hot path of dataset generation: no per-image allocation of records.
         """
         rng = image_rng(seed, index)
-        draw = self._sample(rng, index)
+        # The distractors' own stream, made only when there can be distractors.
+        drng = image_rng(seed, index, DISTRACTOR_STREAM) if self.scene.max_distractors else None
+        draw = self._sample(rng, index, drng)
         self._render_into(draw.bid, draw.crop, draw.copies, images[row], label_maps[row])
-        self._record_into(records, row if record_row is None else record_row, index, draw, label_maps[row])
+        r = row if record_row is None else record_row
+        self._record_into(records, r, index, draw, label_maps[row])
+        self._exemplars_into(records, r, seed, index, draw.n)
 
-    def _sample(self, rng: np.random.Generator, index: int) -> Draw:
-        """Draw N, background, objects, transforms and positions (all randomness)."""
+    def _sample(self, rng: np.random.Generator, index: int, drng: Optional[np.random.Generator] = None) -> Draw:
+        """Draw N, background, objects, transforms and positions (all randomness);
+        the distractors from ``drng`` (None: no distractors)."""
         sc = self.scene
         H, W = sc.size
         # What rng.choice(len(p), p=p) does, without its argument checks per image:
@@ -346,15 +476,29 @@ class Composer:
         n = int(self._cdf.searchsorted(rng.random(), side="right")) if len(self._probs) > 1 else 0
         t = sc.visible_threshold(n)
         bid, crop = self._background(rng)
-        if sc.mode == "same" or n == 0:
-            ids = np.full(n, int(rng.integers(len(self.mips))), np.int64)
+        class_ids = assign = None
+        first = -1
+        if sc.classes:
+            class_ids, assign = self._draw_classes(rng, n)
+            ids = class_ids[assign]
+        elif sc.mode == "same" or n == 0:
+            first = int(rng.integers(len(self.mips)))
+            ids = np.full(n, first, np.int64)
         else:
             ids = rng.choice(len(self.mips), size=n, replace=n > len(self.mips)).astype(np.int64)
-        redraws = self._redraw_unfit(rng, ids) if n and self.unfit.get(n) else 0
+        redraws = 0
+        if n and self.unfit.get(n):
+            redraws = self._redraw_unfit(rng, ids) if class_ids is None else self._redraw_unfit_classes(rng, class_ids, assign, ids)
+        target_id = (int(ids[0]) if n else first) if sc.mode == "same" else -1
         target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W) if sc.area_mode == "decorrelated" and n else math.nan
+        dis = None
+        if drng is not None:
+            # Distractors are never of an identity the image counts (its classes, too).
+            exclude = np.array([target_id]) if sc.mode == "same" else (class_ids if class_ids is not None else ids)
+            dis = self.draw_distractors(drng, n, exclude)
         maps = 0
         for tries in range(1, self.layout_budget + 1):
-            copies, ref_side, m = self.try_layout(rng, ids, t, target)
+            copies, ref_side, m = self.try_layout(rng, ids, t, target, dis, drng)
             maps += m
             if copies is not None:
                 break
@@ -364,8 +508,73 @@ class Composer:
                 f"image {index}: no layout of {n} x {', '.join(names)} fitted at min_visible={t:g} in "
                 f"{self.layout_budget} tries (a chance below the planned failure probability); "
                 "lower the object sizes or min_visible")
+        counts = None if class_ids is None else np.bincount(assign, minlength=len(class_ids))
         return Draw(n=n, t=t, bid=bid, crop=crop, ids=ids, copies=copies, ref_side=ref_side, target=target,
-                    tries=tries, maps=maps, redraws=redraws)
+                    tries=tries, maps=maps, redraws=redraws, distractors=dis, target_id=target_id,
+                    class_ids=class_ids, class_counts=counts)
+
+    def _draw_classes(self, rng: np.random.Generator, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``classes`` mode: C distinct objects, and the class of each of the n targets
+        (uniform). Returns ``(class_ids (C,), assign (n,))``."""
+        c = self.scene.classes
+        class_ids = rng.choice(len(self.mips), size=c, replace=False).astype(np.int64)
+        return class_ids, rng.integers(c, size=n).astype(np.int64)
+
+    def _redraw_unfit_classes(self, rng: np.random.Generator, class_ids: np.ndarray, assign: np.ndarray,
+                              ids: np.ndarray) -> int:
+        """``unfit="redraw"`` in classes mode: a class with copies whose object cannot be
+        laid out N times becomes another object, drawn from those that can and are not
+        yet a class of the image (any fit one if none is left). Updates ``class_ids``
+        and ``ids`` in place; returns how many copies changed object."""
+        n = len(ids)
+        bad, fit = self.unfit[n], self._fit_ids[n]
+        k = 0
+        for c in range(len(class_ids)):
+            copies = int(np.count_nonzero(assign == c))
+            if copies and int(class_ids[c]) in bad:
+                free = np.setdiff1d(fit, class_ids)
+                free = free if free.size else fit
+                class_ids[c] = free[int(rng.integers(free.size))]
+                k += copies
+        ids[:] = class_ids[assign]
+        return k
+
+    def draw_distractors(self, rng: np.random.Generator, n: int, exclude: np.ndarray,
+                         k: Optional[int] = None) -> Distractors:
+        """The distractors of an image with ``n`` targets (objects, threshold, size).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The image's distractor stream (the survey passes its trial stream).
+        n : int
+            Targets of the image.
+        exclude : ndarray of int
+            Object pack indices the image counts: no distractor is one of them (or,
+            from ``distractor_objects``, identical to one).
+        k : int, optional
+            How many; default drawn uniformly in ``distractors`` A..B.
+        """
+        sc = self.scene
+        lo, hi = sc.distractors
+        if k is None:
+            k = int(rng.integers(lo, hi + 1)) if hi > lo else lo
+        pool = np.flatnonzero(~np.isin(self._twin, exclude))
+        if k and pool.size == 0:
+            raise ValueError("distractors: no object is left to draw them from once an image's targets are "
+                             "excluded; give distractor_objects (--distractor-objects)")
+        ids = pool[rng.integers(pool.size, size=k)] if k else np.zeros(0, np.int64)
+        item = self._distractor_item_area(rng) if sc.area_mode == "decorrelated" and k else math.nan
+        return Distractors(ids=ids.astype(np.int64), t=sc.distractor_threshold(n), item_area=item)
+
+    def _distractor_item_area(self, rng: np.random.Generator) -> float:
+        """Decorrelated mode: the distractors' item area A' / N', with A' and N' drawn as
+        a target image draws A and N (N >= 1), independently of the image's own."""
+        H, W = self.scene.size
+        a = float(np.exp(rng.uniform(*np.log(self.scene.area_fraction_range))) * H * W)
+        p = self._probs[1:]
+        nn = 1 + int(rng.choice(len(p), p=p / p.sum())) if p.sum() > 0 else 1
+        return a / nn
 
     def _redraw_unfit(self, rng: np.random.Generator, ids: np.ndarray) -> int:
         """Replace, in place, objects that the layout survey found cannot be laid out
@@ -388,54 +597,86 @@ class Composer:
                 k += 1
         return k
 
-    def try_layout(self, rng: np.random.Generator, ids: np.ndarray, t: float, target: float
+    def try_layout(self, rng: np.random.Generator, ids: np.ndarray, t: float, target: float,
+                   distractors: Optional[Distractors] = None, drng: Optional[np.random.Generator] = None
                    ) -> Tuple[Optional[List["Copy"]], float, int]:
-        """Draw one whole layout of the objects ``ids`` at visibility ``t``.
+        """Draw one whole layout of the objects ``ids`` at visibility ``t``, then of the
+        ``distractors`` (from ``drng``) on top of them.
 
-        Returns ``(copies, ref_side, maps)``: the placed copies (None when a copy had no
-        feasible position), the reference side drawn (independent mode, else NaN) and
-        the exact feasible-position maps computed.
+        Returns ``(copies, ref_side, maps)``: the placed copies, targets then
+        distractors (None when a copy had no feasible position), the reference side
+        drawn (independent mode, else NaN) and the exact feasible-position maps computed.
+        Nothing is drawn from ``drng`` unless every target found its place.
         """
         sc = self.scene
         H, W = sc.size
-        n = len(ids)
         ref_side = math.nan
         if sc.area_mode == "independent":
             ref_side = float(rng.uniform(*sc.ref_side_range) * min(H, W))
-        scales = self._scales(rng, ids, ref_side, target)
+        copies = self._copies(rng, self._scales(rng, ids, ref_side, target))
+        k = 0 if distractors is None else len(distractors.ids)
+        # The layout's threshold is the lowest of the image; each object keeps its own.
+        layout = Layout(H, W, min(t, distractors.t) if k else t, sc.min_gap)
+        need = self._place(rng, layout, self.mips, ids, copies, t, 0)
+        if need is None:
+            return None, ref_side, layout.maps_computed
+        if k:
+            d = distractors
+            longs = np.array([self.dmips[i].long_side for i in d.ids], np.float64)
+            fps = np.array([self.dmips[i].footprint_area for i in d.ids], np.float64)
+            jit = drng.uniform(*sc.scale_jitter, size=k)
+            dcopies = self._copies(drng, distractor_scales(sc, jit, longs, fps, ref_side, d.item_area))
+            if self._place(drng, layout, self.dmips, d.ids, dcopies, d.t, need) is None:
+                return None, ref_side, layout.maps_computed
+            copies += dcopies
+        return copies, ref_side, layout.maps_computed
+
+    def _copies(self, rng: np.random.Generator, scales: np.ndarray) -> List[Copy]:
+        """Rotation, flip and colour of each copy (in this order, copy by copy)."""
+        sc = self.scene
         copies = []
-        for k in range(n):
+        for s in scales:
             # Parameters are rounded to the float32 the record stores, so that
             # replaying a record reproduces the image bit for bit.
             angle = _f32(rng.uniform(*sc.rotation_range))
             flip = bool(rng.random() < sc.flip_p)
             color = tuple(_f32(v) for v in sample_color(rng, sc.color_jitter))
-            copies.append(Copy(scale=_f32(scales[k]), angle=angle, flip=flip, color=color))
-        layout = Layout(H, W, t, sc.min_gap)
+            copies.append(Copy(scale=_f32(s), angle=angle, flip=flip, color=color))
+        return copies
+
+    def _place(self, rng: np.random.Generator, layout: Layout, mips: List[MipAsset], ids: np.ndarray,
+               copies: List[Copy], t: float, need: int) -> Optional[int]:
+        """Warp and place ``copies`` (of ``mips[ids]``) into ``layout`` at threshold ``t``.
+
+        Returns the pixels that must stay visible so far (``need`` plus these copies'),
+        or None when a copy vanished or found no position.
+        """
+        sc = self.scene
+        H, W = sc.size
+        n = len(copies)
         # At t = 1 pasting order cannot change any label, so place the largest
         # copies first (they are the hard ones); at t < 1 order is z-order.
         # Patches are warped only when their turn comes: a layout that fails
         # early does not pay for the rest.
         if t >= 1.0:
-            order = sorted(range(n), key=lambda k: -(copies[k].scale ** 2) * self.mips[ids[k]].footprint_area)
+            order = sorted(range(n), key=lambda k: -(copies[k].scale ** 2) * mips[ids[k]].footprint_area)
         else:
             order = range(n)
-        need = 0
         for k in order:
             c = copies[k]
-            patch = c.patch = transform_patch(self.mips[ids[k]], c.scale, c.angle, c.flip, sc.blend, sc.feather_sigma)
+            patch = c.patch = transform_patch(mips[ids[k]], c.scale, c.angle, c.flip, sc.blend, sc.feather_sigma)
             if patch is None or patch.full_area == 0:
-                return None, ref_side, layout.maps_computed  # vanished at this scale
+                return None  # vanished at this scale
             need += min_visible_pixels(patch.full_area, t)
             if need > H * W:
                 # Provably impossible: the pixels that must stay visible exceed the image.
-                return None, ref_side, layout.maps_computed
+                return None
             pos = layout.find(rng, patch.footprint, sc.max_tries_per_object)
             if pos is None:
-                return None, ref_side, layout.maps_computed
-            layout.add(patch.footprint, *pos)
+                return None
+            layout.add(patch.footprint, *pos, t)
             c.pos = pos
-        return copies, ref_side, layout.maps_computed
+        return need
 
     def replay(self, record: dict) -> Tuple[np.ndarray, np.ndarray]:
         """Render an image again from its stored record (no random numbers drawn).
@@ -445,10 +686,12 @@ class Composer:
         """
         sc = self.scene
         copies = []
-        for k in range(int(record["count"])):
+        n = int(record["count"])
+        for k in range(n + int(record.get("num_distractors", 0))):
             scale, angle = float(record["object_scale"][k]), float(record["object_angle"][k])
             flip = bool(record["object_flip"][k])
-            patch = transform_patch(self.mips[int(record["object_ids"][k])], scale, angle, flip, sc.blend, sc.feather_sigma)
+            mips = self.mips if k < n else self.dmips  # distractor ids index the distractor pack
+            patch = transform_patch(mips[int(record["object_ids"][k])], scale, angle, flip, sc.blend, sc.feather_sigma)
             pos = tuple(int(v) for v in record["object_position"][k])
             copies.append(Copy(scale=scale, angle=angle, flip=flip, patch=patch, pos=pos,
                                color=tuple(float(c) for c in record["object_color"][k])))
@@ -475,7 +718,10 @@ class Composer:
             label_map[py:py + h, px:px + w][patch.footprint] = k
 
     def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, draw: "Draw", label_map: np.ndarray) -> None:
-        n = draw.n
+        """Fill row ``row`` of ``rec`` from the draw and the final label map. Per-object
+        fields cover targets and distractors; the sums (``cumulative_area``, the mean
+        item area, the field area) cover the targets only."""
+        n, nd = draw.n, draw.k
         rec["index"][row] = index
         rec["count"][row] = n
         rec["min_visible"][row] = draw.t
@@ -486,11 +732,20 @@ class Composer:
         rec["layout_tries"][row] = draw.tries
         rec["placement_maps"][row] = draw.maps
         rec["unfit_redraws"][row] = draw.redraws
-        if n == 0:
+        rec["num_distractors"][row] = nd
+        rec["target_id"][row] = draw.target_id
+        if draw.class_ids is not None:
+            rec["class_ids"][row] = draw.class_ids
+            rec["class_counts"][row] = draw.class_counts
+        if n + nd == 0:
             return
         rec["object_ids"][row, :n] = draw.ids
+        rec["object_role"][row, :n] = ROLE_TARGET
+        if nd:
+            rec["object_ids"][row, n:n + nd] = draw.distractors.ids
+            rec["object_role"][row, n:n + nd] = ROLE_DISTRACTOR
         total = 0
-        box = [label_map.shape[0], label_map.shape[1], 0, 0]  # union of the patches, for the hull
+        box = [label_map.shape[0], label_map.shape[1], 0, 0]  # union of the target patches, for the hull
         for k, c in enumerate(draw.copies):
             (py, px), patch = c.pos, c.patch
             h, w = patch.shape
@@ -501,18 +756,61 @@ class Composer:
             rec["object_angle"][row, k] = c.angle
             rec["object_flip"][row, k] = c.flip
             rec["object_color"][row, k] = c.color
-            box = [min(box[0], py), min(box[1], px), max(box[2], py + h), max(box[3], px + w)]
+            if k < n:
+                box = [min(box[0], py), min(box[1], px), max(box[2], py + h), max(box[3], px + w)]
             # Object k's pixels lie inside its patch window: count them there, from
             # the final label map (occlusion by later objects included).
             vis = (label_map[py:py + h, px:px + w] == k + 1).view(np.uint8)
             mo = cv2.moments(vis, binaryImage=True)
             area = int(mo["m00"])
             rec["object_areas"][row, k] = area
-            total += area
+            total += area if k < n else 0
             if area:
                 bx, by, bw, bh = cv2.boundingRect(vis)
                 rec["object_boxes"][row, k] = (py + by, px + bx, py + by + bh, px + bx + bw)
                 rec["object_centroids"][row, k] = (py + mo["m01"] / area, px + mo["m10"] / area)
+        if n == 0:
+            return  # A, A / N and the field area stay 0: there are no targets
         rec["cumulative_area"][row] = total
         rec["mean_item_area"][row] = total / n
-        rec["field_area"][row] = field_area(label_map[box[0]:box[2], box[1]:box[3]])
+        hull = label_map[box[0]:box[2], box[1]:box[3]]
+        if nd:
+            hull = (hull <= n).view(np.uint8) * hull  # the targets' pixels only (labels 1..n)
+        rec["field_area"][row] = field_area(hull)
+
+    def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, seed: int, index: int, n: int) -> None:
+        """``exemplar_boxes``: the boxes of up to ``MAX_EXEMPLARS`` visible targets, in
+        label order; with more, a uniform choice from the image's exemplar stream
+        (made only then: most images draw nothing for it)."""
+        visible = np.flatnonzero(rec["object_areas"][row, :n] > 0)
+        if visible.size > MAX_EXEMPLARS:
+            pick = image_rng(seed, index, EXEMPLAR_STREAM).choice(visible, MAX_EXEMPLARS, replace=False)
+            visible = np.sort(pick)
+        rec["exemplar_boxes"][row, :visible.size] = rec["object_boxes"][row, visible]
+
+
+def _twins(candidates: Sequence, objects: Sequence) -> np.ndarray:
+    """For each candidate asset, the index of an identical one (same pixels) among
+    ``objects``, else -1: a distractor pack may hold the targets' own objects (the
+    built-in ones, say), and a target must never reappear as a distractor. Only
+    assets of equal shape are hashed."""
+    def key(o) -> bytes:
+        return hashlib.blake2b(o.alpha.tobytes() + o.rgb.tobytes(), digest_size=16).digest()
+
+    by_shape: Dict[tuple, List[int]] = {}
+    for i, o in enumerate(objects):
+        by_shape.setdefault(o.alpha.shape, []).append(i)
+    keys: Dict[int, bytes] = {}
+    out = np.full(len(candidates), -1, np.int64)
+    for j, o in enumerate(candidates):
+        same = by_shape.get(o.alpha.shape, [])
+        if not same:
+            continue
+        kj = key(o)
+        for i in same:
+            if i not in keys:
+                keys[i] = key(objects[i])
+            if keys[i] == kj:
+                out[j] = i
+                break
+    return out

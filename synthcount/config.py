@@ -154,6 +154,22 @@ class SceneConfig:
         makes an image that draws such an object draw another one (uniformly among
         those that fit N times) from its own random stream, and records it in
         ``unfit_redraws``. N and its distribution are never changed.
+    distractors : int or (int, int)
+        Uncounted objects added to every image: K, or (A, B) for a count drawn
+        uniformly in A..B per image (default (0, 0): none). They are placed with the
+        same rule as the targets, pasted after them (labels N+1..N+K, on top), sized
+        by the targets' rule but never from the image's own N or A, and drawn from
+        the image's distractor stream (see ``synthcount.compose``). ``max_count`` + B
+        must be at most 255 (label maps are uint8).
+    distractor_min_visible : float or None
+        Visibility threshold of the distractors; None (default): the image's own
+        ``min_visible`` t. ``min_visible`` always applies to the targets.
+    classes : int or None
+        ``mixed`` mode only: each image draws ``classes`` distinct objects (classes)
+        and every one of its N targets is a copy of one of them, chosen uniformly;
+        the per-class counts are stored in ``class_counts`` and the classes in
+        ``class_ids``. ``count`` stays the total N (so its distribution is the
+        configured one); None (default): N different objects.
     """
 
     size: Tuple[int, int] = (161, 161)
@@ -177,6 +193,9 @@ class SceneConfig:
     max_layouts: Optional[int] = None
     layout_failure_prob: float = 1e-12
     unfit: str = "error"
+    distractors: Any = (0, 0)
+    distractor_min_visible: Optional[float] = None
+    classes: Optional[int] = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -228,6 +247,47 @@ class SceneConfig:
         _check(_is_num(self.layout_failure_prob) and 1e-30 <= float(self.layout_failure_prob) <= 0.01,
                "layout_failure_prob", "in [1e-30, 0.01]", self.layout_failure_prob)
         _check(self.unfit in UNFIT, "unfit", f"one of {UNFIT}", self.unfit)
+        self._check_distractors()
+        _check(self.classes is None or (_is_int(self.classes) and 1 <= self.classes <= 255), "classes",
+               "null or an integer in 1..255", self.classes)
+        _check(self.classes is None or self.mode == "mixed", "classes", "null unless mode is 'mixed'", self.classes)
+
+    def _check_distractors(self) -> None:
+        """Normalise ``distractors`` to a pair (A, B) and check it with its threshold."""
+        d = self.distractors
+        if _is_int(d):
+            d = (d, d)
+        _check(isinstance(d, (list, tuple)) and len(d) == 2 and all(_is_int(v) for v in d), "distractors",
+               "an integer K or a pair of integers (A, B)", self.distractors)
+        a, b = (int(v) for v in d)
+        _check(0 <= a <= b, "distractors", "0 <= A <= B", self.distractors)
+        # Targets take labels 1..N and distractors N+1..N+K in a uint8 label map.
+        _check(self.max_count + b <= 255, "distractors", f"at most {255 - self.max_count} "
+               f"(max_count {self.max_count} + the most distractors must stay <= 255)", self.distractors)
+        object.__setattr__(self, "distractors", (a, b))
+        dm = self.distractor_min_visible
+        _check(dm is None or (_is_num(dm) and 0.0 <= float(dm) <= 1.0), "distractor_min_visible",
+               "null (the targets' min_visible) or in [0, 1]", dm)
+        if dm is not None:
+            object.__setattr__(self, "distractor_min_visible", float(dm))
+        if self.min_gap > 0 and b > 0:
+            _check(all(self.distractor_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_gap",
+                   "0 unless distractor_min_visible is 1.0 too (a gap only makes sense without overlap)", self.min_gap)
+
+    @property
+    def max_distractors(self) -> int:
+        """The most distractors an image can have (B of ``distractors``)."""
+        return self.distractors[1]
+
+    @property
+    def max_objects(self) -> int:
+        """Columns of the per-object record fields: ``max_count`` + the most distractors."""
+        return self.max_count + self.max_distractors
+
+    def distractor_threshold(self, n: int) -> float:
+        """Visibility threshold of the distractors in an image with ``n`` targets."""
+        dm = self.distractor_min_visible
+        return self.visible_threshold(n) if dm is None else float(dm)
 
     def visible_threshold(self, n: int) -> float:
         """Occlusion threshold t for an image with ``n`` objects."""
@@ -262,6 +322,11 @@ class SourceConfig:
         Objects are downscaled so their longer side is at most this (pixels).
     background_max_side : int
         Backgrounds are downscaled so their shorter side is at most this (pixels).
+    distractor_objects : str or None
+        Where distractors come from: None (default) = the object pool itself, less
+        the image's target identities; ``"builtin"`` = the built-in objects; or a
+        folder / asset pack like ``objects``. A distractor asset identical (same
+        pixels) to one of the image's targets is never drawn.
     """
 
     objects: Optional[str] = None
@@ -270,6 +335,7 @@ class SourceConfig:
     mask_threshold: float = 0.5
     object_max_side: int = 256
     background_max_side: int = 256
+    distractor_objects: Optional[str] = None
 
     def __post_init__(self) -> None:
         bc = self.background_classes
@@ -278,7 +344,7 @@ class SourceConfig:
         _check(isinstance(bc, (list, tuple)) and all(isinstance(c, str) for c in bc), "background_classes",
                "a list of class paths such as /f/forest/needleleaf", self.background_classes)
         object.__setattr__(self, "background_classes", tuple(bc))
-        for name in ("objects", "backgrounds"):
+        for name in ("objects", "backgrounds", "distractor_objects"):
             v = getattr(self, name)
             _check(v is None or isinstance(v, str), name, "a path or null", v)
         _check(_is_num(self.mask_threshold) and 0.0 < float(self.mask_threshold) <= 1.0, "mask_threshold", "in (0, 1]", self.mask_threshold)
@@ -439,7 +505,9 @@ def _tuples(d: dict) -> dict:
 
 # Named scene presets. ``paper``: the authors' pretraining setting; ``regression``:
 # paper section 4.4 (no overlap, sizes varying modestly); ``decorrelated``: A drawn
-# independently of N; ``binary``: Stoianov & Zorzi style stimuli.
+# independently of N; ``binary``: Stoianov & Zorzi style stimuli; ``fsc``: counting
+# past subitizing, FSC-147 style (0..20 small targets among 0..10 distractors of other
+# identities, t = 0.8 for both).
 PRESETS = {
     "paper": dict(),
     "sos-occlusion": dict(min_visible=(1.0, 0.5, 0.5, 0.6, 0.7)),
@@ -450,6 +518,8 @@ PRESETS = {
                    count_probs=(0.0,) + (1.0 / 8,) * 8, mode="mixed", blend="hard",
                    rotation_range=(0.0, 0.0), flip_p=0.0, min_visible=1.0, min_gap=1,
                    area_mode="decorrelated", area_fraction_range=(0.06, 0.18), scale_jitter=(0.7, 1.3)),
+    "fsc": dict(max_count=20, count_probs=None, distractors=(0, 10), ref_side_range=(0.1, 0.18),
+                min_visible=0.8, distractor_min_visible=0.8),
 }
 
 

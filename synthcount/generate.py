@@ -46,7 +46,7 @@ from ._io import is_tmp_name, write_bytes_atomic
 from .config import DatasetConfig
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
 from .schema import new_records
-from .shards import FORMAT_VERSION, ShardWriter, pack_names, shard_index_of, shard_name, write_manifest
+from .shards import FORMAT_VERSION, ShardWriter, _strip_sources, pack_names, shard_index_of, shard_name, write_manifest
 from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)
 
 __all__ = ["GenerateResult", "GenerationPlan", "plan_generation", "run_plan", "generate_dataset", "IDENTITY_FILE",
@@ -127,20 +127,20 @@ class GenerationPlan:
     survey: object = None
 
 
-def _identity(config: DatasetConfig, objects, backgrounds) -> dict:
+def _identity(config: DatasetConfig, objects, backgrounds, distractor_objects=None) -> dict:
     """What must match to resume: content, not where the sources happen to be mounted
     (the pack fingerprints identify the assets; another machine may see another path)."""
-    cfg = json.loads(config.to_json())
-    cfg["sources"].pop("objects", None)
-    cfg["sources"].pop("backgrounds", None)
-    return {
+    ident = {
         "format_version": FORMAT_VERSION,
         "synthcount_version": __version__,
         "num_shards": config.num_shards,
         "objects_fingerprint": objects.fingerprint(),
         "backgrounds_fingerprint": backgrounds.fingerprint(),
-        "config": cfg,
+        "config": _strip_sources(json.loads(config.to_json())),
     }
+    if distractor_objects is not None:
+        ident["distractor_objects_fingerprint"] = distractor_objects.fingerprint()
+    return ident
 
 
 def _same_dataset(a: Optional[dict], b: Optional[dict]) -> bool:
@@ -231,7 +231,7 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
         ``scene.unfit`` is ``"error"``.
     """
     from .compose import Composer, check_feasible
-    from .sources import resolve_sources
+    from .sources import resolve_distractor_objects, resolve_sources
     from .survey import LayoutSurvey, survey_layouts
 
     if not isinstance(config, DatasetConfig):
@@ -260,8 +260,9 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
             raise ValueError(f"OUT_DIR {out_dir!r} cannot be created: {parent!r} is not a writable folder")
     _check_memory(config, workers)
     objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus)
-    check_feasible(config.scene, objects)
-    ident = _identity(config, objects, backgrounds)
+    distractor_objects = resolve_distractor_objects(config.sources, config.scene.stimulus)
+    check_feasible(config.scene, objects, distractor_objects)
+    ident = _identity(config, objects, backgrounds, distractor_objects)
     existing = read_identity(out_dir)
     if existing is not None:
         if not _same_dataset(existing, ident) and not overwrite:
@@ -271,7 +272,7 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
     elif os.path.isdir(out_dir) and not overwrite:
         if any(shard_index_of(n) is not None for n in os.listdir(out_dir)):
             raise ValueError(f"{out_dir} holds shards but no {IDENTITY_FILE}; use --overwrite to replace them")
-    composer = Composer(config.scene, objects, backgrounds)
+    composer = Composer(config.scene, objects, backgrounds, distractor_objects=distractor_objects)
     survey = None
     if existing is not None and _same_dataset(existing, ident) and SURVEY_KEY in existing:
         try:
@@ -617,13 +618,9 @@ def _config_matches(text, cfg: DatasetConfig) -> bool:
     the same assets may be mounted elsewhere)."""
     try:
         theirs = json.loads(text)
-        mine = json.loads(cfg.to_json())
-        for d in (theirs, mine):
-            d["sources"].pop("objects", None)
-            d["sources"].pop("backgrounds", None)
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError):
         return False
-    return theirs == mine
+    return isinstance(theirs, dict) and _strip_sources(theirs) == _strip_sources(json.loads(cfg.to_json()))
 
 
 class ShardError(OSError):
@@ -693,7 +690,8 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
             pass
     lock = FolderLock(out_dir, exclusive=whole or plan.overwrite, wait=wait)
     res = GenerateResult(out_dir=out_dir, num_images=cfg.num_images, num_shards=cfg.num_shards,
-                         skipped_sources=list(plan.objects.skipped) + list(plan.backgrounds.skipped),
+                         skipped_sources=list(plan.objects.skipped) + list(plan.backgrounds.skipped)
+                         + list(getattr(plan.composer.distractor_objects, "skipped", [])),
                          layout_budget=plan.composer.layout_budget,
                          layout_survey=plan.survey.to_dict() if plan.survey is not None else None)
     wrote_identity = False
@@ -724,7 +722,7 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
         nproc = min(workers, len(todo))
         _STATE.clear()
         _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar,
-                      names=pack_names(plan.objects, plan.backgrounds))  # format 2: pack names in every shard
+                      names=pack_names(plan.objects, plan.backgrounds, composer.distractor_objects))  # format 2
         # One OpenCV thread per process: its thread pool buys no wall time on these small
         # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
         # half a core more, and it would oversubscribe the cores under --workers.

@@ -195,8 +195,14 @@ class Layout:
             cand = np.delete(cand, i)  # float error admitted it: drop and draw again
         return None
 
-    def add(self, fp: np.ndarray, y: int, x: int) -> None:
-        """Record ``fp`` placed at (y, x), on top of everything placed before."""
+    def add(self, fp: np.ndarray, y: int, x: int, t: Optional[float] = None) -> None:
+        """Record ``fp`` placed at (y, x), on top of everything placed before.
+
+        ``t`` is this object's own visible-fraction threshold (default the layout's
+        ``t``): distractors keep theirs beside the targets'. It must not be below the
+        layout's ``t``, which is the lowest of the image (a layout made with t = 1
+        keeps every object whole).
+        """
         h, w = fp.shape
         if self.exclusive:
             if self.gap:
@@ -221,5 +227,5 @@ class Layout:
             vis = np.zeros((self.h, self.w), bool)
             vis[y:y + h, x:x + w] = fp
             self.vis.append(vis)
-            self.slack.append(full - min_visible_pixels(full, self.t))
+            self.slack.append(full - min_visible_pixels(full, self.t if t is None else max(float(t), self.t)))
         self.placed.append((y, x, h, w))

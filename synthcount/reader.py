@@ -177,6 +177,13 @@ class Dataset:
         return self._first_meta()["names"]["object_names"]
 
     @property
+    def distractor_object_names(self) -> Optional[List[str]]:
+        """Names of the objects the distractors' ``object_ids`` index: their own pack's
+        when the dataset has one (``--distractor-objects``), else ``object_names``."""
+        names = self._first_meta()["names"]
+        return names.get("distractor_object_names") or names["object_names"]
+
+    @property
     def background_names(self) -> Optional[List[str]]:
         """Names of the backgrounds ``background_id`` indexes (format 2 shards; None for format 1)."""
         return self._first_meta()["names"]["background_names"]

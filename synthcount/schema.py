@@ -1,31 +1,52 @@
 """The per-image record: every field a shard stores beside the images and label maps.
 
 One source of truth for the compositor (which fills records), the generator (which
-allocates them per shard) and readers: ``record_spec(max_count)`` maps each field to
-its dtype and per-image shape, ``new_records`` allocates arrays pre-filled with the
-field's "absent" value. Per-object fields have ``max_count`` columns; column k-1 is
-object k. Absent objects hold 0 (areas, flips), -1 (integer ids, boxes, positions)
-or NaN (floats).
+allocates them per shard) and readers: ``record_spec(max_count, max_distractors,
+classes)`` maps each field to its dtype and per-image shape, ``new_records``
+allocates arrays pre-filled with the field's "absent" value. Per-object fields have
+M = ``max_count`` + ``max_distractors`` columns; column k-1 is object k (label k):
+the N targets first, then the K distractors (``object_role`` tells them apart).
+Absent objects hold 0 (areas, flips), -1 (integer ids, boxes, positions, roles) or
+NaN (floats).
+
+Fields added after synthcount 0.1.0 (``object_role``, ``num_distractors``,
+``target_id``, ``exemplar_boxes``; ``class_counts`` and ``class_ids`` with
+``classes``) are absent from datasets made before them: readers and ``verify``
+treat a missing ``object_role`` as "every object is a target".
 """
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["record_spec", "new_records", "fill_value"]
+__all__ = ["record_spec", "new_records", "fill_value", "MAX_EXEMPLARS", "ROLE_TARGET", "ROLE_DISTRACTOR",
+           "ROLE_ABSENT"]
+
+MAX_EXEMPLARS = 3  # exemplar boxes per image (FSC-147 gives three)
+ROLE_TARGET, ROLE_DISTRACTOR, ROLE_ABSENT = 0, 1, -1  # values of ``object_role``
 
 
-def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
+def record_spec(max_count: int, max_distractors: int = 0, classes: Optional[int] = None
+                ) -> Dict[str, Tuple[np.dtype, tuple]]:
     """Every per-image record field -> (dtype, per-image shape).
 
-    Per-object fields have ``max_count`` columns; column k-1 is object k. Absent
-    objects hold 0 (areas), -1 (integer ids/boxes/positions) or NaN (floats).
+    Parameters
+    ----------
+    max_count : int
+        The most targets N an image can have.
+    max_distractors : int
+        The most distractors K an image can have; per-object fields have
+        ``max_count + max_distractors`` columns (at least 1).
+    classes : int or None
+        With ``classes`` C (mixed mode), ``class_counts`` and ``class_ids`` (C,) are added.
+
+    Absent objects hold 0 (areas), -1 (integer ids/boxes/positions/roles) or NaN (floats).
     """
-    m = max(max_count, 1)
-    i32, i64, f32, u8 = np.dtype("int32"), np.dtype("int64"), np.dtype("float32"), np.dtype("uint8")
-    return {
+    m = max(max_count + max_distractors, 1)
+    i8, i32, i64, f32, u8 = (np.dtype(t) for t in ("int8", "int32", "int64", "float32", "uint8"))
+    spec = {
         "index": (i64, ()),                # global image index
         "count": (i32, ()),                # N
         "cumulative_area": (i64, ()),      # A = sum of visible object pixels
@@ -50,14 +71,24 @@ def record_spec(max_count: int) -> Dict[str, Tuple[np.dtype, tuple]]:
         "layout_tries": (i32, ()),         # layouts drawn (1 = first one fitted)
         "placement_maps": (i32, ()),       # exact feasible-position maps computed
         "unfit_redraws": (i32, ()),        # objects replaced as unable to fit N times (unfit="redraw")
+        "object_role": (i8, (m,)),         # 0 target, 1 distractor, -1 absent
+        "num_distractors": (i32, ()),      # K (labels N+1..N+K)
+        "target_id": (i32, ()),            # same mode: the counted object (N = 0 too); -1 in mixed mode
+        "exemplar_boxes": (i32, (MAX_EXEMPLARS, 4)),  # boxes of up to 3 visible targets, -1 where absent
     }
+    if classes:
+        spec["class_counts"] = (i32, (classes,))  # targets per class of the image
+        spec["class_ids"] = (i32, (classes,))     # object pack index of each class
+    return spec
 
 
 def fill_value(key: str, dtype: np.dtype, shape: tuple):
     """The "absent" value of a record field (see the module docstring)."""
     if dtype.kind == "f":
         return np.nan if (shape or key in ("ref_side", "target_area")) else 0.0
-    if key in ("object_areas", "object_full_areas", "object_flip") or not shape:
+    if key == "target_id":
+        return -1
+    if key in ("object_areas", "object_full_areas", "object_flip", "class_counts") or not shape:
         return 0
     return -1
 

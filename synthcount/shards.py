@@ -27,8 +27,9 @@ Format 2 (this version) adds, so that a shard describes itself to any HDF5 tool
 
 - ``object_names`` and ``background_names``: 1-D variable-length UTF-8 string
   datasets, one entry per item of the asset packs (``object_ids`` and
-  ``background_id`` index them). They are the only datasets whose first axis is not
-  the image axis (``NAME_DATASETS``);
+  ``background_id`` index them), and ``distractor_object_names`` when distractors
+  come from a pack of their own (the distractors' ``object_ids`` index it). They are
+  the only datasets whose first axis is not the image axis (``NAME_DATASETS``);
 - on every per-object dataset an ``axes`` attribute naming what its last axis holds
   (``"object"`` for one value per object, else the components in stored order, e.g.
   ``"y0,x0,y1,x1"``), on every dataset measured in pixels or degrees a ``units``
@@ -49,7 +50,7 @@ import errno
 import json
 import os
 import re
-from typing import List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -79,7 +80,7 @@ __all__ = [
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # format versions this code reads (format 1: no names, no axes attributes)
-NAME_DATASETS = ("object_names", "background_names")  # not per image: one entry per pack item
+NAME_DATASETS = ("object_names", "background_names", "distractor_object_names")  # one entry per pack item
 # Deflate level of label maps. Measured on 1,000 real 161 x 161 maps (benchmarks/labels.py):
 # level 3 writes 10,400 maps/s (LZF 6,900), reads 16,300 (LZF 7,000) and stores 45% of
 # LZF's bytes; levels 1-2 store 10-20% more, levels 4 and 6 take 1.5-2x as long.
@@ -129,13 +130,17 @@ def read_sidecar(path: str) -> Optional[str]:
 # (per-object datasets only); ``units`` where pixels or degrees apply.
 _FIELD_INFO = {
     "images": (None, None, "RGB images, uint8 (image, y, x, channel)"),
-    "label_maps": (None, None, "0 background, k = k-th pasted object (1-based), (image, y, x)"),
+    "label_maps": (None, None, "0 background, k = k-th pasted object (1-based): targets 1..N, distractors "
+                               "N+1..N+K, (image, y, x)"),
     "index": (None, None, "global image index"),
-    "count": (None, None, "number of objects N"),
-    "cumulative_area": (None, "pixels", "A: visible object pixels in the image (row sum of object_areas)"),
+    "count": (None, None, "number of targets N (the counted objects)"),
+    "cumulative_area": (None, "pixels", "A: visible target pixels in the image (sum of object_areas where "
+                                        "object_role is 0)"),
     "object_areas": ("object", "pixels", "visible pixels of object k at column k-1, 0 where absent"),
     "object_full_areas": ("object", "pixels", "pixels object k would cover if nothing occluded it, 0 where absent"),
-    "object_ids": ("object", None, "index into object_names, -1 where absent"),
+    "object_ids": ("object", None, "index into object_names (distractors: distractor_object_names where "
+                                   "present), -1 where absent"),
+    "object_role": ("object", None, "0 target, 1 distractor, -1 absent"),
     "object_boxes": ("y0,x0,y1,x1", "pixels", "visible-pixel box, ends exclusive, -1 where absent"),
     "object_centroids": ("y,x", "pixels", "visible-pixel centroid (pixel-index coordinates), NaN where absent"),
     "object_position": ("y,x", "pixels", "top-left corner of the pasted patch, -1 where absent"),
@@ -144,7 +149,7 @@ _FIELD_INFO = {
     "object_angle": ("object", "degrees", "rotation, counter-clockwise, NaN where absent"),
     "object_flip": ("object", None, "1 = flipped horizontally"),
     "object_color": ("brightness,contrast,saturation", None, "colour jitter factors, NaN where absent"),
-    "field_area": (None, "pixels", "area of the convex hull through the centres of all object pixels"),
+    "field_area": (None, "pixels", "area of the convex hull through the centres of all target pixels"),
     "mean_item_area": (None, "pixels", "A / N (0 when N = 0)"),
     "background_id": (None, None, "index into background_names"),
     "bg_crop": ("y,x,h,w", "pixels", "background crop in the prescaled background"),
@@ -154,15 +159,28 @@ _FIELD_INFO = {
     "layout_tries": (None, None, "layouts drawn (1 = the first one fitted)"),
     "placement_maps": (None, None, "exact feasible-position maps computed"),
     "unfit_redraws": (None, None, "objects replaced as unable to be laid out N times (unfit='redraw')"),
+    "num_distractors": (None, None, "number of distractors K (uncounted objects, labels N+1..N+K)"),
+    "target_id": (None, None, "same mode: index into object_names of the counted object (also when N = 0); "
+                              "-1 in mixed mode"),
+    "exemplar_boxes": ("y0,x0,y1,x1", "pixels", "visible-pixel boxes of up to 3 targets (exemplars), -1 where "
+                                                "absent"),
+    "class_counts": ("class", None, "targets of each of the image's classes (mixed mode with classes)"),
+    "class_ids": ("class", None, "index into object_names of each of the image's classes"),
     "object_names": (None, None, "name of each object of the asset pack (object_ids index it)"),
     "background_names": (None, None, "name of each background of the asset pack (background_id indexes it)"),
+    "distractor_object_names": (None, None, "name of each object of the distractor pack (the distractors' "
+                                            "object_ids index it)"),
 }
 
 
-def pack_names(objects, backgrounds) -> dict:
-    """``{"object_names": [...], "background_names": [...]}`` of two asset packs, in pack order."""
-    return {"object_names": [o.name for o in objects.objects],
-            "background_names": list(backgrounds.background_names)}
+def pack_names(objects, backgrounds, distractor_objects=None) -> dict:
+    """``{"object_names": [...], "background_names": [...]}`` of two asset packs, in pack
+    order, and ``"distractor_object_names"`` when distractors have a pack of their own."""
+    names = {"object_names": [o.name for o in objects.objects],
+             "background_names": list(backgrounds.background_names)}
+    if distractor_objects is not None:
+        names["distractor_object_names"] = [o.name for o in distractor_objects.objects]
+    return names
 
 
 def add_self_description(f, names: Optional[Mapping[str, Sequence[str]]] = None) -> None:
@@ -495,43 +513,96 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
 # ----------------------------------------------------------------------------- verify
 
 
+def _check_roles(f, name: str, count: np.ndarray, m: int, problems: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """``object_role`` per column (0 target, 1 distractor, -1 absent) and K per image.
+
+    Datasets made before distractors have neither ``object_role`` nor
+    ``num_distractors``: every column below ``count`` is then a target. Otherwise the
+    roles must read targets 1..count, then num_distractors distractors, then absent.
+    """
+    cols = np.arange(m)[None, :]
+    k = f["num_distractors"][()].astype(np.int64) if "num_distractors" in f else np.zeros_like(count)
+    want = np.where(cols < count[:, None], 0, np.where(cols < (count + k)[:, None], 1, -1))
+    if "object_role" not in f:
+        return want, k
+    role = f["object_role"][()].astype(np.int64)
+    bad = np.nonzero((role != want).any(axis=1) | (k < 0) | (count + k > m))[0]
+    if bad.size:
+        problems.append(f"{name}: object_role at image {int(bad[0])} is {role[bad[0]].tolist()}, not count "
+                        f"{int(count[bad[0]])} targets (0) then num_distractors {int(k[bad[0]])} distractors (1) "
+                        f"({bad.size} images)")
+    return role, k
+
+
+def _check_exemplars(f, name: str, role: np.ndarray, areas: np.ndarray, problems: List[str]) -> None:
+    """Each exemplar box is the box of a visible target of its image, and an image has
+    min(3, visible targets) of them (the rest -1)."""
+    if "exemplar_boxes" not in f:
+        return
+    ex = f["exemplar_boxes"][()].astype(np.int64)          # (n, E, 4)
+    boxes = f["object_boxes"][()].astype(np.int64)         # (n, M, 4)
+    visible = (role == 0) & (areas > 0)                    # (n, M)
+    same = (ex[:, :, None, :] == boxes[:, None, :, :]).all(axis=3) & visible[:, None, :]  # (n, E, M)
+    present = (ex != -1).any(axis=2)                       # (n, E)
+    wrong = (present & ~same.any(axis=2)).any(axis=1)
+    wrong |= present.sum(axis=1) != np.minimum(visible.sum(axis=1), ex.shape[1])
+    wrong |= ((ex == -1).any(axis=2) & present).any(axis=1)
+    bad = np.nonzero(wrong)[0]
+    if bad.size:
+        problems.append(f"{name}: exemplar_boxes of image {int(bad[0])} are not the boxes of up to "
+                        f"{ex.shape[1]} visible targets ({bad.size} images)")
+
+
 def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
-    """Label maps agree with count, object_areas, object_full_areas and cumulative_area."""
+    """Label maps agree with count, roles, object_areas, object_full_areas and cumulative_area."""
     count = f["count"][()].astype(np.int64)
     areas = f["object_areas"][()].astype(np.int64)
     full = f["object_full_areas"][()].astype(np.int64)
     cum = f["cumulative_area"][()].astype(np.int64)
     n, m = areas.shape
-    bad = np.nonzero(cum != areas.sum(axis=1))[0]
+    bad = np.nonzero((count < 0) | (count > m))[0]
     if bad.size:
-        problems.append(f"{name}: cumulative_area differs from the row sum of object_areas at image {int(bad[0])} "
-                        f"({bad.size} images)")
+        problems.append(f"{name}: count outside 0..{m} at image {int(bad[0])} ({bad.size} images)")
+        return
+    role, k = _check_roles(f, name, count, m, problems)
+    bad = np.nonzero(cum != np.where(role == 0, areas, 0).sum(axis=1))[0]
+    if bad.size:
+        problems.append(f"{name}: cumulative_area differs from the sum of the targets' object_areas at image "
+                        f"{int(bad[0])} ({bad.size} images)")
     bad = np.nonzero((full < areas).any(axis=1))[0]
     if bad.size:
         problems.append(f"{name}: object_full_areas < object_areas at image {int(bad[0])} ({bad.size} images)")
     cols = np.arange(m)[None, :]
-    bad = np.nonzero(((cols >= count[:, None]) & (areas != 0)).any(axis=1) | (count < 0) | (count > m))[0]
+    bad = np.nonzero(((cols >= (count + k)[:, None]) & (areas != 0)).any(axis=1))[0]
     if bad.size:
-        problems.append(f"{name}: object_areas nonzero beyond count (or count outside 0..{m}) at image "
+        problems.append(f"{name}: object_areas nonzero beyond count + num_distractors at image "
                         f"{int(bad[0])} ({bad.size} images)")
-    present = cols < count[:, None]
+    present = cols < (count + k)[:, None]
     bad = np.nonzero((present & (full <= 0)).any(axis=1))[0]
     if bad.size:
-        problems.append(f"{name}: an object within count has object_full_areas 0 at image {int(bad[0])}")
+        problems.append(f"{name}: an object within count + num_distractors has object_full_areas 0 at image "
+                        f"{int(bad[0])}")
     elif "min_visible" in f:
         # Occlusion rule: visible / full >= t (t stored as float32: allow its rounding).
-        t = f["min_visible"][()].astype(np.float64)[:, None]
+        t = np.where(role == 1, _distractor_threshold(f), f["min_visible"][()].astype(np.float64)[:, None])
         frac = np.where(present, areas / np.maximum(full, 1), 1.0)
         bad = np.nonzero((frac < t - 1e-6).any(axis=1))[0]
         if bad.size:
-            problems.append(f"{name}: an object is less visible than min_visible at image {int(bad[0])}")
+            problems.append(f"{name}: an object is less visible than its threshold (min_visible, or "
+                            f"distractor_min_visible) at image {int(bad[0])}")
+    _check_exemplars(f, name, role, areas, problems)
+    if "class_counts" in f:
+        cc = f["class_counts"][()].astype(np.int64)
+        bad = np.nonzero((cc < 0).any(axis=1) | (cc.sum(axis=1) != count))[0]
+        if bad.size:
+            problems.append(f"{name}: class_counts do not add up to count at image {int(bad[0])} ({bad.size} images)")
     lm = f["label_maps"]
     for s in range(0, n, block):
         maps = lm[s:s + block]  # (b, H, W), a block at a time: never the whole shard
         b = len(maps)
         if int(maps.max(initial=0)) > m:
             i = int(np.nonzero(maps.reshape(b, -1).max(axis=1) > m)[0][0])
-            problems.append(f"{name}: label map of image {s + i} has label > max_count {m}")
+            problems.append(f"{name}: label map of image {s + i} has label > {m} (max_count + the most distractors)")
             return
         # Per-image histograms in one bincount: offset each image's labels by (m+1)*i.
         off = (np.arange(b, dtype=np.int64) * (m + 1))[:, None, None]
@@ -551,14 +622,36 @@ def _check_names(f, name: str, problems: List[str]) -> None:
     version = f.attrs.get("format_version")
     if version is None or int(version) not in READABLE_VERSIONS:
         problems.append(f"{name}: format_version {version} is not one this synthcount reads {READABLE_VERSIONS}")
-    for key, ids in (("object_names", "object_ids"), ("background_names", "background_id")):
+    # (names dataset, the ids that index it, what they are); distractors index their
+    # own pack's names where the shard has them.
+    checks = [("background_names", f["background_id"][()] if "background_id" in f else None, "background_id")]
+    if "object_ids" in f:
+        ids = f["object_ids"][()]
+        if "distractor_object_names" in f and "object_role" in f:
+            role = f["object_role"][()]
+            checks += [("object_names", np.where(role == 1, -1, ids), "object_ids"),
+                       ("distractor_object_names", np.where(role == 1, ids, -1), "object_ids (distractors)")]
+        else:
+            checks.append(("object_names", ids, "object_ids"))
+    for key, ids, what in checks:
         if key not in f:
             continue
         d = f[key]
         if not isinstance(d, h5py.Dataset) or d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
             problems.append(f"{name}: schema: {key} must be a 1-D string dataset")
-        elif ids in f and f[ids].size and int(f[ids][()].max()) >= d.shape[0]:
-            problems.append(f"{name}: {ids} holds {int(f[ids][()].max())} but {key} has only {d.shape[0]} entries")
+        elif ids is not None and ids.size and int(ids.max()) >= d.shape[0]:
+            problems.append(f"{name}: {what} holds {int(ids.max())} but {key} has only {d.shape[0]} entries")
+
+
+def _distractor_threshold(f) -> np.ndarray:
+    """The distractors' visibility threshold per image (n, 1): the config's
+    ``distractor_min_visible``, or each image's own ``min_visible`` when that is null."""
+    t = f["min_visible"][()].astype(np.float64)[:, None]
+    try:
+        dm = json.loads(f.attrs["config"])["scene"].get("distractor_min_visible")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        dm = None
+    return t if dm is None else np.full_like(t, float(np.float32(dm)))
 
 
 def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
@@ -618,12 +711,15 @@ def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
 
 
 def _strip_sources(cfg) -> dict:
-    """A dataset config without its source paths (the same assets may be mounted elsewhere)."""
+    """A dataset config without its source paths (the same assets may be mounted
+    elsewhere; ``dataset.json`` identifies them by their packs' fingerprints).
+    ``distractor_objects`` stays when it is no path (None: the object pool; "builtin")."""
     if not isinstance(cfg, dict):
         return {}
     out = dict(cfg)
     if isinstance(out.get("sources"), dict):
-        out["sources"] = {k: v for k, v in out["sources"].items() if k not in ("objects", "backgrounds")}
+        out["sources"] = {k: v for k, v in out["sources"].items() if not (
+            k in ("objects", "backgrounds") or (k == "distractor_objects" and v not in (None, "builtin")))}
     return out
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "load_objects",
     "load_backgrounds",
     "resolve_sources",
+    "resolve_distractor_objects",
     "prepare",
     "MAX_IMAGE_PIXELS",
     "REASONS",
@@ -493,6 +494,21 @@ def resolve_sources(src: SourceConfig, stimulus: str = "cutout") -> Tuple[AssetP
         backgrounds = load_backgrounds(src.backgrounds, classes=src.background_classes,
                                        max_side=src.background_max_side)
     return objects, backgrounds
+
+
+def resolve_distractor_objects(src: SourceConfig, stimulus: str = "cutout") -> Optional[AssetPack]:
+    """The distractor pack of a SourceConfig: None when distractors come from the
+    object pool itself (``distractor_objects`` None), the built-in objects for
+    ``"builtin"`` (the binary ones for ``stimulus="binary"``), else the folder or pack
+    loaded like ``objects``."""
+    from . import assets
+
+    d = src.distractor_objects
+    if d is None:
+        return None
+    if d == "builtin":
+        return assets.binary_objects() if stimulus == "binary" else assets.builtin_objects()
+    return load_objects(d, mask_threshold=src.mask_threshold, max_side=src.object_max_side)
 
 
 def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshold: float = 0.5, classes=(),

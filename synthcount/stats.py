@@ -9,7 +9,7 @@ import numpy as np
 
 from .reader import Dataset
 
-__all__ = ["summarize", "format_summary", "preview", "corr_log_n_log_a"]
+__all__ = ["summarize", "format_summary", "preview", "corr_log_n_log_a", "distractor_summary"]
 
 
 def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
@@ -89,7 +89,10 @@ def summarize(ds: Dataset) -> dict:
         ``layouts_by_count`` {count: {mean, p99, max}} with ``layout_budget`` (layouts
         an image could draw) and ``most_layouts``, ``shards_config_mismatch`` (shards
         whose config differs from ``dataset.json``), and ``shards``: one row per shard
-        (file, first index, images, count mean, area mean).
+        (file, first index, images, count mean, area mean). Counts, areas and their
+        correlation are about the targets. Where the dataset has them: ``distractors``
+        (see :func:`distractor_summary`), ``classes`` (C, identities per image, mean
+        targets per class) and ``exemplars_per_image`` {exemplars: images}.
     """
     if len(ds) == 0:
         return {"num_images": 0, "num_shards": int(ds.num_shards), "image_size": None, "seed": None,
@@ -128,6 +131,7 @@ def summarize(ds: Dataset) -> dict:
     for name in ("field_area", "mean_item_area"):
         if name in lab.dtype.names:
             out[name] = _stats(lab[name])
+    out.update(_object_summaries(ds))
     rows = []
     for k in range(ds.num_shards):
         sel = lab["shard"] == k
@@ -136,6 +140,71 @@ def summarize(ds: Dataset) -> dict:
                      "cumulative_area_mean": float(area[sel].mean()) if sel.any() else None})
     out["shards"] = rows
     return out
+
+
+def distractor_summary(ds: Dataset) -> Optional[dict]:
+    """Distractor statistics, or None when no image has any.
+
+    Returns
+    -------
+    dict or None
+        ``histogram`` {K: images}, ``mean`` K, ``images_with_distractors``,
+        ``visible_area`` stats of one distractor's visible pixels,
+        ``visible_fraction`` its mean visible / full pixels (and
+        ``target_visible_fraction`` beside it), and ``mean_by_count`` {N: mean K}.
+    """
+    if "num_distractors" not in ds.fields or len(ds) == 0:
+        return None
+    k = ds.labels["num_distractors"].astype(np.int64)
+    if not k.any():
+        return None
+    count = ds.labels["count"].astype(np.int64)
+    role, areas, full = ds.column("object_role"), ds.column("object_areas"), ds.column("object_full_areas")
+    d, tg = role == 1, role == 0
+    frac = areas / np.maximum(full, 1)
+    return {"histogram": {str(int(v)): int(c) for v, c in zip(*np.unique(k, return_counts=True))},
+            "mean": float(k.mean()), "images_with_distractors": int(np.count_nonzero(k)),
+            "visible_area": _stats(areas[d]), "visible_fraction": float(frac[d].mean()),
+            "target_visible_fraction": float(frac[tg].mean()) if tg.any() else None,
+            "mean_by_count": {str(int(c)): float(k[count == c].mean()) for c in np.unique(count)}}
+
+
+def _object_summaries(ds: Dataset) -> dict:
+    """The summary entries of the fields added for counting past subitizing, where present."""
+    out = {}
+    d = distractor_summary(ds)
+    if d is not None:
+        out["distractors"] = d
+    if "class_counts" in ds.fields:
+        cc = ds.column("class_counts").astype(np.int64)
+        ids = np.count_nonzero(cc, axis=1)
+        out["classes"] = {"classes": int(cc.shape[1]),
+                          "identities_per_image": {str(int(v)): int(c) for v, c in zip(*np.unique(ids, return_counts=True))},
+                          "mean_per_class": [float(v) for v in cc.mean(axis=0)]}
+    if "exemplar_boxes" in ds.fields:
+        e = np.count_nonzero((ds.column("exemplar_boxes") != -1).any(axis=2), axis=1)
+        out["exemplars_per_image"] = {str(int(v)): int(c) for v, c in zip(*np.unique(e, return_counts=True))}
+    return out
+
+
+def _format_objects(s: dict) -> list:
+    """Text lines for the distractor, class and exemplar entries of a summary."""
+    lines = []
+    d = s.get("distractors")
+    if d:
+        va = d["visible_area"]
+        lines.append(f"distractors: {d['mean']:.2f} per image on average, in {d['images_with_distractors']} images; "
+                     f"K histogram {d['histogram']}; visible area per distractor mean {va['mean']:.1f} px "
+                     f"(std {va['std']:.1f}); visible fraction {d['visible_fraction']:.3f} (targets "
+                     f"{'-' if d['target_visible_fraction'] is None else format(d['target_visible_fraction'], '.3f')})"
+                     f"; counts and areas above are the targets'")
+    c = s.get("classes")
+    if c:
+        lines.append(f"classes (C = {c['classes']}): identities per image {c['identities_per_image']}; mean targets "
+                     f"per class column {[round(v, 2) for v in c['mean_per_class']]}")
+    if s.get("exemplars_per_image"):
+        lines.append(f"exemplar boxes per image: {s['exemplars_per_image']}")
+    return lines
 
 
 def format_summary(s: dict, max_shard_rows: int = 20) -> str:
@@ -165,6 +234,7 @@ def format_summary(s: dict, max_shard_rows: int = 20) -> str:
         if name in s:
             st = s[name]
             lines.append(f"{name}: mean {f(st['mean'])}, std {f(st['std'])}, min {f(st['min'])}, max {f(st['max'])}")
+    lines += _format_objects(s)
     lines += ["", "shard               first  images  count mean  area mean"]
     rows = s["shards"]
     for row in rows[:max_shard_rows]:
@@ -191,13 +261,21 @@ _PALETTE = np.array([(255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (
                      (255, 0, 0), (160, 255, 160), (255, 160, 200), (255, 255, 255)], np.uint8)
 
 
+def _dashed(mask: np.ndarray, period: int = 3) -> np.ndarray:
+    """``mask`` cut into diagonal dashes: every other run of ``period`` pixels along
+    x + y, so a distractor's outline reads as dashed whatever its colour."""
+    y, x = np.indices(mask.shape)
+    return mask & (((y + x) // period) % 2 == 0)
+
+
 def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optional[int] = 160) -> str:
     """Write a contact sheet of ``n`` random images with outlines, counts and indices.
 
     Each object's outline (from the label map: what the labels claim) is drawn in its
     own colour (object k in ``_PALETTE[(k - 1) % 10]``); each tile is captioned
     ``#<global image index> N=<count>``, so a suspect image can be looked up with
-    ``ds[index]``.
+    ``ds[index]``. Distractors (labels above the image's count) are outlined dashed
+    (every other run of 3 pixels black) and the caption adds ``+Kd`` for K of them.
 
     Parameters
     ----------
@@ -228,6 +306,7 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
     imgs, maps = ds.read_images(idx), ds.read_label_maps(idx)
     counts = ds.labels["count"][idx]
     gidx = ds.labels["index"][idx]
+    nd = ds.labels["num_distractors"][idx] if "num_distractors" in ds.labels.dtype.names else np.zeros_like(counts)
     h, w = imgs.shape[1:3]
     scale = 1.0 if tile is None else tile / max(h, w)
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -239,11 +318,13 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
         im = imgs[t].copy()
         edge = _outline(maps[t])
         im[edge] = _PALETTE[(maps[t][edge].astype(np.int64) - 1) % len(_PALETTE)]  # object k in its own colour
+        gaps = edge & (maps[t] > counts[t]) & ~_dashed(edge)  # distractors (labels N+1..N+K): dashed
+        im[gaps] = 0
         pil = Image.fromarray(im)
         if (th, tw) != (h, w):
             pil = pil.resize((tw, th), Image.NEAREST)
         d = ImageDraw.Draw(pil)
-        text = f"#{int(gidx[t])} N={int(counts[t])}"
+        text = f"#{int(gidx[t])} N={int(counts[t])}" + (f" +{int(nd[t])}d" if nd[t] else "")
         d.rectangle([0, 0, 7 * len(text) + 4, 13], fill=(0, 0, 0))
         d.text((2, 1), text, fill=(255, 255, 255))
         r, c = divmod(t, cols)

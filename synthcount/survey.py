@@ -21,7 +21,19 @@ stream): trial layouts are drawn with the compositor's own code until
 
 In ``decorrelated`` area mode an image keeps its drawn cumulative area A across
 layouts, so pairs are tried at the largest A the config allows (the hardest case);
-in ``mixed`` mode each trial draws the object's N - 1 partners afresh.
+in ``mixed`` mode each trial draws the object's N - 1 partners afresh (with
+``classes``, the object is one of the image's classes and the others and the class
+of every other copy are drawn as an image draws them).
+
+With distractors, every trial lays out the most distractors an image can have (B of
+``distractors``, the hardest case), drawn afresh per trial from the pool less the
+trial's target identities, sized and placed as in an image (in decorrelated mode at
+the largest item area their draw allows, A_max / the smallest N): the success rates,
+the unfit pairs and the budget are those of images with B distractors, which images
+with fewer need no more layouts than. Images with N = 0 are not surveyed when some N > 0
+is: their distractors alone are a subset of what an image with the smallest N lays
+out, at sizes no larger than the survey's (pure clutter, ``max_count`` 0, is surveyed
+as N = 0).
 Failing trial layouts are cheap (a copy is warped only when its turn comes), so the
 survey costs about ``SUCCESSES / p`` layouts per pair. Images larger than
 ``SURVEY_MAX_SIDE`` pixels on their shorter side are surveyed on the scene scaled
@@ -35,7 +47,7 @@ import math
 import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -137,6 +149,28 @@ def _pair_rng(obj: int, n: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(SURVEY_ENTROPY, spawn_key=(SURVEY_KEY, obj, n))))
 
 
+def _trial_ids(sc, rng: np.random.Generator, obj: int, n: int, others: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The targets of one trial of (obj, n), and the identities its distractors exclude."""
+    if sc.mode == "same" or others.size == 0:
+        ids = np.full(n, obj, np.int64)
+        return ids, np.array([obj])
+    if sc.classes:
+        classes = np.concatenate([[obj], rng.choice(others, size=min(sc.classes - 1, others.size), replace=False)])
+        assign = np.concatenate([[0], rng.integers(classes.size, size=n - 1)]) if n else np.zeros(0, np.int64)
+        return classes[assign].astype(np.int64), classes
+    if n <= 1:
+        ids = np.full(n, obj, np.int64)
+        return ids, ids
+    ids = np.concatenate([[obj], rng.choice(others, size=n - 1, replace=n - 1 > others.size)])
+    return ids, ids
+
+
+def _smallest_count(sc) -> int:
+    """The smallest N >= 1 the count distribution can draw (1 if none)."""
+    probs = sc.count_distribution()
+    return min([n for n in range(1, sc.max_count + 1) if probs[n] > 0], default=1)
+
+
 def _try_pair(composer, obj: int, n: int) -> PairResult:
     sc = composer.scene
     H, W = sc.size
@@ -146,11 +180,15 @@ def _try_pair(composer, obj: int, n: int) -> PairResult:
     others = np.array([i for i in range(len(composer.mips)) if i != obj], np.int64)
     fits = trials = 0
     while trials < MAX_TRIALS and fits < SUCCESSES:
-        if sc.mode == "same" or n == 1 or others.size == 0:
-            ids = np.full(n, obj, np.int64)
-        else:
-            ids = np.concatenate([[obj], rng.choice(others, size=n - 1, replace=n - 1 > others.size)])
-        copies, _, _ = composer.try_layout(rng, ids, t, target)
+        ids, exclude = _trial_ids(sc, rng, obj, n, others)
+        dis = None
+        if sc.max_distractors:
+            # The hardest case: the most distractors, at the largest item area an
+            # image can draw for them (decorrelated mode: A_max / the smallest N).
+            dis = composer.draw_distractors(rng, n, exclude, k=sc.max_distractors)
+            if sc.area_mode == "decorrelated":
+                dis.item_area = sc.area_fraction_range[1] * H * W / _smallest_count(sc)
+        copies, _, _ = composer.try_layout(rng, ids, t, target, dis, rng)
         trials += 1
         fits += copies is not None
     return PairResult(obj, n, trials, fits)
@@ -205,6 +243,8 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
     fp = float(sc.layout_failure_prob if failure_prob is None else failure_prob)
     probs = sc.count_distribution()
     counts = [n for n in range(1, sc.max_count + 1) if probs[n] > 0]
+    if not counts and sc.max_distractors:
+        counts = [0]  # pure clutter: the distractors alone
     t0 = time.perf_counter()
     if not counts:
         return LayoutSurvey(budget=1, failure_prob=fp)
@@ -261,4 +301,5 @@ def _scaled(composer):
     from .pack import AssetPack
 
     return Composer(small, composer.objects, AssetPack(backgrounds=composer.backgrounds.backgrounds[:1],
-                                                         background_names=composer.backgrounds.background_names[:1]))
+                                                         background_names=composer.backgrounds.background_names[:1]),
+                    distractor_objects=composer.distractor_objects)

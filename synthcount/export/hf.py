@@ -40,7 +40,11 @@ def _features(datasets, ds, names, opts):
         elif shp == ():
             cols[key] = V(dt.name)
         else:
-            cols[key] = Seq(V(dt.name), length=shp[0])
+            # (K,) -> K values; (K, L) -> K rows of L values (exemplar_boxes (3, 4)).
+            inner = V(dt.name)
+            for d in reversed(shp):
+                inner = Seq(inner, length=d)
+            cols[key] = inner
     cols["objects"] = Seq({"bbox": Seq(V("float32"), length=4), "category": datasets.ClassLabel(names=names),
                            "area": V("int64")})
     cols["split"] = V("string")
