@@ -288,3 +288,30 @@ def test_bad_flags_exit_2_and_write_nothing(tmp_path):
         assert r.exit_code == 2, (flags, r.output)
         assert len(r.output.strip().splitlines()[-1]) > 0 and "Traceback" not in r.output
         assert not (tmp_path / "out").exists()
+
+
+def test_coco_export_carries_distractors_and_exemplars(made, tmp_path):
+    """COCO: targets and distractors each annotated with their visible mask and role,
+    image count = targets, exemplar flags on exactly the targets whose boxes are the
+    image's exemplar_boxes; read back through pycocotools."""
+    pytest.importorskip("pycocotools")
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+
+    dest = tmp_path / "coco"
+    r = _run("export", made / "one", dest, "--format", "coco")
+    assert r.exit_code == 0, r.output
+    coco = COCO(str(dest / "instances.json"))
+    with open_dataset(made / "one") as ds:
+        assert len(coco.getImgIds()) == len(ds)
+        for rec in ds:
+            i, n, k = int(rec["index"]), int(rec["count"]), int(rec["num_distractors"])
+            img = coco.loadImgs(i)[0]
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=i))
+            roles = [a["role"] for a in anns]
+            assert img["count"] == n == roles.count("target") and img["num_distractors"] == k == roles.count("distractor")
+            for a in anns:
+                assert int(mask_util.area(a["segmentation"])) == a["area"] == int(rec["object_areas"][a["label"] - 1])
+            ex = [b for b in rec["exemplar_boxes"].tolist() if min(b) >= 0]
+            flagged = [a["bbox"] for a in anns if a.get("exemplar")]
+            assert len(img["exemplar_boxes"]) == len(ex) and sorted(flagged) == sorted(img["exemplar_boxes"])

@@ -26,8 +26,18 @@ import time
 from typing import Optional, Tuple
 
 from .. import __version__
-from ._common import (ExportError, ExportOptions, ExportResult, MissingExtraError, categories, check_checksums,
-                      density_map, items, require, selection)
+from ._common import (
+    ExportError,
+    ExportOptions,
+    ExportResult,
+    MissingExtraError,
+    categories,
+    check_checksums,
+    density_map,
+    items,
+    require,
+    selection,
+)
 from ._staging import MARKER, check_dest, staging, write_marker
 
 __all__ = ["FORMATS", "MARKER", "ExportError", "ExportResult", "MissingExtraError", "density_map", "export_dataset"]

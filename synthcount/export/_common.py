@@ -167,6 +167,7 @@ class Item:
     points: np.ndarray       # (N, 2) float64 x, y; NaN for a hidden object
     category_ids: np.ndarray  # (N,) int64, object_id + 1
     split: str
+    full: Optional[Dict[str, np.ndarray]] = None  # the record before the cut (distractors, exemplars)
 
 
 def objects_of(rec: dict) -> Tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -199,6 +200,35 @@ def objects_of(rec: dict) -> Tuple[int, np.ndarray, np.ndarray, np.ndarray, np.n
     return n, areas, boxes, points, ids + 1
 
 
+def yx_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(k, 4) boxes y0, x0, y1, x1 (ends exclusive) as [x, y, w, h]."""
+    b = np.asarray(boxes, np.int64).reshape(-1, 4)
+    return np.stack([b[:, 1], b[:, 0], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]], axis=1)
+
+
+def distractors_of(rec: dict) -> Tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distractors of one full record (labels N+1..N+K): their count K, visible
+    areas (K,), boxes [x, y, w, h] (K, 4; zeros when hidden), centroids x, y (K, 2;
+    NaN when hidden) and object ids (K,) into the distractors' names."""
+    n, k = int(rec["count"]), int(rec.get("num_distractors", 0))
+    sl = slice(n, n + k)
+    areas = np.asarray(rec["object_areas"])[sl].astype(np.int64)
+    shown = areas > 0
+    boxes = np.zeros((k, 4), np.int64)
+    boxes[shown] = yx_to_xywh(np.asarray(rec["object_boxes"])[sl][shown])
+    points = np.full((k, 2), np.nan)
+    points[shown] = np.asarray(rec["object_centroids"])[sl][shown, ::-1]
+    return k, areas, boxes, points, np.asarray(rec["object_ids"])[sl].astype(np.int64)
+
+
+def exemplars_of(rec: dict) -> np.ndarray:
+    """The image's exemplar boxes (FSC-147 style, up to 3 visible targets) as [x, y, w, h]."""
+    if "exemplar_boxes" not in rec:
+        return np.zeros((0, 4), np.int64)
+    b = np.asarray(rec["exemplar_boxes"]).reshape(-1, 4)
+    return yx_to_xywh(b[(b >= 0).all(axis=1)])
+
+
 def per_object_fields(ds) -> List[str]:
     """Fields of ``ds`` with one entry per object (first per-image axis M)."""
     m = ds.fields["object_areas"][1][0]
@@ -214,7 +244,7 @@ def items(ds, start: int, stop: int, opts: ExportOptions) -> Iterator[Item]:
         cut = {k: (v[:n] if k in per_object else v) for k, v in rec.items()}
         index = int(rec["index"])
         yield Item(index, image, label_map, cut, n, areas, boxes, points, cats,
-                   split_of(np.array([index]), opts.test_fraction, opts.split_seed)[0])
+                   split_of(np.array([index]), opts.test_fraction, opts.split_seed)[0], full=rec)
 
 
 def categories(ds) -> List[str]:

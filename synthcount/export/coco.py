@@ -14,9 +14,16 @@ Layout of DEST::
   the label map), ``category_id`` = object id + 1, ``segmentation`` = the visible-pixel
   mask as compressed RLE (pycocotools), ``area`` = ``object_areas`` (checked against
   the RLE while writing), ``bbox`` = ``[x, y, w, h]``, ``iscrowd`` 0, ``point`` = the
-  visible-pixel centroid ``[x, y]`` (null for an object hidden entirely), ``label`` = k.
+  visible-pixel centroid ``[x, y]`` (null for an object hidden entirely), ``label`` = k,
+  ``role`` "target" or "distractor" and, for targets, ``exemplar`` (true for the
+  up to 3 targets whose boxes are the image's ``exemplar_boxes``). Distractors
+  (labels N+1..N+K, ``--distractors``) are annotated like targets; ``count`` counts the
+  targets only.
+- ``images[]`` also carry ``num_distractors`` and ``exemplar_boxes`` (``[[x, y, w, h],
+  ...]``, FSC-147 style) when the dataset has them.
 - ``categories[]``: every object of the asset pack, ``id`` = object id + 1, ``name`` =
-  its name, ``supercategory`` "object".
+  its name, ``supercategory`` "object"; when distractors come from their own pack,
+  its objects follow with ``supercategory`` "distractor".
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import numpy as np
 
 from .. import __version__
 from .._io import write_json_atomic
-from ._common import ExportError, density_map, encode_image, encode_npy, require
+from ._common import ExportError, density_map, distractors_of, encode_image, encode_npy, exemplars_of, require
 from ._staging import put
 
 NEEDS = "pycocotools.mask"
@@ -41,6 +48,9 @@ def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
     if opts.density is not None:
         os.mkdir(os.path.join(out, "density"))
     images, anns = [], []
+    own = ds.distractor_object_names if "num_distractors" in ds.fields else None
+    separate = own is not None and list(own) != list(ds.object_names or [])
+    offset = len(names) if separate else 0  # category ids of a separate distractor pack follow the targets'
     for it in its:
         stem = f"{it.index:09d}"
         entry = {"id": it.index, "file_name": f"images/{stem}.{opts.image_format}", "width": w, "height": h,
@@ -52,28 +62,47 @@ def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
         if opts.density is not None:
             entry["density_file"] = f"density/{stem}.npy"
             put(os.path.join(out, entry["density_file"]), encode_npy(density_map(it.points, (h, w), opts.density)))
+        full = it.full or it.record
+        k_d, d_areas, d_boxes, d_points, d_ids = distractors_of(full) if "num_distractors" in full \
+            else (0, np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros((0, 2)), np.zeros(0, np.int64))
+        exemplars = exemplars_of(full)
+        if "num_distractors" in full:
+            entry["num_distractors"] = k_d
+        if "exemplar_boxes" in full:
+            entry["exemplar_boxes"] = exemplars.tolist()
         images.append(entry)
-        if it.count:
-            labels = np.arange(1, it.count + 1, dtype=np.uint8)
-            masks = np.asfortranarray((it.label_map[:, :, None] == labels).astype(np.uint8))  # (H, W, N)
+        total = it.count + k_d
+        if total:
+            labels = np.arange(1, total + 1, dtype=np.uint8)
+            masks = np.asfortranarray((it.label_map[:, :, None] == labels).astype(np.uint8))  # (H, W, N + K)
             rles = mask_util.encode(masks)
             got = mask_util.area(rles).astype(np.int64)
-            if not np.array_equal(got, it.areas):
+            want = np.concatenate([it.areas, d_areas])
+            if not np.array_equal(got, want):
                 raise ExportError(f"image {it.index}: label-map pixel counts {got.tolist()} differ from "
-                                 f"object_areas {it.areas.tolist()}; run synthcount verify")
-            for k in range(it.count):
-                point = None if np.isnan(it.points[k]).any() else it.points[k].tolist()
-                anns.append({"id": it.index * 256 + k + 1, "image_id": it.index,
-                             "category_id": int(it.category_ids[k]),
-                             "segmentation": {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")},
-                             "area": int(it.areas[k]), "bbox": it.boxes_xywh[k].tolist(), "iscrowd": 0,
-                             "point": point, "label": k + 1})
+                                 f"object_areas {want.tolist()}; run synthcount verify")
+            ex = {tuple(b) for b in exemplars.tolist()}
+            for k in range(total):
+                target = k < it.count
+                j = k - it.count  # distractor j
+                pts, box = (it.points[k], it.boxes_xywh[k]) if target else (d_points[j], d_boxes[j])
+                cat = int(it.category_ids[k]) if target else int(d_ids[j]) + 1 + offset
+                ann = {"id": it.index * 256 + k + 1, "image_id": it.index, "category_id": cat,
+                       "segmentation": {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")},
+                       "area": int(want[k]), "bbox": box.tolist(), "iscrowd": 0,
+                       "point": None if np.isnan(pts).any() else pts.tolist(), "label": k + 1,
+                       "role": "target" if target else "distractor"}
+                if target:
+                    ann["exemplar"] = tuple(box.tolist()) in ex and int(want[k]) > 0
+                anns.append(ann)
         bar.update(1)
     doc = {
         "info": {"description": f"synthcount export of {os.path.abspath(ds.path)}", "version": __version__,
                  "synthcount_config": ds.config},
         "licenses": [],
-        "categories": [{"id": c + 1, "name": name, "supercategory": "object"} for c, name in enumerate(names)],
+        "categories": [{"id": c + 1, "name": name, "supercategory": "object"} for c, name in enumerate(names)]
+        + ([{"id": offset + c + 1, "name": name, "supercategory": "distractor"} for c, name in enumerate(own)]
+           if separate else []),
         "images": images,
         "annotations": anns,
     }
