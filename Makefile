@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out/quickstart
 
-.PHONY: run test demo bench clean
+.PHONY: run test lint demo bench clean
 
 run: $(VENV)/.generator
 	$(BIN)/synthcount generate $(OUT) --num-images 2000 --shard-size 500 --workers 2
@@ -14,6 +14,9 @@ run: $(VENV)/.generator
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
 
 demo: $(VENV)/.dev
 	$(BIN)/synthcount demo out/demo

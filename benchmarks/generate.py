@@ -174,7 +174,8 @@ def main(argv=None) -> None:
     tables = [format_table(rows + presets, cols, "synthcount generate_dataset (medians)"),
               format_table(scaling, ["size", "t", "compression", "workers1_images_per_s", "workers2_images_per_s",
                                      "speedup", "workers2_cores_used"],
-                           "scaling 1 -> 2 workers (cores_used = CPU s / wall s; below ~1.9 the machine lent fewer cores)"),
+                           "scaling 1 -> 2 workers (cores_used = CPU s / wall s; "
+                           "below ~1.9 the machine lent fewer cores)"),
               format_table(baseline, ["t", "images", "seconds", "images_per_s", "cpu_images_per_s",
                                       "layouts_per_image", "abandoned"], "baseline (161x161, time-bounded)"),
               format_table(ratios, ["t", "synthcount_images_per_s", "baseline_images_per_s", "ratio", "ratio_cpu"],

@@ -150,7 +150,8 @@ def main(argv=None) -> None:
         for name, jname in pairs:
             j = next(r for r in rows if r["source"] == jname and r["workers"] == workers)
             s = next(r for r in rows if r["source"] == name and r["workers"] == workers)
-            ratios.append({"workers": workers, "source": name, "versus": jname, "shards_images_per_s": s["images_per_s"],
+            ratios.append({"workers": workers, "source": name, "versus": jname,
+                           "shards_images_per_s": s["images_per_s"],
                            "jpeg_images_per_s": j["images_per_s"], "ratio": rate(s["images_per_s"], j["images_per_s"]),
                            "ratio_cpu": rate(s["cpu_images_per_s"], j["cpu_images_per_s"])})
     gpu = []

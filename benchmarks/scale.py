@@ -79,7 +79,8 @@ def run_one(name: str, seed: int, num_images: int, workers: int, root: str, keep
                most_layouts_share_of_budget=round(float(tries.max()) / res.layout_budget, 5),
                layouts_by_n=by_n, manifest_digest=_digest(sums))
     if dis is not None:
-        row.update(distractors_mean=round(dis["mean"], 3), distractor_visible_fraction=round(dis["visible_fraction"], 4),
+        row.update(distractors_mean=round(dis["mean"], 3), distractor_visible_fraction=round(dis["visible_fraction"],
+                                                                                             4),
                    target_visible_fraction=round(dis["target_visible_fraction"], 4))
     if not keep:
         shutil.rmtree(out, ignore_errors=True)

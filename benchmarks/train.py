@@ -57,7 +57,8 @@ def forward_flops(module: nn.Module, x: torch.Tensor) -> float:
         elif isinstance(m, nn.Linear):
             total[0] += 2.0 * out.numel() * m.in_features
 
-    hs = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    hs = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d,
+                                                                                    nn.Linear))]
     was = module.training
     module.eval()
     try:
@@ -163,7 +164,8 @@ def time_training(dataset: str, preset_name: str, *, batch_size: int, steps: int
 def main(argv=None) -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--presets", default="tiny,paper", help="comma-separated VAE presets (default tiny,paper)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per preset (default 20, paper 5; quick 3, paper 1)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per preset (default 20, paper 5; quick 3, paper 1)")
     p.add_argument("--batch-tiny", type=int, default=None, help="batch size for tiny (default 64, quick 16)")
     p.add_argument("--batch-paper", type=int, default=None, help="batch size for paper (default 8, quick 2)")
     p.add_argument("--vgg-weights", default=None, help="VGG-19 weights file or 'random' (default: pixel loss)")

@@ -337,7 +337,8 @@ class Composer:
         if not backgrounds.backgrounds:
             raise ValueError("backgrounds: the pack has no backgrounds")
         if scene.classes and scene.classes > len(objects.objects):
-            raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, got {scene.classes}")
+            raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, "
+                             f"got {scene.classes}")
         self.scene = scene
         self.objects = objects
         self.backgrounds = backgrounds  # the pack, like ``objects``
@@ -488,9 +489,12 @@ class Composer:
             ids = rng.choice(len(self.mips), size=n, replace=n > len(self.mips)).astype(np.int64)
         redraws = 0
         if n and self.unfit.get(n):
-            redraws = self._redraw_unfit(rng, ids) if class_ids is None else self._redraw_unfit_classes(rng, class_ids, assign, ids)
+            redraws = self._redraw_unfit(rng, ids) if class_ids is None else self._redraw_unfit_classes(rng, class_ids,
+                                                                                                        assign, ids)
         target_id = (int(ids[0]) if n else first) if sc.mode == "same" else -1
-        target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W) if sc.area_mode == "decorrelated" and n else math.nan
+        target = math.nan
+        if sc.area_mode == "decorrelated" and n:
+            target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W)
         dis = None
         if drng is not None:
             # Distractors are never of an identity the image counts (its classes, too).
@@ -697,7 +701,8 @@ class Composer:
                                color=tuple(float(c) for c in record["object_color"][k])))
         H, W = sc.size
         image, label_map = np.empty((H, W, 3), np.uint8), np.empty((H, W), np.uint8)
-        self._render_into(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies, image, label_map)
+        self._render_into(int(record["background_id"]), tuple(int(v) for v in record["bg_crop"]), copies, image,
+                          label_map)
         return image, label_map
 
     # -- rendering (draws no random numbers) ---------------------------------
@@ -717,7 +722,8 @@ class Composer:
             h, w = patch.shape
             label_map[py:py + h, px:px + w][patch.footprint] = k
 
-    def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, draw: "Draw", label_map: np.ndarray) -> None:
+    def _record_into(self, rec: Dict[str, np.ndarray], row: int, index: int, draw: "Draw",
+                     label_map: np.ndarray) -> None:
         """Fill row ``row`` of ``rec`` from the draw and the final label map. Per-object
         fields cover targets and distractors; the sums (``cumulative_area``, the mean
         item area, the field area) cover the targets only."""

@@ -206,7 +206,8 @@ class SceneConfig:
             _check(isinstance(self.count_probs, (list, tuple)) and all(_is_num(v) for v in self.count_probs),
                    "count_probs", "a list of probabilities", self.count_probs)
             p = tuple(float(v) for v in self.count_probs)
-            _check(len(p) == self.max_count + 1, "count_probs", f"{self.max_count + 1} values (N = 0..max_count)", self.count_probs)
+            _check(len(p) == self.max_count + 1, "count_probs", f"{self.max_count + 1} values (N = 0..max_count)",
+                   self.count_probs)
             _check(all(v >= 0 and math.isfinite(v) for v in p) and abs(sum(p) - 1) < 1e-6, "count_probs",
                    "non-negative and summing to 1", self.count_probs)
             set_("count_probs", p)
@@ -221,7 +222,8 @@ class SceneConfig:
         if isinstance(mv, (list, tuple)):
             _check(all(_is_num(v) for v in mv), "min_visible", "numbers in [0, 1]", self.min_visible)
             mv = tuple(float(v) for v in mv)
-            _check(len(mv) == self.max_count + 1, "min_visible", f"a number or {self.max_count + 1} values (t per N)", self.min_visible)
+            _check(len(mv) == self.max_count + 1, "min_visible", f"a number or {self.max_count + 1} values (t per N)",
+                   self.min_visible)
             _check(all(0.0 <= v <= 1.0 for v in mv), "min_visible", "in [0, 1]", self.min_visible)
         else:
             _check(_is_num(mv) and 0.0 <= float(mv) <= 1.0, "min_visible", "in [0, 1]", self.min_visible)
@@ -347,7 +349,8 @@ class SourceConfig:
         for name in ("objects", "backgrounds", "distractor_objects"):
             v = getattr(self, name)
             _check(v is None or isinstance(v, str), name, "a path or null", v)
-        _check(_is_num(self.mask_threshold) and 0.0 < float(self.mask_threshold) <= 1.0, "mask_threshold", "in (0, 1]", self.mask_threshold)
+        _check(_is_num(self.mask_threshold) and 0.0 < float(self.mask_threshold) <= 1.0, "mask_threshold", "in (0, 1]",
+               self.mask_threshold)
         _check(_is_int(self.object_max_side) and self.object_max_side >= 8, "object_max_side",
                "an integer >= 8", self.object_max_side)
         _check(_is_int(self.background_max_side) and self.background_max_side >= 8, "background_max_side",
@@ -383,7 +386,8 @@ class DatasetConfig:
         _check(_is_int(self.shard_size) and 1 <= self.shard_size <= 10**6, "shard_size", "an integer in 1..1000000",
                self.shard_size)
         _check(self.compression in COMPRESSIONS, "compression", f"one of {COMPRESSIONS}", self.compression)
-        _check(self.label_compression in COMPRESSIONS, "label_compression", f"one of {COMPRESSIONS}", self.label_compression)
+        _check(self.label_compression in COMPRESSIONS, "label_compression", f"one of {COMPRESSIONS}",
+               self.label_compression)
 
     @property
     def num_shards(self) -> int:

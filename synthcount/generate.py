@@ -607,7 +607,8 @@ def _check_kept_shard(out_dir: str, k: int, cfg: DatasetConfig) -> None:
                   and _config_matches(a["config"], cfg))
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise ShardError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         f"it is not a complete shard of this dataset: move it away and run again to remake it") from None
+                         "it is not a complete shard of this dataset: move it away and run again to remake it"
+                         ) from None
     if not ok:
         raise ShardError(f"{path}: made with another config or at another position than this dataset's shard {k}; "
                          f"move it away and run again to remake it")
@@ -769,7 +770,8 @@ def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: Fo
             with ShardLock(out_dir, shard_name(k)) as sl:
                 if sl.acquired:
                     _remove(_debris(out_dir, k))
-        mine = {LOCK_FILE, LOCKS_DIR, ".manifest.lock", "manifest.json"} | ({IDENTITY_FILE} if wrote_identity else set())
+        mine = {LOCK_FILE, LOCKS_DIR, ".manifest.lock",
+                "manifest.json"} | ({IDENTITY_FILE} if wrote_identity else set())
         names = set(os.listdir(out_dir))
         locks_dir = os.path.join(out_dir, LOCKS_DIR)
         if created and names <= mine and "manifest.json" not in names and lock.try_exclusive():
@@ -847,7 +849,7 @@ def _run_pool(res: GenerateResult, todo: List[int], nproc: int, bar) -> None:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
                     raise RuntimeError(f"a generate worker process died (exit code {dead[0].exitcode}); "
-                                       "finished shards are kept: run the same command again to resume")
+                                       "finished shards are kept: run the same command again to resume") from None
                 continue
             if isinstance(msg, int):
                 bar.update(msg)

@@ -47,9 +47,11 @@ class ObjectAsset:
 
     def __post_init__(self) -> None:
         if self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
-            raise ValueError(f"object {self.name!r}: rgb must be uint8 (h, w, 3), got {self.rgb.dtype} {self.rgb.shape}")
+            raise ValueError(f"object {self.name!r}: rgb must be uint8 (h, w, 3), "
+                             f"got {self.rgb.dtype} {self.rgb.shape}")
         if self.alpha.dtype != np.uint8 or self.alpha.shape != self.rgb.shape[:2]:
-            raise ValueError(f"object {self.name!r}: alpha must be uint8 {self.rgb.shape[:2]}, got {self.alpha.dtype} {self.alpha.shape}")
+            raise ValueError(f"object {self.name!r}: alpha must be uint8 {self.rgb.shape[:2]}, "
+                             f"got {self.alpha.dtype} {self.alpha.shape}")
         # C-contiguous arrays keep cv2 calls copy-free on the hot path.
         self.rgb = np.ascontiguousarray(self.rgb)
         self.alpha = np.ascontiguousarray(self.alpha)

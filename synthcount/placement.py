@@ -136,7 +136,8 @@ class Layout:
         for m, lim in zip(masks, limits):
             src = m[:2 * ry, :2 * rx].view(np.uint8)
             if src.shape != (2 * ry, 2 * rx):  # cells past the image edge hold nothing
-                src = cv2.copyMakeBorder(src, 0, 2 * ry - src.shape[0], 0, 2 * rx - src.shape[1], cv2.BORDER_CONSTANT, value=0)
+                src = cv2.copyMakeBorder(src, 0, 2 * ry - src.shape[0], 0, 2 * rx - src.shape[1], cv2.BORDER_CONSTANT,
+                                         value=0)
             # 2x2 sum-pool: INTER_AREA at exactly half size averages each cell.
             cnt = cv2.resize(src.astype(np.float32), (rx, ry), interpolation=cv2.INTER_AREA) * np.float32(4)
             ok &= cv2.matchTemplate(cnt, core, cv2.TM_CCORR) < lim + 0.5

@@ -465,7 +465,8 @@ def read_manifest(folder: str) -> dict:
             raise ValueError(f"{path}: shards[{i}] ({e['file']}): num_images must be a non-negative integer, got {n!r}")
         sha = e.get("sha256")
         if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
-            raise ValueError(f"{path}: shards[{i}] ({e['file']}): sha256 must be 64 hex digits or null, got {sha!r:.80}")
+            raise ValueError(f"{path}: shards[{i}] ({e['file']}): sha256 must be 64 hex digits or null, "
+                             f"got {sha!r:.80}")
     total = man.get("num_images")
     if not isinstance(total, int) or isinstance(total, bool):
         raise ValueError(f"{path}: num_images must be an integer, got {total!r}")

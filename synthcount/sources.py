@@ -158,7 +158,8 @@ def _gray(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _crop_object(rgb: np.ndarray, alpha: np.ndarray, mask_threshold: float, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
+def _crop_object(rgb: np.ndarray, alpha: np.ndarray, mask_threshold: float, max_side: int) -> Tuple[np.ndarray,
+                                                                                                    np.ndarray]:
     """Crop to the bbox of alpha >= threshold*255, then downscale the longer side to max_side."""
     thr = mask_threshold * 255.0
     on = alpha >= thr
@@ -278,7 +279,8 @@ def _object_tasks(root: str) -> List[tuple]:
             if not any(_ext(s) in JPEG_EXT for s in siblings):
                 tasks.append((rel, None, "cutout"))  # else: it is a JPEG's mask
         elif os.path.basename(rel).lower() not in _LAYOUT_FILES:
-            tasks.append((rel, f"unsupported file type {ext or '(none)'!r} (objects are .jpg+.png pairs or RGBA .png)", "skip"))
+            tasks.append((rel, f"unsupported file type {ext or '(none)'!r} (objects are .jpg+.png pairs or RGBA .png)",
+                          "skip"))
     return tasks
 
 

@@ -107,8 +107,9 @@ def summarize(ds: Dataset) -> dict:
     # (layouts resampled until copies fit favour smaller copies at larger N).
     item = lab["mean_item_area"] if "mean_item_area" in lab.dtype.names else None
     tries = lab["layout_tries"] if "layout_tries" in lab.dtype.names else None
-    item_by_count = {str(int(c)): float(item[count == c].mean()) for c in np.unique(count) if c > 0} if item is not None else {}
-    tries_by_count = {str(int(c)): float(tries[count == c].mean()) for c in np.unique(count)} if tries is not None else {}
+    counts = np.unique(count)
+    item_by_count = {str(int(c)): float(item[count == c].mean()) for c in counts if c > 0} if item is not None else {}
+    tries_by_count = {str(int(c)): float(tries[count == c].mean()) for c in counts} if tries is not None else {}
     layouts = {str(int(c)): _tail(tries[count == c]) for c in np.unique(count)} if tries is not None else {}
     budget = _layout_budget(ds)
     out = {
@@ -135,7 +136,8 @@ def summarize(ds: Dataset) -> dict:
     rows = []
     for k in range(ds.num_shards):
         sel = lab["shard"] == k
-        rows.append({"file": ds.files[k].rsplit("/", 1)[-1], "first_image_index": int(lab["index"][sel][0]) if sel.any() else None,
+        rows.append({"file": ds.files[k].rsplit("/", 1)[-1],
+                     "first_image_index": int(lab["index"][sel][0]) if sel.any() else None,
                      "num_images": int(sel.sum()), "count_mean": float(count[sel].mean()) if sel.any() else None,
                      "cumulative_area_mean": float(area[sel].mean()) if sel.any() else None})
     out["shards"] = rows
@@ -179,7 +181,8 @@ def _object_summaries(ds: Dataset) -> dict:
         cc = ds.column("class_counts").astype(np.int64)
         ids = np.count_nonzero(cc, axis=1)
         out["classes"] = {"classes": int(cc.shape[1]),
-                          "identities_per_image": {str(int(v)): int(c) for v, c in zip(*np.unique(ids, return_counts=True))},
+                          "identities_per_image": {str(int(v)): int(c) for v, c in zip(*np.unique(ids,
+                                                                                                  return_counts=True))},
                           "mean_per_class": [float(v) for v in cc.mean(axis=0)]}
     if "exemplar_boxes" in ds.fields:
         e = np.count_nonzero((ds.column("exemplar_boxes") != -1).any(axis=2), axis=1)

@@ -98,7 +98,8 @@ def _good_objects(imgs: str, which=None) -> None:
         SOFT_NAME: (_resize(data.coffee(), 150, 100), _ellipse_mask(150, 100, (75, 50), (50, 30), blur=3.0)),
         "Imgs/more/rocket.jpg": (_resize(data.rocket(), 180, 120),
                                  cv2.rectangle(np.zeros((120, 180), np.uint8), (30, 20), (149, 99), 255, -1)),
-        BIG_NAME: (_resize(data.astronaut(), 200, 200), cv2.circle(np.zeros((200, 200), np.uint8), (100, 100), 90, 255, -1)),
+        BIG_NAME: (_resize(data.astronaut(), 200, 200), cv2.circle(np.zeros((200, 200), np.uint8), (100, 100), 90, 255,
+                                                                   -1)),
     }
     coins = data.coins()[20:120, 10:140]
     objs["Imgs/coins.jpg"] = (np.dstack([coins] * 3), np.where(coins > 120, 255, 0).astype(np.uint8))

@@ -168,7 +168,8 @@ def test_wrongly_typed_config_values_exit_2_and_write_nothing(tmp_path, text, wo
 
 def test_flag_combinations_users_reach_for(tmp_path):
     # The README's --area-mode decorrelated at default sizes, and a preset with --max-count.
-    assert _run("generate", tmp_path / "d", "--num-images", "6", "--area-mode", "decorrelated", "--quiet").exit_code == 0
+    assert _run("generate", tmp_path / "d", "--num-images", "6", "--area-mode", "decorrelated",
+                "--quiet").exit_code == 0
     r = _run("generate", tmp_path / "b", "--num-images", "20", "--preset", "binary", "--max-count", "4", "--quiet")
     assert r.exit_code == 0, r.output
     with h5py.File(tmp_path / "b" / "shard-00000.h5", "r") as f:

@@ -32,7 +32,8 @@ def packs():
         o = _ellipse_object(h, w, tuple(int(v) for v in rng.integers(0, 256, 3)), hole=i % 3 == 0, name=f"e{i}")
         o.rgb[...] = rng.integers(0, 256, o.rgb.shape, dtype=np.uint8)  # textured
         objs.append(o)
-    bgs = [rng.integers(0, 256, (int(rng.integers(100, 300)), int(rng.integers(100, 300)), 3), dtype=np.uint8) for _ in range(4)]
+    bgs = [rng.integers(0, 256, (int(rng.integers(100, 300)), int(rng.integers(100, 300)), 3),
+                        dtype=np.uint8) for _ in range(4)]
     return AssetPack(objects=objs), AssetPack(backgrounds=bgs, background_names=[f"b{i}" for i in range(4)])
 
 
@@ -187,8 +188,10 @@ def test_binary_like_hard_shapes():
     cv2.circle(disc, (32, 32), 31, 255, -1)
     packs = (AssetPack(objects=[ObjectAsset(np.full((64, 64, 3), 255, np.uint8), disc, "disc")]),
              AssetPack(backgrounds=[np.zeros((64, 64, 3), np.uint8)], background_names=["black"]))
-    scene = SceneConfig(size=(48, 48), max_count=8, count_probs=(0,) + (1 / 8,) * 8, blend="hard", rotation_range=(0, 0),
-                        flip_p=0, min_gap=1, area_mode="decorrelated", area_fraction_range=(0.06, 0.18), scale_jitter=(0.7, 1.3))
+    scene = SceneConfig(size=(48, 48), max_count=8, count_probs=(0,) + (1 / 8,) * 8, blend="hard", rotation_range=(0,
+                                                                                                                   0),
+                        flip_p=0, min_gap=1, area_mode="decorrelated", area_fraction_range=(0.06, 0.18),
+                        scale_jitter=(0.7, 1.3))
     comp = Composer(scene, *packs)
     for i in range(100):
         img, lab, rec = comp.compose(0, i)

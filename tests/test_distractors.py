@@ -309,7 +309,8 @@ def test_coco_export_carries_distractors_and_exemplars(made, tmp_path):
             img = coco.loadImgs(i)[0]
             anns = coco.loadAnns(coco.getAnnIds(imgIds=i))
             roles = [a["role"] for a in anns]
-            assert img["count"] == n == roles.count("target") and img["num_distractors"] == k == roles.count("distractor")
+            assert img["count"] == n == roles.count("target")
+            assert img["num_distractors"] == k == roles.count("distractor")
             for a in anns:
                 assert int(mask_util.area(a["segmentation"])) == a["area"] == int(rec["object_areas"][a["label"] - 1])
             ex = [b for b in rec["exemplar_boxes"].tolist() if min(b) >= 0]

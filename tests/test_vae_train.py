@@ -7,7 +7,6 @@ import os
 import socket
 
 import numpy as np
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -123,7 +122,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     vtrain.train(ds, a, small_cfg(epochs=3), progress=False)
     vtrain.train(ds, b, small_cfg(epochs=1), progress=False)
     vtrain.train(ds, b, small_cfg(epochs=3), resume=True, progress=False)
-    sa, sb = load_checkpoint(os.path.join(a, "checkpoints/last.pt")), load_checkpoint(os.path.join(b, "checkpoints/last.pt"))
+    sa, sb = load_checkpoint(os.path.join(a, "checkpoints/last.pt")), load_checkpoint(os.path.join(b,
+                                                                                                   "checkpoints/last.pt"))
     assert sa["epoch"] == sb["epoch"] == 3
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
@@ -142,7 +142,8 @@ def test_resume_with_another_worker_count_equals_an_uninterrupted_run(tmp_path):
     vtrain.train(ds, a, small_cfg(epochs=2, workers=0), progress=False)
     vtrain.train(ds, b, small_cfg(epochs=1, workers=0), progress=False)
     vtrain.train(ds, b, small_cfg(epochs=2, workers=2), resume=True, progress=False)
-    sa, sb = load_checkpoint(os.path.join(a, "checkpoints/last.pt")), load_checkpoint(os.path.join(b, "checkpoints/last.pt"))
+    sa, sb = load_checkpoint(os.path.join(a, "checkpoints/last.pt")), load_checkpoint(os.path.join(b,
+                                                                                                   "checkpoints/last.pt"))
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
 

@@ -127,7 +127,8 @@ class ModelConfig:
         _check(all(8 <= v <= 4096 for v in size), "image_size", "between 8 and 4096 pixels per side", self.image_size)
         set_("image_size", size)
         enc = tuple(int(c) for c in self.enc_channels)
-        _check(len(enc) >= 1 and all(c >= 1 for c in enc), "enc_channels", "a non-empty list of positive ints", self.enc_channels)
+        _check(len(enc) >= 1 and all(c >= 1 for c in enc), "enc_channels", "a non-empty list of positive ints",
+               self.enc_channels)
         set_("enc_channels", enc)
         n = len(enc)
         set_("enc_kernel", _per_layer("enc_kernel", self.enc_kernel, n))
@@ -144,8 +145,10 @@ class ModelConfig:
             _check(all(v >= 1 for v in getattr(self, name)), name, "positive", getattr(self, name))
         _check(int(self.dec_in_channels) >= 1, "dec_in_channels", "a positive int", self.dec_in_channels)
         _check(int(self.out_kernel) >= 1 and int(self.out_stride) >= 1 and int(self.out_padding) >= 0,
-               "out_kernel/out_stride/out_padding", "positive/positive/non-negative", (self.out_kernel, self.out_stride, self.out_padding))
-        _check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim", "a positive int", self.latent_dim)
+               "out_kernel/out_stride/out_padding", "positive/positive/non-negative",
+               (self.out_kernel, self.out_stride, self.out_padding))
+        _check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim", "a positive int",
+               self.latent_dim)
         _check(0.0 <= float(self.leaky_slope) < 1.0, "leaky_slope", "in [0, 1)", self.leaky_slope)
         _check(0.0 < float(self.sigma_eps) < 1.0, "sigma_eps", "in (0, 1)", self.sigma_eps)
         # Fail here, not at the first forward, when the sizes do not work out.
@@ -298,10 +301,12 @@ class TrainConfig:
         _check(isinstance(self.model_overrides, dict), "model_overrides", "a dict", self.model_overrides)
         self.model_config()  # validates the overrides
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "a positive integer", self.epochs)
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm)", self.batch_size)
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm)",
+               self.batch_size)
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)
         _check(0 < self.lr_factor < 1, "lr_factor", "in (0, 1)", self.lr_factor)
-        _check(isinstance(self.lr_patience, int) and self.lr_patience >= 0, "lr_patience", "a non-negative integer", self.lr_patience)
+        _check(isinstance(self.lr_patience, int) and self.lr_patience >= 0, "lr_patience", "a non-negative integer",
+               self.lr_patience)
         _check(self.recon in RECONS, "recon", f"one of {RECONS}", self.recon)
         _check(self.pixel_loss in PIXEL_LOSSES, "pixel_loss", f"one of {PIXEL_LOSSES}", self.pixel_loss)
         _check(math.isfinite(self.alpha) and self.alpha >= 0, "alpha", "a non-negative number", self.alpha)
@@ -314,11 +319,14 @@ class TrainConfig:
         _check(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
         _check(1.0 <= self.aug_scale <= 2.0, "aug_scale", "in [1, 2]", self.aug_scale)
         _check(0.0 <= self.color_shift <= 0.5, "color_shift", "in [0, 0.5]", self.color_shift)
-        _check(isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0, "warmup_epochs", "a non-negative integer", self.warmup_epochs)
-        _check(isinstance(self.natural_ramp, int) and self.natural_ramp >= 1, "natural_ramp", "a positive integer", self.natural_ramp)
+        _check(isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0, "warmup_epochs",
+               "a non-negative integer", self.warmup_epochs)
+        _check(isinstance(self.natural_ramp, int) and self.natural_ramp >= 1, "natural_ramp", "a positive integer",
+               self.natural_ramp)
         _check(self.natural_schedule in SCHEDULES, "natural_schedule", f"one of {SCHEDULES}", self.natural_schedule)
         _check(0.0 <= self.drop_fraction < 1.0, "drop_fraction", "in [0, 1)", self.drop_fraction)
-        _check(isinstance(self.recon_every, int) and self.recon_every >= 0, "recon_every", "a non-negative integer", self.recon_every)
+        _check(isinstance(self.recon_every, int) and self.recon_every >= 0, "recon_every", "a non-negative integer",
+               self.recon_every)
         _check(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0, "checkpoint_every",
                "a non-negative integer", self.checkpoint_every)
 

@@ -74,7 +74,8 @@ def pixel_loss(recon: torch.Tensor, x: torch.Tensor, kind: str = "bce", reductio
     return reduce(t, reduction)
 
 
-def perceptual_loss(vgg: nn.Module, recon: torch.Tensor, x: torch.Tensor, reduction: str = "batch-mean") -> torch.Tensor:
+def perceptual_loss(vgg: nn.Module, recon: torch.Tensor, x: torch.Tensor,
+                    reduction: str = "batch-mean") -> torch.Tensor:
     """Sum over VGG layers of the squared error between features of recon and x.
 
     ``vgg(x)`` must return a list of feature maps (``vae.vgg.VGGFeatures``). The
@@ -119,7 +120,8 @@ class VAELoss(nn.Module):
         self.alpha, self.beta = float(alpha), float(beta)
         self.vgg = vgg if recon in ("perceptual", "both") else None
 
-    def forward(self, x: torch.Tensor, recon_x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, recon_x: torch.Tensor, mu: torch.Tensor,
+                sigma: torch.Tensor) -> Dict[str, torch.Tensor]:
         out: Dict[str, torch.Tensor] = {}
         if self.vgg is not None:
             # VGG may run under the caller's autocast; the differences are float32.

@@ -72,7 +72,8 @@ def _read_v73(path: str) -> List[Tuple[str, int, int]]:
 
     with h5py.File(path, "r") as f:
         if "imgIdx" not in f:
-            raise ValueError(f"{path}: no 'imgIdx' variable (found {sorted(k for k in f.keys() if not k.startswith('#'))})")
+            found = sorted(k for k in f.keys() if not k.startswith("#"))
+            raise ValueError(f"{path}: no 'imgIdx' variable (found {found})")
         g = f["imgIdx"]
         missing = [k for k in ("name", "label", "istest") if k not in g]
         if missing:

@@ -136,12 +136,14 @@ SHAPES = [
     ("pentagon", (124, 120), lambda c: _poly(c, _regular(5))),
     ("octagon", (120, 120), lambda c: _poly(c, _regular(8, np.pi / 8))),
     ("diamond", (96, 128), lambda c: _poly(c, [(0.5, 0), (1, 0.5), (0.5, 1), (0, 0.5)])),
-    ("arrow", (128, 80), lambda c: _poly(c, [(0, 0.32), (0.6, 0.32), (0.6, 0), (1, 0.5), (0.6, 1), (0.6, 0.68), (0, 0.68)])),
+    ("arrow", (128, 80), lambda c: _poly(c, [(0, 0.32), (0.6, 0.32), (0.6, 0), (1, 0.5), (0.6, 1), (0.6, 0.68),
+                                             (0, 0.68)])),
     ("flower", (128, 128), _flower),
     ("teardrop", (96, 128), _teardrop),
     ("semicircle", (128, 66), lambda c: _ellipse(c, cy=1.0, ay=1.0, a0=180, a1=360)),
     ("trapezoid", (128, 88), lambda c: _poly(c, [(0.25, 0), (0.75, 0), (1, 1), (0, 1)])),
-    ("bolt", (80, 128), lambda c: _poly(c, [(0.55, 0), (0.05, 0.58), (0.45, 0.58), (0.3, 1), (0.95, 0.38), (0.55, 0.38), (0.8, 0)])),
+    ("bolt", (80, 128), lambda c: _poly(c, [(0.55, 0), (0.05, 0.58), (0.45, 0.58), (0.3, 1), (0.95, 0.38),
+                                            (0.55, 0.38), (0.8, 0)])),
 ]
 
 
@@ -272,7 +274,8 @@ def _coins(n: int = 6):
         x, y, w, h = cv2.boundingRect(cnt)
         area = cv2.contourArea(cnt)
         # coin-sized and round (area / box area near pi / 4), away from the border
-        if area > 900 and 0.7 < area / (w * h) < 0.85 and x > 2 and y > 2 and x + w < img.shape[1] - 2 and y + h < img.shape[0] - 2:
+        inside = x > 2 and y > 2 and x + w < img.shape[1] - 2 and y + h < img.shape[0] - 2
+        if area > 900 and 0.7 < area / (w * h) < 0.85 and inside:
             coins.append((y // 60, x, cnt))  # row-major order, rows ~60 px apart
     coins.sort(key=lambda c: (c[0], c[1]))
     picked = coins[:: max(1, len(coins) // n)][:n]
@@ -358,7 +361,8 @@ def builtin_backgrounds() -> AssetPack:
                                                [(235, 225, 200), (140, 120, 100)]),
         "procedural/smooth_noise": _palette(_smooth_noise(r(0), S, S, cells=5), [(90, 120, 80), (170, 160, 110)]),
         "procedural/fractal_clouds": _palette(_fractal(r(1), S, S, 2.2), [(60, 110, 190), (230, 235, 245)]),
-        "procedural/fractal_earth": _palette(_fractal(r(2), S, S, 2.0), [(80, 60, 40), (130, 110, 70), (160, 150, 110)]),
+        "procedural/fractal_earth": _palette(_fractal(r(2), S, S, 2.0), [(80, 60, 40), (130, 110, 70), (160, 150,
+                                                                                                        110)]),
         "procedural/sand": _palette(np.clip(0.5 * _smooth_noise(r(3), S, S, 8) + 0.5 * r(4).random((S, S)), 0, 1),
                                     [(190, 165, 120), (225, 205, 160)]),
     }
