@@ -187,7 +187,9 @@ def emit(result: Dict[str, Any], tables: List[str], out: Optional[str]) -> None:
     if out:
         d = os.path.dirname(os.path.abspath(out))
         os.makedirs(d, exist_ok=True)
-        with open(out, "w") as f:
+        from synthcount._io import atomic_write
+
+        with atomic_write(out, "w") as f:
             f.write(json.dumps(result, indent=1, default=_jsonable) + "\n")
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -332,5 +332,11 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
         d.text((2, 1), text, fill=(255, 255, 255))
         r, c = divmod(t, cols)
         sheet.paste(pil, (pad + c * (tw + pad), pad + r * (th + pad)))
-    sheet.save(out_png)
+    import io
+
+    from ._io import write_bytes_atomic
+
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    write_bytes_atomic(out_png, buf.getbuffer())
     return out_png
