@@ -153,8 +153,16 @@ def test_labels(tmp_path):
         _positive(r, "images_per_s", "label_bytes_per_image")
 
 
+def test_versus(tmp_path):
+    # The tree against itself (CI has no other version at hand): the machinery, not the figures.
+    res = _run("versus", tmp_path, "--reference", ROOT, "--images", "8")
+    assert res["floor_images_per_s"] > 0 and len(res["runs"]) == 8
+    for r in res["runs"]:
+        assert not r["errors"] and r["images_per_s"] > 0 and r["peak_rss_mb"] > 0
+
+
 # load and train import torch before parsing (seconds each); the parser is the same helper.
-@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale", "export", "labels"])
+@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale", "export", "labels", "versus"])
 def test_bad_flag_exits_2(name):
     p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--no-such-flag"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
