@@ -123,24 +123,65 @@ def test_analysis_cli(run_dir, shards, tmp_path):
     assert res.exit_code == 2 and "cumulative_area" in res.output and "Traceback" not in res.output
 
 
-def test_demo_quick_writes_every_file(tmp_path):
-    from vae.demo import run_demo
+def test_demo_quick_two_seeds_writes_every_file(tmp_path):
+    from vae.demo import DemoConfig, run_demo
 
     out = tmp_path / "demo"
-    res = run_demo(str(out), quick=True, progress=False, seed=1)
-    for name in ("report.md", "demo.json", "table1.md", "fig2_reconstructions.png", "fig3_traversal.png",
-                 "latents_trained.h5", "latents_untrained.h5"):
+    res = run_demo(str(out), DemoConfig(quick=True, progress=False, seed=1, seeds=2))
+    for suffix in ("", "_seed2"):  # the first study keeps the plain names, the second carries its seed
+        for name in ("fig2_reconstructions.png", "fig3_traversal.png", "latents_trained.h5", "latents_untrained.h5"):
+            stem, ext = name.rsplit(".", 1)
+            assert (out / f"{stem}{suffix}.{ext}").stat().st_size > 0, (name, suffix)
+        for rep in ("trained", "untrained", "pca"):
+            for name in (f"probe_{rep}{suffix}.json", f"regression_{rep}{suffix}.json",
+                         f"{rep}_coefficients{suffix}.png"):
+                assert (out / name).stat().st_size > 0, name
+        assert (out / f"run{suffix}" / "checkpoints" / "last.pt").is_file()
+    for name in ("report.md", "demo.json", "table1.md"):
         assert (out / name).stat().st_size > 0, name
-    for rep in ("trained", "untrained", "pca"):
-        for name in (f"probe_{rep}.json", f"regression_{rep}.json", f"{rep}_coefficients.png"):
-            assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     assert "corr(log N, log A)" in report and "Permutation baseline" in report and "untrained" in report
-    assert "pixel BCE loss" in report
+    assert "pixel BCE loss" in report and "## Over seeds" in report and "every seed" in report
     for png in [line.split("](")[1].rstrip(")") for line in report.splitlines() if "![" in line]:
         assert (out / png).is_file(), png
+    assert "logistic" in (out / "table1.md").read_text()
+    # the first study's results under the keys a one-seed demo has always had
     assert res["training"]["epochs"] == 1
     assert set(res["results"]) == {"trained", "untrained", "pca"}
+    assert {"ap_voc11", "mean_accuracy", "logistic"} <= set(res["results"]["trained"]["probe"])
+    # per seed: units at both thresholds, the best candidate and the probes, for every representation
+    assert [s["seed"] for s in res["per_seed"]] == [1, 2]
+    for s in res["per_seed"]:
+        for rep in ("trained", "untrained", "pca"):
+            r = s["representations"][rep]
+            assert set(r["numerosity_units"]) == {"0.05", "0.1"} and set(r["area_units"]) == {"0.05", "0.1"}
+            assert set(r["numerosity_units"]["0.1"]) <= set(r["numerosity_units"]["0.05"])
+            assert 0 <= r["probe"]["mlp_mean_accuracy"] <= 1 and 0 <= r["probe"]["logistic_mean_accuracy"] <= 1
+    assert res["per_seed"][0]["representations"]["trained"]["numerosity_units"]["0.05"] == \
+        res["results"]["trained"]["regression"]["numerosity_units"]
+    sm = res["summary"]["representations"]["trained"]["mlp_mean_accuracy"]
+    assert sm["min"] <= sm["mean"] <= sm["max"] and len(sm["values"]) == 2
+    assert isinstance(res["summary"]["trained_beats_controls_every_seed"], bool)
+    # the two studies are independent: different data
+    assert res["per_seed"][0]["representations"] != res["per_seed"][1]["representations"]
     # a second demo into the same folder is refused (exit 2 from the CLI)
     r = CliRunner().invoke(main, ["demo", str(out), "--quick"])
     assert r.exit_code == 2 and "already holds a demo" in r.output
+
+
+def test_demo_config_is_validated():
+    from vae.demo import DemoConfig
+
+    for bad in (dict(seeds=0), dict(minutes=0), dict(recipe="nope"), dict(scene="x"), dict(eval_images=10)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DemoConfig(**bad)
+    assert DemoConfig(binary=True).recipe_name == "sz" and DemoConfig().recipe_name == "tiny-pixel"
+    r = CliRunner().invoke(main, ["demo", "x", "--seeds", "0"])
+    assert r.exit_code == 2 and "--seeds" in r.output
+
+
+def test_study_seeds_are_independent_streams():
+    from vae.demo import study_seed
+
+    seeds = {study_seed(s, n) for s in range(4) for n in ("train-data", "eval-data", "probe-split")}
+    assert len(seeds) == 12 and study_seed(0, "train-data") == study_seed(0, "train-data")

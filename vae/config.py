@@ -204,6 +204,10 @@ PRESETS = {
     "tiny": ModelConfig(image_size=(64, 64), enc_channels=(32, 64, 64), enc_strides=(2, 2, 2),  # 64 -> 32 -> 16 -> 8
                         dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2),            # 8 -> 16 -> 32 -> 64
                         latent_dim=32),
+    # Stoianov & Zorzi-style binary images at their native 48x48 (48 -> 24 -> 12 -> 6); chosen by the demo's
+    # one-factor-at-a-time search (benchmarks/README.md, "Emergence: one factor at a time")
+    "sz": ModelConfig(image_size=(48, 48), enc_channels=(32, 64, 64), enc_strides=(2, 2, 2),
+                      dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2), latent_dim=16),
 }
 
 

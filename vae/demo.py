@@ -1,42 +1,166 @@
-"""The whole story in one call: generate, train, encode, probe, regress, control, figures, report.
+"""The whole story in one call: generate, train, encode, probe, regress, control, report.
 
-:func:`run_demo` makes, in ``out_dir``:
+:func:`run_demo` runs one *study* per seed (``DemoConfig.seeds``), all within one
+wall-clock budget. A study makes, in ``out_dir`` (the first study with the plain
+names below, study k > 0 with ``_seed{S}`` after each name, S its seed):
 
 - ``data/train`` and ``data/eval``: synthcount datasets on the built-in assets, the
   paper's regression scene (section 4.4: 0-4 copies of one object, no overlap, sizes
   varying modestly) at 64x64, or with ``binary=True`` Stoianov & Zorzi-style binary
   images (48x48, 1-8 shapes, area independent of number); the eval set has its own
   seed, so it is held out from training;
-- ``run/``: the ``tiny`` VAE trained on CPU with the **pixel** (BCE) loss: no ImageNet
-  VGG-19 weights are available here, so the paper's perceptual loss cannot be used;
-  with pixel BCE summed over pixels, beta = 1 (the plain ELBO) replaces the paper's
-  beta = 0.03, which was tuned for the perceptual loss. Training runs whole epochs
-  until the time budget would be exceeded (or ``max_epochs``);
+- ``run/``: a small VAE trained on CPU with the **pixel** (BCE) loss, following the
+  demo *recipe* (``RECIPES``): no ImageNet VGG-19 weights are available here, so the
+  paper's perceptual loss cannot be used; training runs whole epochs until the
+  study's share of the budget would be exceeded (or ``max_epochs``);
 - latents of the eval set under the trained weights and under the run's initial,
-  untrained weights (the control), and a PCA-of-pixels baseline;
-- the count probe on a train/test split of the eval latents, the Eq. 3 regression
-  on all of them with a permutation baseline, for every representation;
-- ``report.md`` with the findings in plain words, ``demo.json``, ``table1.md``,
-  per-representation ``probe_*.json`` / ``regression_*.json`` and PNG figures.
+  untrained weights (the control), and a PCA-of-pixels baseline (``vae.baselines``);
+- the count probe (MLP and logistic) on a train/test split of the eval latents, and
+  the Eq. 3 regression at R^2 >= 0.05 (with a permutation baseline) and >= 0.1, for
+  every representation; ``probe_*.json``, ``regression_*.json`` and figures.
+
+``demo.json`` keeps the first study's results under the keys a single-seed demo has
+always had, and adds ``per_seed`` (one compact record per study) and ``summary``
+(mean and range over seeds, and whether the trained model beats both controls in
+every seed). ``report.md`` says it in words (:mod:`vae.report`).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sys
 import time
+import zlib
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import numpy as np
 
-__all__ = ["run_demo", "SCALES", "pca_features", "write_report"]
+from synthcount._io import write_json_atomic
+from synthcount._system import usable_cores
+from vae.baselines import pca_features
+
+__all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
 
 # (train_images, eval_images, max_epochs, probe_epochs, permutations) per scale
 SCALES = {
-    "full": dict(train_images=10000, eval_images=6000, max_epochs=40, probe_epochs=200, permutations=20),
+    "full": dict(train_images=10000, eval_images=6000, max_epochs=200, probe_epochs=200, permutations=20),
     "quick": dict(train_images=256, eval_images=300, max_epochs=1, probe_epochs=15, permutations=3),
 }
+
+# Training recipes: the choices that depart from the paper's defaults, by name, so that
+# demo.json can record which was used. ``tiny-pixel``: the tiny preset with the pixel
+# BCE loss and the plain ELBO (beta 1), the paper's augmentation. ``sz``: Stoianov &
+# Zorzi-style binary images, from the one-factor-at-a-time search in benchmarks/README.md
+# ("Emergence: one factor at a time").
+RECIPES: Dict[str, dict] = {
+    "tiny-pixel": dict(model_preset="tiny", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
+                       lr=0.0015, augment=True),
+    "sz": dict(model_preset="sz", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
+               lr=0.0015, augment=False),
+}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """One demo run (see :func:`run_demo`).
+
+    Attributes
+    ----------
+    minutes : float > 0
+        Wall-clock budget for the whole run, every seed together; training gets what
+        generation and a reserve for the analysis leave (whole epochs only).
+    seeds : int >= 1
+        Whole studies (data, training, controls), with seeds ``seed``, ``seed + 1``, ...
+        (each the same as a one-seed demo run with that ``--seed``).
+    seed : int >= 0
+        The first study's seed.
+    binary : bool
+        Stoianov & Zorzi-style binary images (48x48, N in 1..8) instead of a cut-out scene.
+    scene : {"regression", "decorrelated"}
+        Cut-out scene (64x64, 0-4 copies of one built-in object, no overlap):
+        ``regression`` is the paper's section 4.4 set (A grows with N); ``decorrelated``
+        draws the cumulative area independently of N, so Eq. 3 can tell number from area.
+    recipe : str or None
+        A name from ``RECIPES``; None = ``sz`` for binary images, ``tiny-pixel`` otherwise.
+    quick : bool
+        A much smaller run (one epoch on a few hundred images) for tests.
+    train_images, eval_images, max_epochs : int, optional
+        Scale knobs per study; defaults from ``SCALES["quick" if quick else "full"]``.
+    batch_size : int >= 2
+    device : {"cpu", "auto", "cuda"}
+    threads : int >= 1, optional
+        torch CPU threads (restored afterwards). Default: the cores this process may use.
+        Measured for the tiny model on an idle 2-core machine: 338 img/s with one
+        thread, 521 with two; on cores shared with other work one thread can be faster.
+    progress : bool
+        Stage messages and progress bars on stderr.
+    """
+
+    minutes: float = 9.0
+    seeds: int = 1
+    seed: int = 0
+    binary: bool = False
+    scene: str = "regression"
+    recipe: Optional[str] = None
+    quick: bool = False
+    train_images: Optional[int] = None
+    eval_images: Optional[int] = None
+    max_epochs: Optional[int] = None
+    batch_size: int = 64
+    device: str = "cpu"
+    threads: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name, rule):
+            raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        if not (isinstance(self.minutes, (int, float)) and self.minutes > 0):
+            bad("minutes", "> 0")
+        for name, lo in (("seeds", 1), ("seed", 0), ("batch_size", 2), ("train_images", 2), ("eval_images", 30),
+                         ("max_epochs", 1), ("threads", 1)):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+                bad(name, f"an integer >= {lo}")
+        if self.scene not in ("regression", "decorrelated"):
+            bad("scene", "'regression' or 'decorrelated'")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            bad("recipe", f"one of {sorted(RECIPES)}")
+        if self.device not in ("cpu", "auto", "cuda"):
+            bad("device", "'cpu', 'auto' or 'cuda'")
+
+    @property
+    def recipe_name(self) -> str:
+        return self.recipe or ("sz" if self.binary else "tiny-pixel")
+
+    @property
+    def scale(self) -> dict:
+        s = dict(SCALES["quick" if self.quick else "full"])
+        s.update({k: getattr(self, k) for k in ("train_images", "eval_images", "max_epochs")
+                  if getattr(self, k) is not None})
+        return s
+
+    @property
+    def scene_preset(self) -> str:
+        return "binary" if self.binary else self.scene
+
+    @property
+    def image_size(self) -> tuple:
+        return (48, 48) if self.binary else (64, 64)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def study_seed(seed: int, name: str) -> int:
+    """A seed for one named stream of a study, independent of every other name and seed.
+
+    SeedSequence over (seed, crc32(name)): the train and eval sets of study ``seed``
+    never share a stream with any set of study ``seed + 1`` (``seed + 1`` would).
+    """
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0] >> 1)
 
 
 class _Log:
@@ -54,30 +178,39 @@ class _Log:
         return time.monotonic() - self.t0
 
 
-def pca_features(images: np.ndarray, k: int, side: int = 16) -> np.ndarray:
-    """Top-``k`` principal components of the images' pixels (a no-learning baseline).
+def run_demo(out_dir: str, config: Optional[DemoConfig] = None, **kwargs) -> dict:
+    """Run the demo into ``out_dir`` and return its summary (also ``demo.json``).
 
     Parameters
     ----------
-    images : numpy.ndarray of uint8, shape (n, H, W, 3)
-    k : int
-        Components kept.
-    side : int
-        Images are area-averaged to side x side first (keeps the eigenproblem small).
+    out_dir : str
+        Created if needed; must not already hold a demo (``report.md``).
+    config : DemoConfig, optional
+        Everything about the run; or give its fields as keyword arguments
+        (``run_demo(out, binary=True, seeds=2, minutes=20)``).
 
     Returns
     -------
-    numpy.ndarray of float32, shape (n, k)
+    dict
+        The contents of ``demo.json``: ``settings``, ``data``, ``training``,
+        ``timings``, ``results`` (per representation ``trained``, ``untrained``,
+        ``pca``: probe and regression) for the first study, ``per_seed`` and
+        ``summary``.
     """
-    import cv2
+    import torch
 
-    x = np.stack([cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA) for im in images])
-    x = x.reshape(len(images), -1).astype(np.float64) / 255.0
-    x -= x.mean(axis=0)
-    cov = x.T @ x / max(len(x) - 1, 1)
-    w, v = np.linalg.eigh(cov)
-    comp = v[:, np.argsort(w)[::-1][:k]]
-    return (x @ comp).astype(np.float32)
+    if config is not None and kwargs:
+        raise ValueError("give either a DemoConfig or keyword arguments, not both")
+    cfg = config if config is not None else DemoConfig(**kwargs)
+    if os.path.exists(os.path.join(out_dir, "report.md")):
+        raise ValueError(f"out_dir {out_dir!r} already holds a demo (report.md); choose another folder")
+    threads = cfg.threads or usable_cores()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(out_dir, cfg)
+    finally:
+        torch.set_num_threads(old_threads)
 
 
 def _generate(path: str, preset: str, n: int, seed: int, size, progress: bool) -> dict:
@@ -87,171 +220,106 @@ def _generate(path: str, preset: str, n: int, seed: int, size, progress: bool) -
     over = {} if size is None else {"size": size}
     cfg = synthcount.DatasetConfig(scene=synthcount.preset(preset, **over), num_images=n,
                                    shard_size=min(n, 1000), seed=seed)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    res = generate_dataset(path, cfg, workers=max(1, min(cores, cfg.num_shards)), progress=progress)
+    res = generate_dataset(path, cfg, workers=max(1, min(usable_cores(), cfg.num_shards)), progress=progress)
     return {"path": path, "preset": preset, "num_images": n, "seed": seed, "seconds": round(res.seconds, 2),
             "corr_log_n_log_a": res.corr_log_n_log_a}
 
 
-def _train(data: str, run_dir: str, cfg, deadline: float, max_epochs: int, log: _Log, progress: bool) -> dict:
+def _train_config(cfg: DemoConfig, seed: int):
+    from vae.config import TrainConfig
+
+    r = RECIPES[cfg.recipe_name]
+    return TrainConfig(preset=r["model_preset"], model_overrides={"image_size": cfg.image_size, **r["model_overrides"]},
+                       recon=r["recon"], pixel_loss=r["pixel_loss"], alpha=r["alpha"], beta=r["beta"], lr=r["lr"],
+                       augment=r["augment"], batch_size=cfg.batch_size, seed=seed, workers=0, device=cfg.device,
+                       recon_every=0, epochs=1)
+
+
+def _train(data: str, run_dir: str, tcfg, deadline: float, max_epochs: int, n_train: int, log: _Log,
+           progress: bool) -> dict:
     """Whole epochs (resume after each) while the next one is expected to end before ``deadline``."""
     from vae.train import train
 
-    res, last_epoch_s, epochs = None, None, 0
+    res, last_epoch_s, epochs, stopped = None, None, 0, False
     while epochs < max_epochs:
         now = time.monotonic()
         if epochs and now + 1.1 * last_epoch_s > deadline:
             log(f"training stops after {epochs} epochs: another one (~{last_epoch_s:.0f}s) would pass the time budget")
+            stopped = True
             break
-        res = train(data, run_dir, cfg.replace(epochs=epochs + 1), resume=epochs > 0, progress=progress)
+        res = train(data, run_dir, tcfg.replace(epochs=epochs + 1), resume=epochs > 0, progress=progress)
         epochs += 1
         last_epoch_s = time.monotonic() - now
         row = res["last"]
         log(f"epoch {epochs}: loss {row['loss']:.1f} (kl {row['kl']:.1f}, rec {row['rec']:.1f}), "
             f"test {row['test_loss']:.1f}, {row['images_per_s']:.0f} img/s, {last_epoch_s:.0f}s")
-    return {"epochs": epochs, "last": res["last"] if res else None, "best_test_loss": res["best_test_loss"] if res else None}
+    return {"epochs": epochs, "stopped_by_budget": stopped, "images_seen": epochs * n_train,
+            "last": res["last"] if res else None, "best_test_loss": res["best_test_loss"] if res else None}
 
 
-def _split(n: int, seed: int, test_fraction: float = 1 / 3):
-    perm = np.random.default_rng([seed, 7]).permutation(n)
-    k = int(round(n * test_fraction))
-    return np.sort(perm[k:]), np.sort(perm[:k])
-
-
-def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, split, out_dir: str, *,
+def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, split, paths, *,
              seed: int, probe_epochs: int, permutations: int, log: _Log, progress: bool) -> dict:
     from vae import figures, probe, regress
 
     tr, te = split
-    p = probe.probe_arrays(mu[tr], count[tr], mu[te], count[te], seed=seed, max_epochs=probe_epochs,
-                           progress=progress)
-    p = probe.json_clean(p)
-    with open(os.path.join(out_dir, f"probe_{name}.json"), "w") as f:
-        json.dump(p, f, indent=2)
+    p = probe.json_clean(probe.probe_arrays(mu[tr], count[tr], mu[te], count[te], seed=seed,
+                                            max_epochs=probe_epochs, progress=progress))
+    write_json_atomic(paths(f"probe_{name}", ".json"), p)
     r = regress.regression_arrays(mu, count, area, permutations=permutations, seed=seed)
-    r["figures"] = figures.regression_figures(mu, count, area, r, out_dir, prefix=f"{name}_")
+    prefix = os.path.basename(paths(f"{name}_", ""))
+    r["figures"] = figures.regression_figures(mu, count, area, r, os.path.dirname(paths("x", "")), prefix=prefix)
     r_sz = regress.regression_arrays(mu, count, area, r2_min=0.1, permutations=0, seed=seed)
     r["at_r2_0.1"] = {"numerosity_units": r_sz["numerosity_units"], "area_units": r_sz["area_units"]}
-    with open(os.path.join(out_dir, f"regression_{name}.json"), "w") as f:
-        json.dump(r, f, indent=2)
-    log(f"{name}: probe mean per-class accuracy {p['mean_accuracy']:.3f}, mean AP {p['mean_ap']:.3f}; "
-        f"{len(r['numerosity_units'])} numerosity / {len(r['area_units'])} area units at R^2 >= 0.05")
+    write_json_atomic(paths(f"regression_{name}", ".json"), r)
+    log(f"{name}: probe mean per-class accuracy MLP {p['mean_accuracy']:.3f}, logistic "
+        f"{p['logistic']['mean_accuracy']:.3f}; numerosity units {len(r['numerosity_units'])} at R^2 >= 0.05, "
+        f"{len(r_sz['numerosity_units'])} at 0.1")
     return {"probe": p, "regression": r}
 
 
-def run_demo(out_dir: str, *, minutes: float = 9.0, train_images: Optional[int] = None,
-             eval_images: Optional[int] = None, max_epochs: Optional[int] = None, quick: bool = False,
-             binary: bool = False, scene: str = "regression", seed: int = 0, batch_size: int = 64, device: str = "cpu",
-             threads: Optional[int] = None, progress: bool = True) -> dict:
-    """Run the end-to-end demo into ``out_dir`` and return its summary (also ``demo.json``).
-
-    Parameters
-    ----------
-    out_dir : str
-        Created if needed; must not already hold a demo (``report.md``).
-    minutes : float > 0
-        Wall-clock budget for the whole run; training gets what generation and a
-        reserve for the analysis leave (whole epochs only).
-    train_images, eval_images, max_epochs : int, optional
-        Scale knobs; defaults from ``SCALES["quick" if quick else "full"]``.
-    quick : bool
-        A much smaller run (one epoch on a few hundred images) for tests.
-    binary : bool
-        Stoianov & Zorzi-style binary images (48x48, N in 1..8) instead of a
-        cut-out scene.
-    scene : {"regression", "decorrelated"}
-        Cut-out scene (64x64, 0-4 copies of one built-in object, no overlap):
-        ``regression`` is the paper's section 4.4 set (A grows with N);
-        ``decorrelated`` draws the cumulative area independently of N, so Eq. 3 can
-        tell number from area.
-    seed : int
-        Seeds datasets (train: seed, eval: seed + 1), training, probe and shuffles.
-    batch_size : int >= 2
-    device : {"cpu", "auto", "cuda"}
-    threads : int >= 1, optional
-        torch CPU threads for the run (restored afterwards). Default: the cores this
-        process may use. Measured for the tiny model on an idle 2-core machine:
-        338 img/s with one thread, 521 with two; on cores shared with other work one
-        thread can be faster (330 against 65-135 img/s), so lower it there.
-    progress : bool
-        Stage messages and progress bars on stderr.
-
-    Returns
-    -------
-    dict
-        Settings, timings, and per representation (``trained``, ``untrained``,
-        ``pca``) the probe and regression results.
-    """
-    import torch
-
-    scale = dict(SCALES["quick" if quick else "full"])
-    for k, v in (("train_images", train_images), ("eval_images", eval_images), ("max_epochs", max_epochs)):
-        if v is not None:
-            if not isinstance(v, int) or v < (2 if k != "max_epochs" else 1):
-                raise ValueError(f"{k} must be an integer >= {2 if k != 'max_epochs' else 1}, got {v!r}")
-            scale[k] = v
-    if scale["eval_images"] < 30:
-        raise ValueError(f"eval_images must be >= 30 (probe split and regression), got {scale['eval_images']}")
-    if not minutes > 0:
-        raise ValueError(f"minutes must be > 0, got {minutes}")
-    if scene not in ("regression", "decorrelated"):
-        raise ValueError(f"scene must be 'regression' or 'decorrelated', got {scene!r}")
-    if os.path.exists(os.path.join(out_dir, "report.md")):
-        raise ValueError(f"out_dir {out_dir!r} already holds a demo (report.md); choose another folder")
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _run(out_dir, minutes=minutes, scale=scale, quick=quick, binary=binary, scene=scene, seed=seed,
-                    batch_size=batch_size, device=device, progress=progress)
-    finally:
-        torch.set_num_threads(old_threads)
-
-
-def _run(out_dir: str, *, minutes: float, scale: dict, quick: bool, binary: bool, scene: str, seed: int, batch_size: int,
-         device: str, progress: bool) -> dict:
-    import torch
-
+def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, log: _Log) -> dict:
+    """One whole study (data, training, controls, analysis, figures) for one seed."""
     from vae import figures
     from vae.checkpoint import load_model
-    from vae.config import TrainConfig
-    from vae.data import ShardImages
+    from vae.data import ShardImages, split_indices
     from vae.encode import encode_model, resolve_device, write_latents
 
-    dev = resolve_device(device)
-    log = _Log(progress)
-    deadline = log.t0 + 60.0 * minutes
-    os.makedirs(out_dir, exist_ok=True)
-    preset, size = ("binary", None) if binary else (scene, (64, 64))
-    img_size = (48, 48) if binary else (64, 64)
+    suffix = "" if k == 0 else f"_seed{seed}"
+
+    def paths(stem: str, ext: str) -> str:
+        return os.path.join(out_dir, f"{stem}{suffix}{ext}")
+
+    scale, progress, img_size = cfg.scale, cfg.progress, cfg.image_size
+    dev = resolve_device(cfg.device)
+    t0 = time.monotonic()
     timings: Dict[str, float] = {}
+    tag = f"study {k + 1}/{cfg.seeds} (seed {seed})"
 
-    # ---------------------------------------------------------------- data
-    log(f"1/6 generating {scale['train_images']} training and {scale['eval_images']} held-out images "
-        f"(preset {preset!r}, built-in assets)")
-    data_train = _generate(os.path.join(out_dir, "data", "train"), preset, scale["train_images"], seed, size, progress)
-    data_eval = _generate(os.path.join(out_dir, "data", "eval"), preset, scale["eval_images"], seed + 1, size, progress)
-    timings["generate_s"] = round(log.elapsed(), 1)
+    log(f"{tag} 1/5 generating {scale['train_images']} training and {scale['eval_images']} held-out images "
+        f"(preset {cfg.scene_preset!r}, built-in assets)")
+    size = None if cfg.binary else img_size
+    data_dir = os.path.join(out_dir, "data" + suffix)
+    data_train = _generate(os.path.join(data_dir, "train"), cfg.scene_preset, scale["train_images"],
+                           study_seed(seed, "train-data"), size, progress)
+    data_eval = _generate(os.path.join(data_dir, "eval"), cfg.scene_preset, scale["eval_images"],
+                          study_seed(seed, "eval-data"), size, progress)
+    timings["generate_s"] = round(time.monotonic() - t0, 1)
 
-    # ---------------------------------------------------------------- train
-    cfg = TrainConfig(preset="tiny", model_overrides={"image_size": img_size}, recon="pixel", pixel_loss="bce",
-                      beta=1.0, batch_size=batch_size, seed=seed, workers=0, device=device, recon_every=0,
-                      epochs=1)
+    tcfg = _train_config(cfg, seed)
     # reserve for encoding, probes, regressions and figures: measured 16 s at the full scale (6000 images)
     # on a shared 2-core machine with one thread; ~3x that for safety
-    reserve = 10.0 if quick else 20.0 + scale["eval_images"] / 200.0
+    reserve = 10.0 if cfg.quick else 20.0 + scale["eval_images"] / 200.0
     t_train = time.monotonic()
-    log(f"2/6 training the tiny VAE (pixel BCE, beta 1, batch {batch_size}, device {dev}) for up to "
+    log(f"{tag} 2/5 training ({cfg.recipe_name} recipe: {tcfg.preset} model, pixel BCE, alpha {tcfg.alpha:g}, "
+        f"beta {tcfg.beta:g}, lr {tcfg.lr:g}, augment {tcfg.augment}, batch {cfg.batch_size}, device {dev}) for up to "
         f"{scale['max_epochs']} epochs within {max(0.0, deadline - reserve - t_train) / 60:.1f} min")
-    run_dir = os.path.join(out_dir, "run")
-    tr = _train(data_train["path"], run_dir, cfg, deadline - reserve, scale["max_epochs"], log, progress)
+    run_dir = os.path.join(out_dir, "run" + suffix)
+    n = scale["train_images"]
+    n_train = n - min(n - 1, max(1, round(n * tcfg.test_fraction)))  # vae.data.split_indices' training share
+    tr = _train(data_train["path"], run_dir, tcfg, deadline - reserve, scale["max_epochs"], n_train, log, progress)
     timings["train_s"] = round(time.monotonic() - t_train, 1)
 
-    # ---------------------------------------------------------------- encode
-    log("3/6 encoding the held-out set with the trained and the untrained (initial) weights")
+    log(f"{tag} 3/5 encoding the held-out set with the trained and the untrained (initial) weights")
     t_enc = time.monotonic()
     ds = ShardImages(data_eval["path"], train=False, image_size=img_size)
     models, lat = {}, {}
@@ -259,7 +327,7 @@ def _run(out_dir: str, *, minutes: float, scale: dict, quick: bool, binary: bool
         model, mcfg, meta = load_model(run_dir, which)
         models[name] = model.to(dev)
         lat[name] = encode_model(model, ds, batch_size=256, device=dev, progress=progress, desc=f"encode {name}")
-        write_latents(os.path.join(out_dir, f"latents_{name}.h5"), lat[name],
+        write_latents(paths(f"latents_{name}", ".h5"), lat[name],
                       {"run_dir": os.path.abspath(run_dir), "checkpoint": which, "checkpoint_path": meta["path"],
                        "epoch": meta["epoch"], "dataset": os.path.abspath(data_eval["path"]), "data_kind": "shards",
                        "split": "all", "image_size": list(img_size), "latent_dim": int(mcfg.latent_dim),
@@ -270,21 +338,20 @@ def _run(out_dir: str, *, minutes: float, scale: dict, quick: bool, binary: bool
             "pca": pca_features(images, int(mcfg.latent_dim))}
     timings["encode_s"] = round(time.monotonic() - t_enc, 1)
 
-    # ---------------------------------------------------------------- probe + regression
-    log("4/6 count probe and Eq. 3 regression for each representation (trained, untrained, PCA of pixels)")
+    log(f"{tag} 4/5 count probe and Eq. 3 regression for each representation (trained, untrained, PCA of pixels)")
     t_an = time.monotonic()
-    split = _split(len(count), seed)
-    results = {name: _analyse(name, mu, count, area, split, out_dir, seed=seed, probe_epochs=scale["probe_epochs"],
+    # two thirds of the held-out images train the probe, a third tests it (one split for every representation)
+    split = split_indices(len(count), 1 / 3, study_seed(seed, "probe-split"))
+    results = {name: _analyse(name, mu, count, area, split, paths, seed=seed, probe_epochs=scale["probe_epochs"],
                               permutations=scale["permutations"], log=log, progress=progress)
                for name, mu in reps.items()}
     timings["analysis_s"] = round(time.monotonic() - t_an, 1)
 
-    # ---------------------------------------------------------------- figures
-    log("5/6 figures")
+    log(f"{tag} 5/5 figures")
     figs = {}
     pick = np.arange(min(8, len(images)))
     figs["reconstructions"] = os.path.basename(figures.reconstruction_grid(
-        models["trained"], images[pick], os.path.join(out_dir, "fig2_reconstructions.png"), device=dev,
+        models["trained"], images[pick], paths("fig2_reconstructions", ".png"), device=dev,
         title="Held-out originals (top) and reconstructions from mu (bottom), trained VAE"))
     rows = figures.profile_units(results["trained"]["regression"], max_units=4)
     if not rows:  # nothing selected and no candidate: show the units with the highest R^2
@@ -293,170 +360,126 @@ def _run(out_dir: str, *, minutes: float, scale: dict, quick: bool, binary: bool
     # the traversal starts from an image with N = 2 when there is one (room to go up and down)
     start = int(np.flatnonzero(count == 2)[0]) if np.any(count == 2) else 0
     figs["traversal"] = os.path.basename(figures.traversal_grid(
-        models["trained"], images[start], [r[0] for r in rows], os.path.join(out_dir, "fig3_traversal.png"),
+        models["trained"], images[start], [r[0] for r in rows], paths("fig3_traversal", ".png"),
         scale=z_std, device=dev, labels=[r[1].split(":")[0] for r in rows]))
-    timings["total_s"] = round(log.elapsed(), 1)
+    timings["total_s"] = round(time.monotonic() - t0, 1)
+    return {"seed": seed, "suffix": suffix, "device": str(dev), "latent_dim": int(mcfg.latent_dim), "train_config": tcfg.to_dict(),
+            "data": {"train": data_train, "eval": data_eval, "eval_count_histogram": np.bincount(count).tolist(),
+                     "probe_split": {"train": int(split[0].size), "test": int(split[1].size)}},
+            "training": tr, "timings": timings, "results": results, "figures": figs}
 
-    # ---------------------------------------------------------------- report
-    log("6/6 writing report.md")
+
+_PROBE_KEYS = ("ap_voc11", "ap", "accuracy", "mean_ap_voc11", "mean_ap", "mean_accuracy", "chance")
+_REGRESSION_KEYS = ("numerosity_units", "area_units", "r2_min", "n_used", "n_excluded_zero_count", "corr_log_n_log_a",
+                    "permutation_mean_selected", "best_numerosity_candidate", "best_area_candidate",
+                    "area_unit_signs", "at_r2_0.1", "top_r2_units", "figures")
+
+
+def _brief(u: Optional[dict]) -> Optional[dict]:
+    return None if u is None else {k: u[k] for k in ("index", "r2", "b_n", "b_a")}
+
+
+def seed_record(study: dict) -> dict:
+    """The compact per-seed record of ``demo.json`` (``per_seed``)."""
+    reps = {}
+    for name, v in study["results"].items():
+        r, p = v["regression"], v["probe"]
+        reps[name] = {
+            "r2_min": [0.05, 0.1],
+            "numerosity_units": {"0.05": r["numerosity_units"], "0.1": r["at_r2_0.1"]["numerosity_units"]},
+            "area_units": {"0.05": r["area_units"], "0.1": r["at_r2_0.1"]["area_units"]},
+            "best_numerosity_candidate": _brief(r["best_numerosity_candidate"]),
+            "best_area_candidate": _brief(r["best_area_candidate"]),
+            "probe": {"mlp_mean_accuracy": p["mean_accuracy"], "mlp_mean_ap_voc11": p["mean_ap_voc11"],
+                      "logistic_mean_accuracy": p["logistic"]["mean_accuracy"],
+                      "logistic_mean_ap_voc11": p["logistic"]["mean_ap_voc11"],
+                      "chance_mean_frequency": p["chance"]["mean_frequency"]},
+        }
+    return {"seed": study["seed"], "files_suffix": study["suffix"], "epochs": study["training"]["epochs"],
+            "images_seen": study["training"]["images_seen"], "train_s": study["timings"]["train_s"],
+            "representations": reps}
+
+
+def _stats(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "values": a.tolist()}
+
+
+def summarize_seeds(per_seed: list) -> dict:
+    """Mean and range over seeds, and the goal checks, from the ``per_seed`` records."""
+    out: dict = {"seeds": [s["seed"] for s in per_seed], "representations": {}}
+    for name in ("trained", "untrained", "pca"):
+        recs = [s["representations"][name] for s in per_seed]
+        row = {}
+        for t in ("0.05", "0.1"):
+            row[f"numerosity_units_{t}"] = _stats([len(r["numerosity_units"][t]) for r in recs])
+            row[f"area_units_{t}"] = _stats([len(r["area_units"][t]) for r in recs])
+        best = [r["best_numerosity_candidate"] for r in recs]
+        row["best_numerosity_r2"] = _stats([b["r2"] if b else 0.0 for b in best])
+        for key in ("mlp_mean_accuracy", "logistic_mean_accuracy"):
+            row[key] = _stats([r["probe"][key] for r in recs])
+        out["representations"][name] = row
+    checks = []
+    for s in per_seed:
+        r = s["representations"]
+        acc = {k: (r[k]["probe"]["mlp_mean_accuracy"], r[k]["probe"]["logistic_mean_accuracy"]) for k in r}
+        checks.append({
+            "seed": s["seed"],
+            "trained_units_0.1": len(r["trained"]["numerosity_units"]["0.1"]),
+            "untrained_units_0.1": len(r["untrained"]["numerosity_units"]["0.1"]),
+            "pca_units_0.1": len(r["pca"]["numerosity_units"]["0.1"]),
+            "units_goal": len(r["trained"]["numerosity_units"]["0.1"]) >= 2
+            and len(r["untrained"]["numerosity_units"]["0.1"]) == 0,
+            "probe_beats_controls": all(acc["trained"][i] > max(acc["untrained"][i], acc["pca"][i]) for i in (0, 1)),
+        })
+    out["checks"] = checks
+    out["trained_beats_controls_every_seed"] = all(
+        c["probe_beats_controls"] and c["trained_units_0.1"] > max(c["untrained_units_0.1"], c["pca_units_0.1"])
+        for c in checks)
+    out["goal_met_every_seed"] = all(c["units_goal"] and c["probe_beats_controls"] for c in checks)
+    out["criteria"] = ("units_goal: >= 2 numerosity units at R^2 >= 0.1 with |b_a| < 0.1 in the trained model and 0 "
+                       "in the untrained control; probe_beats_controls: the trained model's mean per-class accuracy "
+                       "is above both controls' for the MLP and the logistic probe; trained_beats_controls_every_seed:"
+                       " both probes above both controls and more numerosity units at R^2 >= 0.1 than either control,"
+                       " in every seed")
+    return out
+
+
+def _run(out_dir: str, cfg: DemoConfig) -> dict:
+    import torch
+
+    from vae import report
+
+    log = _Log(cfg.progress)
+    deadline = log.t0 + 60.0 * cfg.minutes
+    os.makedirs(out_dir, exist_ok=True)
+    studies = []
+    for k in range(cfg.seeds):
+        # each remaining study gets an equal share of the time left
+        now = time.monotonic()
+        studies.append(_study(out_dir, cfg, k, cfg.seed + k, now + (deadline - now) / (cfg.seeds - k), log))
+    first = studies[0]
+    per_seed = [seed_record(s) for s in studies]
     summary = {
-        "settings": {"binary": binary, "preset": preset, "image_size": list(img_size), "seed": seed,
-                     "model_preset": "tiny", "latent_dim": int(mcfg.latent_dim), "recon": "pixel (BCE)", "beta": 1.0,
-                     "batch_size": batch_size, "device": dev, "torch_threads": torch.get_num_threads(),
-                     "minutes_budget": minutes, "quick": quick, **scale},
-        "data": {"train": data_train, "eval": data_eval,
-                 "eval_count_histogram": np.bincount(count).tolist(),
-                 "probe_split": {"train": int(split[0].size), "test": int(split[1].size)}},
-        "training": tr,
-        "timings": timings,
-        "results": {k: {"probe": {key: v["probe"][key] for key in ("ap_voc11", "ap", "accuracy", "mean_ap_voc11",
-                                                                    "mean_ap", "mean_accuracy", "chance")},
-                        "regression": {key: v["regression"][key] for key in (
-                            "numerosity_units", "area_units", "r2_min", "n_used", "n_excluded_zero_count",
-                            "corr_log_n_log_a", "permutation_mean_selected", "best_numerosity_candidate",
-                            "best_area_candidate", "area_unit_signs", "at_r2_0.1", "top_r2_units", "figures")}}
-                    for k, v in results.items()},
-        "figures": figs,
+        "settings": {"binary": cfg.binary, "preset": cfg.scene_preset, "image_size": list(cfg.image_size),
+                     "seed": cfg.seed, "seeds": cfg.seeds, "recipe": cfg.recipe_name,
+                     "recipe_settings": RECIPES[cfg.recipe_name], "model_preset": first["train_config"]["preset"],
+                     "latent_dim": first["latent_dim"], "recon": "pixel (BCE)", "alpha": first["train_config"]["alpha"],
+                     "beta": first["train_config"]["beta"], "batch_size": cfg.batch_size,
+                     "device": first["device"],
+                     "torch_threads": torch.get_num_threads(), "minutes_budget": cfg.minutes, "quick": cfg.quick,
+                     "config": cfg.to_dict(), **cfg.scale},
+        "data": first["data"],
+        "training": first["training"],
+        "timings": {**first["timings"], "all_seeds_total_s": round(log.elapsed(), 1)},
+        "results": {k: {"probe": {key: v["probe"][key] for key in _PROBE_KEYS} | {"logistic": v["probe"]["logistic"]},
+                        "regression": {key: v["regression"][key] for key in _REGRESSION_KEYS}}
+                    for k, v in first["results"].items()},
+        "figures": first["figures"],
+        "per_seed": per_seed,
+        "summary": summarize_seeds(per_seed),
     }
-    with open(os.path.join(out_dir, "demo.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    write_report(out_dir, summary, results)
+    write_json_atomic(os.path.join(out_dir, "demo.json"), summary)
+    report.write_report(out_dir, summary, studies)
     log(f"done in {log.elapsed() / 60:.1f} min: {os.path.join(out_dir, 'report.md')}")
     return summary
-
-
-_NAMES = {"trained": "trained VAE", "untrained": "untrained VAE (initial weights)", "pca": "PCA of pixels"}
-
-
-def _unit(u: Optional[dict]) -> str:
-    return "none" if u is None else f"z_{u['index']} (R² {u['r2']:.3f}, b_n {u['b_n']:+.2f}, b_a {u['b_a']:+.2f})"
-
-
-def _probe_verdict(res: dict) -> str:
-    a = {k: res[k]["probe"]["mean_accuracy"] for k in res}
-    d = a["trained"] - a["untrained"]
-    if d > 0.02:
-        return (f"The trained encoder carries more count information than the same network with its initial "
-                f"weights (+{100 * d:.1f} points of mean per-class accuracy); that difference, not the absolute "
-                "score, is what training added.")
-    if d >= -0.02:
-        return (f"Training added no count information that the probe can find: the untrained network scores "
-                f"about the same ({100 * d:+.1f} points).")
-    return f"The trained encoder scores below its untrained initialisation ({100 * d:+.1f} points)."
-
-
-def _pca_verdict(res: dict) -> str:
-    d = res["trained"]["probe"]["mean_accuracy"] - res["pca"]["probe"]["mean_accuracy"]
-    if d > 0.02:
-        return f" It also beats PCA of the pixels (+{100 * d:.1f} points)."
-    return (f" It does not beat PCA of the pixels ({100 * d:+.1f} points): the count information it carries is "
-            "already plain in the image statistics.")
-
-
-def _regress_verdict(res: dict) -> str:
-    r, r0 = res["trained"]["regression"], res["untrained"]["regression"]
-    k, k0 = len(r["numerosity_units"]), len(r0["numerosity_units"])
-    p = r["permutation_mean_selected"]
-    base = f"the untrained control has {k0}" + (f", shuffled labels select {p:.2f} units on average" if p is not None else "")
-    if k == 0:
-        return (f"No numerosity unit passes R² ≥ {r['r2_min']:g} with |b_a| < {r['coef_cut']:g} in the trained "
-                f"network ({base}). Best candidate: {_unit(r['best_numerosity_candidate'])}.")
-    verdict = ("more than" if k > k0 else "no more than")
-    return (f"{k} numerosity unit(s) in the trained network, {verdict} in the untrained control ({base}).")
-
-
-def write_report(out_dir: str, summary: dict, results: dict) -> str:
-    """Write ``report.md`` and ``table1.md`` for a demo run; returns the report path."""
-    from vae import probe, regress
-
-    s, d, t, tr = summary["settings"], summary["data"], summary["timings"], summary["training"]
-    r_tr = results["trained"]["regression"]
-    corr = r_tr["corr_log_n_log_a"]
-    kind = ("Stoianov & Zorzi-style binary images (48x48, 1-8 shapes, area drawn independently of number)"
-            if s["binary"] else "the paper's regression scene (64x64, 0-4 copies of one object, no overlap)"
-            if s["preset"] == "regression" else
-            "the area-decorrelated scene (64x64, 0-4 copies of one object, no overlap, cumulative area drawn "
-            "independently of number)")
-    last = tr["last"] or {}
-    rows = []
-    for name in ("trained", "untrained", "pca"):
-        rows += probe.table1_rows(results[name]["probe"], _NAMES[name])[(0 if name == "trained" else 2):]
-    table = probe.format_table1(rows, title="Count probe on held-out latents (Table 1 layout, %)",
-                                notes=probe.TABLE1_NOTES[:1] + (
-                                    "Measured rows: demo images, not SOS; compare the measured rows with each other, "
-                                    "not with the published ones.",) + probe.TABLE1_NOTES[2:])
-    with open(os.path.join(out_dir, "table1.md"), "w") as f:
-        f.write(table)
-    pr = {k: results[k]["probe"] for k in results}
-    ch = pr["trained"]["chance"]
-    L = [
-        "# synthcount demo: does a sense of number emerge in a small VAE?",
-        "",
-        f"**Setup.** {s['train_images']} training images of {kind}, built-in assets, seed {s['seed']}. "
-        f"The `tiny` VAE (latent {s['latent_dim']}) trained for {tr['epochs']} epoch(s) in {t['train_s'] / 60:.1f} min "
-        f"on {s['device']} ({s['torch_threads']} threads) with the **pixel BCE loss (beta 1)**, not the paper's "
-        "VGG-19 perceptual loss: no ImageNet VGG-19 weights exist here. "
-        f"Final train loss {last.get('loss', float('nan')):.1f} (KL {last.get('kl', float('nan')):.1f}), "
-        f"test loss {last.get('test_loss', float('nan')):.1f}. "
-        f"Held-out evaluation set: {s['eval_images']} images (seed {s['seed'] + 1}), counts per N "
-        f"{d['eval_count_histogram']}; **corr(log N, log A) = {corr:.3f}** over its images with N ≥ 1. "
-        f"Total time {t['total_s'] / 60:.1f} min. One seed: the spread over seeds is not measured here "
-        "(run again with another `--seed` to see it; unit counts flicker between runs).",
-        "",
-        "## What was found",
-        "",
-        f"- **Count probe** (MLP 160-160 on mu, class-weighted; {d['probe_split']['train']} held-out images to "
-        f"train it, {d['probe_split']['test']} to test): mean per-class accuracy "
-        f"trained {pr['trained']['mean_accuracy']:.3f}, untrained {pr['untrained']['mean_accuracy']:.3f}, "
-        f"PCA of pixels {pr['pca']['mean_accuracy']:.3f}; chance {ch['mean_frequency']:.3f} (label frequency). "
-        f"Count AP (VOC 11-pt): {pr['trained']['mean_ap_voc11']:.3f} / {pr['untrained']['mean_ap_voc11']:.3f} / "
-        f"{pr['pca']['mean_ap_voc11']:.3f} (random ranking {ch.get('mean_ap_voc11_random', float('nan')):.3f}). "
-        + _probe_verdict(results) + _pca_verdict(results)
-        + (" Binary images have N in 1..8: class 0 is absent (–) and class 4+ holds N = 4..8." if s["binary"] else ""),
-        f"- **Eq. 3 regression** (trained): " + regress.summarize(r_tr).replace("\n", " "),
-        f"- " + _regress_verdict(results),
-    ]
-    for name in ("untrained", "pca"):
-        r = results[name]["regression"]
-        L.append(f"- {_NAMES[name][0].upper() + _NAMES[name][1:]}: {len(r['numerosity_units'])} numerosity and {len(r['area_units'])} "
-                 f"area unit(s) at R² ≥ {r['r2_min']:g}; best number candidate {_unit(r['best_numerosity_candidate'])}; "
-                 f"best area candidate {_unit(r['best_area_candidate'])}.")
-    z = {k: results[k]["regression"]["at_r2_0.1"] for k in results}
-    L.append("- At Stoianov & Zorzi's R² ≥ 0.1: numerosity / area units: " + "; ".join(
-        f"{_NAMES[k]} {len(z[k]['numerosity_units'])} / {len(z[k]['area_units'])}" for k in results) + ".")
-    L += ["", "## Count probe", "", table, "## Eq. 3 regression", "",
-          "| representation | numerosity units (R² ≥ 0.05) | area units | signs of area b_a | at R² ≥ 0.1 (num / area) "
-          "| best number candidate | best area candidate | permutation baseline: mean selected |",
-          "|---|---|---|---|---|---|---|---|"]
-    for k in ("trained", "untrained", "pca"):
-        r = results[k]["regression"]
-        pm = r["permutation_mean_selected"]
-        L.append(f"| {_NAMES[k]} | {r['numerosity_units'] or '–'} | {r['area_units'] or '–'} | "
-                 f"{' '.join(r['area_unit_signs']) or '–'} | {len(z[k]['numerosity_units'])} / {len(z[k]['area_units'])} | "
-                 f"{_unit(r['best_numerosity_candidate'])} | {_unit(r['best_area_candidate'])} | "
-                 f"{'–' if pm is None else f'{pm:.2f}'} |")
-    L += ["", f"Fit on {r_tr['n_used']} images ({r_tr['n_excluded_zero_count']} with N = 0 excluded: log 0 is "
-          "undefined; no epsilon). Trained network, units with the highest R²:", "",
-          "| unit | R² | b_n ± se | b_a ± se |", "|---|---|---|---|"]
-    for u in r_tr["top_r2_units"]:
-        L.append(f"| z_{u['index']} | {u['r2']:.4f} | {u['b_n']:+.3f} ± {u['se_n']:.3f} | {u['b_a']:+.3f} ± {u['se_a']:.3f} |")
-    L += ["", "## Figures", "",
-          f"Fig. 2 style, reconstructions: ![reconstructions]({summary['figures']['reconstructions']})", "",
-          f"Fig. 3 style, latent traversal (steps in standard deviations of each unit over the held-out set): "
-          f"![traversal]({summary['figures']['traversal']})", ""]
-    for k in ("trained", "untrained", "pca"):
-        f = results[k]["regression"]["figures"]
-        if "profiles" in f:
-            L.append(f"Fig. 4 style, response profiles, {_NAMES[k]}: ![profiles {k}]({f['profiles']})")
-            L.append("")
-        L.append(f"Coefficients per unit, {_NAMES[k]}: ![coefficients {k}]({f['coefficients']})")
-        L.append("")
-    L += ["## Files", "",
-          "`demo.json` (everything above), `table1.md`, `probe_{trained,untrained,pca}.json`, "
-          "`regression_{trained,untrained,pca}.json` (every unit's R², b_n, b_a, standard errors), "
-          "`latents_{trained,untrained}.h5` (`synthcount vae probe/regress` read them), `run/` (checkpoints, "
-          "metrics.csv), `data/train`, `data/eval` (synthcount datasets).", ""]
-    path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(L))
-    return path

@@ -1,0 +1,185 @@
+"""Does a numerosity code emerge? One training run of the binary demo with one factor changed.
+
+``python -m benchmarks.emergence --out F.json [--set FIELD=VALUE ...] [--scene FIELD=VALUE ...]``
+trains the demo's VAE on Stoianov & Zorzi-style binary images for ``--minutes`` and,
+after every epoch, encodes a held-out set and counts the Eq. 3 numerosity units
+(R^2 >= 0.05 and >= 0.1, |b_a| < 0.1) and area units, with the best candidate. At the
+end the same is done for the untrained (initial) weights and PCA of the pixels, and a
+linear probe for N is fitted on each representation.
+
+Analysis-side factors are measured on every checkpoint of the same run (no
+retraining): the regression on mu or on one sample z ~ q(z|x), on the first 1,000 /
+3,000 / all held-out images, and with A measured as the cumulative visible object
+area (the label) or as the summed pixel intensity of the image.
+
+Training-side factors go through ``--set`` (TrainConfig fields, or ``model.FIELD`` for
+ModelConfig overrides, e.g. ``model.latent_dim=16``) and ``--scene`` (SceneConfig
+fields of the ``binary`` preset, e.g. ``max_count=4``). The table of what each factor
+does is in benchmarks/README.md ("Emergence: one factor at a time").
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchmarks._common import machine
+from synthcount._io import write_json_atomic
+
+
+def _parse(items):
+    out = {}
+    for it in items or ():
+        k, _, v = it.partition("=")
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def _units(z, count, area, r2_min):
+    from vae import regress
+
+    r = regress.regression_arrays(z, count, area, r2_min=r2_min, permutations=0)
+    b = r["best_numerosity_candidate"]
+    return {"numerosity": len(r["numerosity_units"]), "area": len(r["area_units"]),
+            "best": None if b is None else {k: round(b[k], 4) for k in ("index", "r2", "b_n", "b_a")}}
+
+
+def analyse(mu, sigma, count, area, pixsum, rng) -> dict:
+    """Unit counts under every analysis-side variant."""
+    out = {}
+    n = len(count)
+    for name, z, a, k in (("mu", mu, area, n), ("sample", mu + sigma * rng.standard_normal(mu.shape), area, n),
+                          ("mu_1000", mu, area, min(1000, n)), ("mu_3000", mu, area, min(3000, n)),
+                          ("mu_pixsum", mu, pixsum, n)):
+        out[name] = {f"r2_{t}": _units(z[:k], count[:k], a[:k], t) for t in (0.05, 0.1)}
+    return out
+
+
+def linear_probe(feat_tr, y_tr, feat_te, y_te, l2: float = 1e-3) -> float:
+    """Mean per-class accuracy of a one-vs-rest ridge classifier (closed form, class-balanced)."""
+    m, s = feat_tr.mean(0), feat_tr.std(0) + 1e-8
+    xtr = np.hstack([(feat_tr - m) / s, np.ones((len(feat_tr), 1))])
+    xte = np.hstack([(feat_te - m) / s, np.ones((len(feat_te), 1))])
+    classes = np.unique(y_tr)
+    w = np.bincount(np.searchsorted(classes, y_tr), minlength=len(classes))
+    sw = (1.0 / w)[np.searchsorted(classes, y_tr)]
+    t = (y_tr[:, None] == classes[None]).astype(np.float64) * 2 - 1
+    g = (xtr * sw[:, None]).T @ xtr + l2 * np.eye(xtr.shape[1]) * sw.sum()
+    beta = np.linalg.solve(g, (xtr * sw[:, None]).T @ t)
+    pred = classes[np.argmax(xte @ beta, axis=1)]
+    return float(np.mean([np.mean(pred[y_te == c] == c) for c in classes if np.any(y_te == c)]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", default="out/emergence-data", help="Folder for the generated sets (reused).")
+    ap.add_argument("--minutes", type=float, default=5.0, help="Training budget (whole epochs).")
+    ap.add_argument("--train-images", type=int, default=10000)
+    ap.add_argument("--eval-images", type=int, default=6000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", nargs="*", default=[], help="TrainConfig FIELD=VALUE or model.FIELD=VALUE")
+    ap.add_argument("--scene", nargs="*", default=[], help="binary SceneConfig FIELD=VALUE")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import synthcount
+    from synthcount.generate import generate_dataset
+    from vae.checkpoint import load_model
+    from vae.config import TrainConfig
+    from vae.data import ShardImages
+    from vae.demo import pca_features
+    from vae.encode import encode_model
+    from vae.train import train
+
+    torch.set_num_threads(args.threads)
+    scene_over = _parse(args.scene)
+    tr_over = _parse(args.set)
+    model_over = {k[6:]: tuple(v) if isinstance(v, list) else v for k, v in tr_over.items() if k.startswith("model.")}
+    tr_over = {k: v for k, v in tr_over.items() if not k.startswith("model.")}
+    scene = synthcount.preset("binary", **scene_over)
+    img_size = tuple(model_over.pop("image_size", scene.size))
+    tag = "-".join(f"{k}={v}" for k, v in sorted(scene_over.items())) or "default"
+    paths = {}
+    for split, n, seed in (("train", args.train_images, args.seed), ("eval", args.eval_images, args.seed + 1)):
+        p = os.path.join(args.data, f"{tag}-{split}-{n}-s{seed}")
+        if not os.path.exists(os.path.join(p, "manifest.json")):
+            cfg = synthcount.DatasetConfig(scene=scene, num_images=n, shard_size=min(n, 1000), seed=seed)
+            generate_dataset(p, cfg, workers=2, progress=False)
+        paths[split] = p
+
+    base = dict(preset="tiny", model_overrides={"image_size": img_size}, recon="pixel", pixel_loss="bce", beta=1.0,
+                batch_size=64, seed=args.seed, workers=0, device="cpu", recon_every=0, epochs=1)
+    base.update(tr_over)
+    base["model_overrides"] = {**base["model_overrides"], **model_over}
+    cfg = TrainConfig(**base)
+    run_dir = args.out + ".run"
+    if os.path.exists(run_dir):
+        import shutil
+        shutil.rmtree(run_dir)
+
+    n_train = len(ShardImages(paths["train"], image_size=img_size)) * (1 - cfg.test_fraction)
+    ds = ShardImages(paths["eval"], train=False, image_size=img_size)
+    images = ds.ds.read_images(np.arange(len(ds)))
+    pixsum = images.astype(np.float64).sum(axis=(1, 2, 3)) / 3.0 / 255.0
+    rng = np.random.default_rng(0)
+    t0 = time.monotonic()
+    deadline = t0 + 60 * args.minutes
+    rows, last, epoch = [], None, 0
+    while True:
+        e0 = time.monotonic()
+        if epoch and e0 + 1.1 * last > deadline:
+            break
+        res = train(paths["train"], run_dir, cfg.replace(epochs=epoch + 1), resume=epoch > 0, progress=False)
+        epoch += 1
+        last = time.monotonic() - e0
+        model, _, _ = load_model(run_dir, "last")
+        lat = encode_model(model, ds, progress=False)
+        row = {"epoch": epoch, "elapsed_s": round(time.monotonic() - t0, 1),
+               "images_seen": epoch * n_train,
+               "loss": round(res["last"]["loss"], 2), "kl": round(res["last"]["kl"], 2),
+               "img_per_s": round(res["last"]["images_per_s"]),
+               "active_units": int(np.sum(lat["mu"].std(0) > 0.1)),
+               **analyse(lat["mu"], lat["sigma"], lat["count"], lat["cumulative_area"], pixsum, rng)}
+        rows.append(row)
+        m = row["mu"]
+        print(f"epoch {epoch} {row['elapsed_s']:.0f}s loss {row['loss']} kl {row['kl']} active {row['active_units']} "
+              f"num@.05 {m['r2_0.05']['numerosity']} num@.1 {m['r2_0.1']['numerosity']} best {m['r2_0.05']['best']}",
+              file=sys.stderr, flush=True)
+    count, area = lat["count"], lat["cumulative_area"]
+    te_mask = np.ones(len(count), bool)
+    te_mask[::3] = False  # a third trains the probe, two thirds test it
+    reps = {"trained": lat["mu"]}
+    m0, _, _ = load_model(run_dir, "init")
+    lat0 = encode_model(m0, ds, progress=False)
+    reps["untrained"] = lat0["mu"]
+    reps["pca"] = pca_features(images, lat["mu"].shape[1])
+    final = {}
+    for k, z in reps.items():
+        sig = lat["sigma"] if k == "trained" else (lat0["sigma"] if k == "untrained" else np.zeros_like(z))
+        final[k] = {"units": analyse(z, sig, count, area, pixsum, rng)["mu"],
+                    "linear_probe": round(linear_probe(z[~te_mask], count[~te_mask], z[te_mask], count[te_mask]), 4)}
+    out = {"benchmark": "emergence", "machine": machine(), "train_config": cfg.to_dict(),
+           "scene_overrides": scene_over, "train_images": args.train_images, "eval_images": args.eval_images,
+           "minutes": args.minutes, "seed": args.seed, "epochs": rows, "final": final,
+           "chance": round(1 / len(np.unique(count)), 4)}
+    write_json_atomic(args.out, out)
+    f = final
+    print(json.dumps({k: {"num@.1": v["units"]["r2_0.1"]["numerosity"], "num@.05": v["units"]["r2_0.05"]["numerosity"],
+                          "probe": v["linear_probe"]} for k, v in f.items()}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
