@@ -28,7 +28,9 @@ network, so fine for speed, recorded as ``"random (speed check only)"``.
 Without CUDA (and no ``--device cpu``) it exits at once with code 2 (README "Exit
 codes": wrong usage or input, nothing written) and one line on stderr.
 ``--device cpu`` is a logic smoke test only (CI): the same code path with tiny sizes
-(64x64, 3 steps, 64 images unless given), DDP skipped; its figures mean nothing.
+(64x64, 3 steps, 64 images, batch 4 unless given), DDP skipped; its figures mean nothing.
+``--quick`` on CUDA takes the same small sizes with batch 32 (a seconds-long sanity run;
+``--size 64`` skips the torchrun run, which trains at 161 only).
 """
 
 from __future__ import annotations
