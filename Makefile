@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out/quickstart
 
-.PHONY: run test lint demo bench clean
+.PHONY: run test lint demo bench gpu-check clean
 
 run: $(VENV)/.generator
 	$(BIN)/synthcount generate $(OUT) --num-images 2000 --shard-size 500 --workers 2
@@ -23,6 +23,10 @@ demo: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	for b in floor generate placement load train export labels; do $(BIN)/python -m benchmarks.$$b --out out/bench-$$b.json || exit 1; done
+
+# One-call GPU check of the paper preset (benchmarks/README.md, "gpu"); without CUDA it exits 2 with one line.
+gpu-check: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.gpu --out out/bench-gpu.json
 
 # The generator alone: numpy, pillow, opencv-python-headless, scikit-image, click, h5py, tqdm, PyYAML.
 $(VENV)/.generator: setup.cfg pyproject.toml

@@ -100,7 +100,9 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
                weighted=not unweighted, device=resolve_device(device), max_epochs=max_epochs, progress=True)
     click.echo(f"mean count AP (VOC 11-pt) {res['mean_ap_voc11']:.3f}, mean AP {res['mean_ap']:.3f}, "
                f"mean per-class accuracy {res['mean_accuracy']:.3f} (chance: label frequency "
-               f"{res['chance']['mean_frequency']:.3f}); wrote {out_dir}/probe.json and table1.md")
+               f"{res['chance']['mean_frequency']:.3f}); logistic regression: mean per-class accuracy "
+               f"{res['logistic']['mean_accuracy']:.3f}, mean AP {res['logistic']['mean_ap']:.3f}; "
+               f"wrote {out_dir}/probe.json and table1.md")
 
 
 @click.command("regress", short_help="Fit Eq. 3 per latent unit; select number and area units.")

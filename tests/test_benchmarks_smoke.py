@@ -178,3 +178,44 @@ def test_dask_engine(tmp_path):
     _positive(res["ratios"], "dask_vs_pool", "dask_vs_one_process")
     # The packs travel once per worker; a task carries its index and the job's key only.
     assert res["job_bytes"] > 1_000_000 and 0 < res["task_bytes"] < 20_000
+
+
+# ---------------------------------------------------------------- benchmarks.gpu (needs CUDA; CPU: exit or smoke)
+
+def test_gpu_without_cuda_exits_2_with_one_line(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--out", str(tmp_path / "gpu.json")], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        "benchmarks.gpu: no CUDA device (torch.cuda.is_available() is False); this check needs a GPU "
+        "(--device cpu runs a logic smoke test only)"]
+    assert not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_cpu_logic_smoke(tmp_path):
+    # The whole script but the CUDA calls and torchrun, at 64x64 with 2 steps: figures meaningless.
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--images", "32", "--steps", "2",
+                        "--amp-steps", "2", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res == json.loads(out.read_text())
+    assert res["benchmark"] == "gpu" and res["smoke_test_only"] is True
+    assert set(res) >= {"machine", "device", "settings", "generation", "throughput", "amp_agreement", "ddp",
+                        "projection_paper_140x80000", "total_wall_s"}
+    assert res["settings"]["vgg_weights"] == "random (speed check only)" and res["settings"]["recon"] == "perceptual"
+    assert res["settings"]["image_size"] == [64, 64] and res["device"]["torch"]
+    t = res["throughput"]
+    _positive(t, "images_per_s", "compute_images_per_s", "parameters", "median_step_s")
+    assert 0 <= t["data_wait_fraction"] < 1 and t["steps_timed"] == 2
+    a = res["amp_agreement"]
+    assert a["steps"] == 2 and len(a["loss_fp32"]) == len(a["loss_bf16"]) == len(a["relative_difference"]) == 2
+    assert a["relative_difference_step1"] < 0.05  # same weights, same batch, same noise: only rounding differs
+    assert res["ddp"]["status"] == "skipped" and res["ddp"]["reason"]
+    pr = res["projection_paper_140x80000"]
+    assert pr["epochs"] == 140 and pr["images_per_epoch"] == 80000
+    assert abs(pr["hours"] * 3600 * pr["images_per_s"] - 140 * 80000) < 1e-3 * 140 * 80000
+    assert "[gpu-check" in p.stderr

@@ -112,7 +112,8 @@ def test_analysis_cli(run_dir, shards, tmp_path):
     assert data["n_used"] == 60 and data["log_n"] == "plus1" and len(data["units"]) == 32
     res = r.invoke(main, ["vae", "probe", lat, lat, "--out", str(tmp_path / "probe"), "--max-epochs", "3"])
     assert res.exit_code == 0, res.output
-    assert len(json.loads((tmp_path / "probe" / "probe.json").read_text())["ap"]) == 5
+    pj = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert len(pj["ap"]) == 5 and len(pj["logistic"]["ap"]) == 5 and "logistic regression" in res.output
     # bad input: exit 2 with one line, no traceback
     res = r.invoke(main, ["vae", "encode", run_dir, shards, lat, "--which", "best"])
     assert res.exit_code == 2 and "--which" in res.output

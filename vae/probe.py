@@ -21,15 +21,16 @@ import contextlib
 import json
 import math
 import os
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
 from . import metrics
 
-__all__ = ["NUM_CLASSES", "CLASS_NAMES", "PUBLISHED_TABLE1", "load_latents", "fit_probe", "probe_arrays",
-           "run_probe", "format_table1", "table1_rows", "TABLE1_NOTES", "json_clean"]
+__all__ = ["NUM_CLASSES", "CLASS_NAMES", "PUBLISHED_TABLE1", "load_latents", "fit_probe", "fit_logistic",
+           "probe_arrays", "run_probe", "format_table1", "table1_rows", "table1_rows_with_logistic", "TABLE1_NOTES",
+           "json_clean"]
 
 NUM_CLASSES = 5
 CLASS_NAMES = ("0", "1", "2", "3", "4+")
@@ -203,9 +204,90 @@ def fit_probe(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, hidden:
     return model, info
 
 
+def _balanced_weights(y: np.ndarray, weighted: bool) -> np.ndarray:
+    n = y.size
+    support = np.bincount(y, minlength=NUM_CLASSES).astype(np.float64)
+    present = support > 0
+    w = np.zeros(NUM_CLASSES)
+    w[present] = n / (present.sum() * support[present]) if weighted else 1.0
+    return w
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, weighted: bool = True, l2: float = 1e-3, max_iter: int = 300,
+                 tol: float = 1e-9):
+    """Class-balanced multinomial logistic regression, full batch, L-BFGS in float64.
+
+    Minimises ``sum_i w_{y_i} CE(x_i W^T + b, y_i) / sum_i w_{y_i} + l2 / 2 * ||W||^2``
+    with the balanced weights ``w_k = n / (K * n_k)`` (0 for a class absent from
+    training, as in :func:`fit_probe`), from ``W = 0, b = 0``. Convex and free of
+    randomness: the same inputs give the same weights.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float, shape (n, d)
+        Inputs (the caller standardises them).
+    y : numpy.ndarray of int, shape (n,)
+        Classes 0..4.
+    weighted : bool
+        Balanced class weights (default) or every image alike.
+    l2 : float >= 0
+        Weight decay on ``W`` (not on ``b``).
+
+    Returns
+    -------
+    predict : callable
+        numpy (m, d) -> class probabilities (m, 5), float64.
+    info : dict
+        ``l2``, ``weighted``, ``class_weights``, ``iterations`` (L-BFGS function
+        evaluations), ``final_loss``, ``train_support``.
+    """
+    import torch
+
+    n = x.shape[0]
+    if n < 2 or y.shape != (n,):
+        raise ValueError(f"need at least 2 training latents with one class each, got x {x.shape} and y {y.shape}")
+    if not (l2 >= 0 and math.isfinite(l2)):
+        raise ValueError(f"l2 must be a non-negative number, got {l2}")
+    w = _balanced_weights(y, weighted)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    yt = torch.from_numpy(y.astype(np.int64))
+    sw = torch.from_numpy(w)[yt]
+    sw = sw / sw.sum()
+    W = torch.zeros(NUM_CLASSES, x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(NUM_CLASSES, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol * 1e-3,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def loss_of():
+        logp = torch.log_softmax(xt @ W.T + b, dim=1)
+        return -(sw * logp.gather(1, yt[:, None])[:, 0]).sum() + 0.5 * l2 * (W * W).sum()
+
+    def objective():
+        opt.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    with torch.no_grad():
+        final = float(loss_of())
+    Wn, bn = W.detach().numpy().copy(), b.detach().numpy().copy()
+
+    def predict(xs: np.ndarray) -> np.ndarray:
+        z = np.asarray(xs, dtype=np.float64) @ Wn.T + bn
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    info = {"l2": l2, "weighted": weighted, "class_weights": w.tolist(),
+            "iterations": int(opt.state[W].get("func_evals", 0)),
+            "final_loss": final, "train_support": np.bincount(y, minlength=NUM_CLASSES).astype(int).tolist()}
+    return predict, info
+
+
 def probe_arrays(x_train: np.ndarray, count_train: np.ndarray, x_test: np.ndarray, count_test: np.ndarray, *,
                  seed: int = 0, hidden: Sequence[int] = (160, 160), weighted: bool = True, device: str = "cpu",
-                 progress: bool = False, **fit_kwargs) -> dict:
+                 progress: bool = False, logistic: bool = True, logistic_l2: float = 1e-3, **fit_kwargs) -> dict:
     """Standardise, train the probe on the train latents, score it on the test latents.
 
     Parameters
@@ -215,12 +297,17 @@ def probe_arrays(x_train: np.ndarray, count_train: np.ndarray, x_test: np.ndarra
         Object counts (>= 4 become class 4+).
     seed : int
         Seeds the one Generator behind every random choice.
+    logistic : bool
+        Also fit the class-balanced logistic regression (:func:`fit_logistic`, with
+        ``weighted`` and ``logistic_l2``) on the same inputs.
 
     Returns
     -------
     dict
-        :func:`vae.metrics.count_metrics` on the test split, ``chance`` from
-        :func:`vae.metrics.chance_rows`, and ``probe`` (settings and training info).
+        The MLP's :func:`vae.metrics.count_metrics` on the test split, ``chance`` from
+        :func:`vae.metrics.chance_rows`, and ``probe`` (settings and training info);
+        with ``logistic``, a ``logistic`` dict with the same metric keys, the same
+        ``chance`` and its own ``probe`` (``kind`` "logistic" and fit info).
     """
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
@@ -246,6 +333,15 @@ def probe_arrays(x_train: np.ndarray, count_train: np.ndarray, x_test: np.ndarra
     out["chance"] = metrics.chance_rows(y_te, NUM_CLASSES, rng=np.random.default_rng([seed, 1]))
     out["probe"] = {"hidden": list(hidden), "weighted": weighted, "seed": seed, "n_train": int(y_tr.size),
                     "n_test": int(y_te.size), "latent_dim": int(x_train.shape[1]), **info}
+    if logistic:
+        with _one_torch_thread():
+            predict, linfo = fit_logistic((x_train - mean) / std, y_tr, weighted=weighted, l2=logistic_l2)
+        lo = metrics.count_metrics(y_te, predict((x_test - mean) / std))
+        lo["chance"] = out["chance"]
+        lo["probe"] = {"kind": "logistic", "solver": "L-BFGS, full batch, float64, from zero weights",
+                       "n_train": int(y_tr.size), "n_test": int(y_te.size), "latent_dim": int(x_train.shape[1]),
+                       **linfo}
+        out["logistic"] = lo
     return out
 
 
@@ -279,12 +375,42 @@ def table1_rows(result: dict, label: str = "VAE + MLP") -> list:
     rows = [("Chance: label frequency (this test set)", ch["frequency"], ch["mean_frequency"])]
     if "ap_voc11_random" in ch:
         rows.append(("Chance: random ranking, count AP VOC 11-pt", ch["ap_voc11_random"], ch["mean_ap_voc11_random"]))
-    rows += [
+    return rows + _metric_rows(result, label)
+
+
+def _metric_rows(result: dict, label: str) -> list:
+    return [
         (f"{label}: count AP, VOC 11-pt (Zhang et al.)", result["ap_voc11"], result["mean_ap_voc11"]),
         (f"{label}: AP, non-interpolated (sklearn-equivalent)", result["ap"], result["mean_ap"]),
         (f"{label}: per-class accuracy (authors' code)", result["accuracy"], result["mean_accuracy"]),
     ]
+
+
+def _logistic_label(label: str) -> str:
+    return label.replace("MLP", "logistic regression") if "MLP" in label else f"{label} (logistic)"
+
+
+def table1_rows_with_logistic(result: dict, label: str = "VAE + MLP", logistic_label: Optional[str] = None,
+                              chance: bool = True) -> list:
+    """:func:`table1_rows` of the MLP, then the logistic probe's three metric rows.
+
+    ``logistic_label`` defaults to ``label`` with "MLP" replaced by "logistic
+    regression" (or "LABEL (logistic)"); without a ``logistic`` entry in ``result``
+    this is :func:`table1_rows`. ``chance=False`` drops the chance rows.
+    """
+    rows = table1_rows(result, label) if chance else _metric_rows(result, label)
+    if result.get("logistic"):
+        rows += _metric_rows(result["logistic"], logistic_label or _logistic_label(label))
     return rows
+
+
+def _logistic_note(res: dict) -> tuple:
+    lo = res.get("logistic")
+    if not lo:
+        return ()
+    return (f"Logistic regression rows: the linear control, multinomial on the same standardised latents, "
+            f"{'class-balanced' if lo['probe']['weighted'] else 'unweighted'} cross-entropy, L2 {lo['probe']['l2']:g} "
+            f"on the weights, full-batch L-BFGS.",)
 
 
 TABLE1_NOTES = (
@@ -311,19 +437,21 @@ def json_clean(obj):
 
 def run_probe(train_h5: str, test_h5: str, out_dir: str, *, seed: int = 0, hidden: Sequence[int] = (160, 160),
               weighted: bool = True, device: str = "cpu", progress: bool = True, label: str = "VAE + MLP",
-              **fit_kwargs) -> dict:
+              logistic: bool = True, **fit_kwargs) -> dict:
     """Probe train/test latents files and write ``probe.json`` and ``table1.md`` in ``out_dir``.
 
     Returns
     -------
     dict
         The contents of ``probe.json`` (NaN written as null): ``ap_voc11``, ``ap``,
-        ``accuracy`` (5 values each), their ``mean_*``, ``chance``, ``probe``, inputs.
+        ``accuracy`` (5 values each), their ``mean_*``, ``chance``, ``probe``, inputs,
+        and ``logistic`` (the same metrics for the logistic probe) unless ``logistic=False``.
+        ``table1.md`` has a row per metric for each probe.
     """
     tr = load_latents(train_h5)
     te = load_latents(test_h5)
     res = probe_arrays(tr["mu"], tr["count"], te["mu"], te["count"], seed=seed, hidden=hidden, weighted=weighted,
-                       device=device, progress=progress, **fit_kwargs)
+                       device=device, progress=progress, logistic=logistic, **fit_kwargs)
     res["train_latents"] = os.path.abspath(train_h5)
     res["test_latents"] = os.path.abspath(test_h5)
     res["classes"] = list(CLASS_NAMES)
@@ -331,9 +459,10 @@ def run_probe(train_h5: str, test_h5: str, out_dir: str, *, seed: int = 0, hidde
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "probe.json"), "w") as f:
         json.dump(res, f, indent=2)
-    table = format_table1(table1_rows(res, label), title="Count classification on frozen latents (Table 1 layout, %)",
+    table = format_table1(table1_rows_with_logistic(res, label),
+                          title="Count classification on frozen latents (Table 1 layout, %)",
                           notes=TABLE1_NOTES + (f"Test images: {res['probe']['n_test']}, train images: "
-                                                f"{res['probe']['n_train']}, seed {seed}.",))
+                                                f"{res['probe']['n_train']}, seed {seed}.",) + _logistic_note(res))
     with open(os.path.join(out_dir, "table1.md"), "w") as f:
         f.write(table)
     return res
