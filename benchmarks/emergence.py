@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--data", default="out/emergence-data", help="Folder for the generated sets (reused).")
     ap.add_argument("--minutes", type=float, default=5.0, help="Training budget (whole epochs).")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="Train exactly this many epochs (images seen fixed; --minutes ignored).")
     ap.add_argument("--train-images", type=int, default=10000)
     ap.add_argument("--eval-images", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
@@ -139,7 +141,9 @@ def main(argv=None) -> int:
     rows, last, epoch = [], None, 0
     while True:
         e0 = time.monotonic()
-        if epoch and e0 + 1.1 * last > deadline:
+        if args.epochs is not None and epoch >= args.epochs:
+            break
+        if args.epochs is None and epoch and e0 + 1.1 * last > deadline:
             break
         res = train(paths["train"], run_dir, cfg.replace(epochs=epoch + 1), resume=epoch > 0, progress=False)
         epoch += 1

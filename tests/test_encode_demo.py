@@ -135,7 +135,7 @@ def test_demo_quick_two_seeds_writes_every_file(tmp_path):
             assert (out / f"{stem}{suffix}.{ext}").stat().st_size > 0, (name, suffix)
         for rep in ("trained", "untrained", "pca"):
             for name in (f"probe_{rep}{suffix}.json", f"regression_{rep}{suffix}.json",
-                         f"{rep}_coefficients{suffix}.png"):
+                         f"{rep}{suffix}_coefficients.png"):
                 assert (out / name).stat().st_size > 0, name
         assert (out / f"run{suffix}" / "checkpoints" / "last.pt").is_file()
     for name in ("report.md", "demo.json", "table1.md"):

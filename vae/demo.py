@@ -266,8 +266,9 @@ def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, spl
                                             max_epochs=probe_epochs, progress=progress))
     write_json_atomic(paths(f"probe_{name}", ".json"), p)
     r = regress.regression_arrays(mu, count, area, permutations=permutations, seed=seed)
-    prefix = os.path.basename(paths(f"{name}_", ""))
-    r["figures"] = figures.regression_figures(mu, count, area, r, os.path.dirname(paths("x", "")), prefix=prefix)
+    # figures: {name}{suffix}_coefficients.png etc.
+    r["figures"] = figures.regression_figures(mu, count, area, r, os.path.dirname(paths(name, "")),
+                                              prefix=os.path.basename(paths(name, "_")))
     r_sz = regress.regression_arrays(mu, count, area, r2_min=0.1, permutations=0, seed=seed)
     r["at_r2_0.1"] = {"numerosity_units": r_sz["numerosity_units"], "area_units": r_sz["area_units"]}
     write_json_atomic(paths(f"regression_{name}", ".json"), r)

@@ -128,8 +128,9 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
     rows = []
     for name in ("trained", "untrained", "pca"):
         p = results[name]["probe"]
-        rows += probe.table1_rows(p, f"{_NAMES[name]}, MLP")[(0 if name == "trained" else 2):]
-        rows += probe.table1_rows(p["logistic"], f"{_NAMES[name]}, logistic")[2:]
+        mlp = probe.table1_rows(p, f"{_NAMES[name]}, MLP")
+        rows += mlp if name == "trained" else mlp[-3:]  # the chance rows once
+        rows += probe.table1_rows(p["logistic"], f"{_NAMES[name]}, logistic")[-3:]
     table = probe.format_table1(rows, title="Count probe on held-out latents (Table 1 layout, %)",
                                 notes=probe.TABLE1_NOTES[:1] + (
                                     "Measured rows: demo images, not SOS; compare the measured rows with each other, "
