@@ -211,7 +211,8 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
         device, rank, world = _setup_device(cfg)
         torch.manual_seed(cfg.seed)
         try:
-            run = _build_run(dataset_path, dataset, run_dir, cfg, device, rank, world, vgg_weights, vgg_info)
+            run = _build_run(cfg, run_dir, dataset_path, dataset, device=device, rank=rank, world=world,
+                             vgg_weights=vgg_weights, vgg_info=vgg_info)
             if resume:
                 _load_state(run)
             if run.main:
@@ -421,7 +422,8 @@ def _open_data(dataset_path: str, dataset, cfg: TrainConfig, image_size) -> _Dat
     return data
 
 
-def _build_run(dataset_path, dataset, run_dir, cfg, device, rank, world, vgg_weights, vgg_info) -> _Run:
+def _build_run(cfg: TrainConfig, run_dir: str, dataset_path: str, dataset, *, device: torch.device, rank: int,
+               world: int, vgg_weights, vgg_info: Optional[dict]) -> _Run:
     """Data, model, loss, optimiser and scheduler (in this order: it fixes the random numbers)."""
     model_cfg = cfg.model_config()
     data = _open_data(dataset_path, dataset, cfg, model_cfg.image_size)
