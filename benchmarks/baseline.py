@@ -1,7 +1,8 @@
 """The common cut-paste generator, rebuilt as a baseline for ``benchmarks.generate``.
 
-What published cut-paste generators do (the paper's authors' ``image_generator.py``
-among them, see REFERENCE.md), on the same built-in assets synthcount uses:
+What published cut-paste generators do (among them ``image_generator.py``, the
+synthetic-data script of Wever & Runia's *Subitizing with Variational Autoencoders*
+code), on the same built-in assets synthcount uses:
 
 - the assets live as files: each object a JPEG with a same-stem PNG mask in the
   MSRA10K layout (``Imgs/<stem>.jpg`` + ``Imgs/<stem>.png``), backgrounds as JPEGs;

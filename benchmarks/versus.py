@@ -129,7 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     rows.append(row)
     for r in rows:
         if r["tree"] == "this":
-            other = next(x for x in rows if x["tree"] == "reference" and x["assets"] == r["assets"] and x["t"] == r["t"])
+            other = next(x for x in rows
+                         if x["tree"] == "reference" and x["assets"] == r["assets"] and x["t"] == r["t"])
             if r.get("images_per_s") and other.get("images_per_s"):
                 r["speedup"] = round(r["images_per_s"] / other["images_per_s"], 3)
     res = {"benchmark": "versus", "quick": a.quick, "machine": machine(), "reference": ref,

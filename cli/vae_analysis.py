@@ -6,17 +6,11 @@ traceback); 1 the run failed.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from ._errors import fail
+
 __all__ = ["COMMANDS", "encode", "probe", "regress"]
-
-
-def _fail(msg: str, code: int) -> None:
-    """One line on stderr and exit ``code``."""
-    click.echo(f"Error: {' '.join(str(msg).split())}", err=True)
-    sys.exit(code)
 
 
 def _run(fn, *args, **kwargs):
@@ -24,9 +18,9 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ValueError as e:
-        _fail(e, 2)
+        fail(e, 2)
     except (OSError, RuntimeError) as e:
-        _fail(f"{type(e).__name__}: {e}", 1)
+        fail(f"{type(e).__name__}: {e}", 1)
 
 
 def _which(text: str):
@@ -93,7 +87,7 @@ def encode(run_dir, dataset, out_h5, which, split, batch_size, device, limit, wo
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_epochs, device):
     """Train the count probe (classes 0,1,2,3,4+) on TRAIN_LATENTS, score it on TEST_LATENTS (Table 1)."""
-    from vae.encode import resolve_device
+    from vae.device import resolve_device
     from vae.probe import run_probe
 
     res = _run(run_probe, train_latents, test_latents, out_dir, seed=seed, hidden=_hidden(hidden),
@@ -120,11 +114,11 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 def regress(latents, out_dir, r2_min, coef_cut, log_n, permutations, seed, no_figures):
     """Fit Eq. 3 (z_i = b_n log N + b_a log A) for every latent unit of LATENTS; select number/area units."""
-    from vae.regress import run_regression, summarize
+    from vae.regress import run_regression, summary_text
 
     res = _run(run_regression, latents, out_dir, r2_min=r2_min, coef_cut=coef_cut, log_n=log_n,
                permutations=permutations, seed=seed, figures=not no_figures)
-    click.echo(summarize(res))
+    click.echo(summary_text(res))
     click.echo(f"wrote {out_dir}/regression.json")
 
 

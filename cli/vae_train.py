@@ -18,6 +18,8 @@ import click
 
 from vae.config import PIXEL_LOSSES, PRESETS, RECONS, REDUCTIONS, SCHEDULES, TrainConfig
 
+from ._errors import fail
+
 # CLI option name -> TrainConfig field (options absent here are not config).
 _FIELDS = {
     "preset": "preset", "epochs": "epochs", "batch_size": "batch_size", "recon": "recon",
@@ -28,11 +30,6 @@ _FIELDS = {
     "recon_every": "recon_every", "checkpoint_every": "checkpoint_every", "model_overrides": "model_overrides",
 }
 _D = TrainConfig()
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"Error: {msg}", err=True)
-    sys.exit(code)
 
 
 @click.command("train")
@@ -52,9 +49,11 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR from its last checkpoint up to --epochs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_D.device, show_default=True)
 @click.option("--lr", type=float, default=_D.lr, show_default=True, help="Adam learning rate.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers [default: CPUs - 1, at most 8].")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader workers [default: CPUs - 1, at most 8].")
 @click.option("--seed", type=click.IntRange(min=0), default=_D.seed, show_default=True)
-@click.option("--test-fraction", type=float, default=_D.test_fraction, show_default=True, help="Held-out share of the shards.")
+@click.option("--test-fraction", type=float, default=_D.test_fraction, show_default=True,
+              help="Held-out share of the shards.")
 @click.option("--pixel-loss", type=click.Choice(PIXEL_LOSSES), default=_D.pixel_loss, show_default=True)
 @click.option("--alpha", type=float, default=_D.alpha, show_default=True, help="Weight of the KL term.")
 @click.option("--beta", type=float, default=_D.beta, show_default=True, help="Weight of the reconstruction term.")
@@ -100,7 +99,7 @@ def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quie
             # The stored settings, with only the options given now replacing them.
             path = os.path.join(run_dir, "config.json")
             if not os.path.isfile(path):
-                _fail(f"--resume: {run_dir} holds no run (no config.json)")
+                fail(f"--resume: {run_dir} holds no run (no config.json)", 2)
             with open(path) as f:
                 stored = json.load(f)["train"]
             if "model_overrides" in given:
@@ -110,15 +109,15 @@ def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quie
         else:
             cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
-        _fail(str(e))
+        fail(e, 2)
     from vae.train import TrainingDiverged, train
 
     try:
         summary = train(dataset, run_dir, cfg, resume=resume, progress=not quiet)
     except TrainingDiverged as e:
-        _fail(str(e), 1)
+        fail(e, 1)
     except (ValueError, OSError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
@@ -139,11 +138,11 @@ def vgg_slim_cmd(full_vgg19: str, out: str) -> None:
     from vae.vgg import slim_vgg_state_dict
 
     if not os.path.isfile(full_vgg19):
-        _fail(f"FULL_VGG19: no file at {full_vgg19!r}")
+        fail(f"FULL_VGG19: no file at {full_vgg19!r}", 2)
     try:
         info = slim_vgg_state_dict(full_vgg19, out)
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        fail(e, 2)
     click.echo(json.dumps({"out": os.path.abspath(out), **info}))
 
 

@@ -5,6 +5,8 @@ import csv
 import json
 import os
 import socket
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -281,7 +283,9 @@ def test_logged_losses_are_per_image_for_every_reduction():
     for red in ("batch-mean", "sum"):
         c = small_cfg(batch_size=8, reduction=red)
         loss_fn = VAELoss(c.recon, c.pixel_loss, c.alpha, c.beta, c.reduction, None)
-        out[red] = vtrain._evaluate(model, loss_fn, ds, c, torch.device("cpu"), False, 0, 1, 0)
+        run = SimpleNamespace(model=model, loss_fn=loss_fn, cfg=c, device=torch.device("cpu"), amp=False, rank=0,
+                              world=1)
+        out[red] = vtrain._evaluate(run, ds, 0)
     assert cfg.batch_size == 8  # batches of 8 and 5
     for k in ("loss", "kl", "rec"):
         assert out["sum"][k] == pytest.approx(out["batch-mean"][k], rel=1e-5), k
@@ -292,3 +296,21 @@ def test_resume_on_another_dataset_is_refused(tmp_path):
     vtrain.train(make_dataset(), run, small_cfg(epochs=1), progress=False)
     with pytest.raises(ValueError, match="DATASET"):
         vtrain.train(make_dataset(n=36, shard_size=12), run, small_cfg(epochs=2), resume=True, progress=False)
+
+
+def test_deadline_stops_after_whole_epochs(tmp_path):
+    ds = make_dataset()
+    run = str(tmp_path / "run")
+    # A deadline already near: the first epoch runs whole, the next one would end after it.
+    res = vtrain.train(ds, run, small_cfg(epochs=3, recon_every=2), progress=False, deadline=time.monotonic())
+    assert res["stopped_early"] is True and res["epochs_run"] == 1 and res["epochs_done"] == 1
+    assert res["status"] == "stopped early"
+    assert [int(r_["epoch"]) for r_ in _rows(run)] == [1]
+    assert load_checkpoint(os.path.join(run, "checkpoints/last.pt"))["epoch"] == 1
+    assert os.path.isfile(os.path.join(run, "recon", "epoch-001.png"))
+    # --resume continues; a far deadline changes nothing.
+    res = vtrain.train(ds, run, small_cfg(epochs=3, recon_every=2), resume=True, progress=False,
+                       deadline=time.monotonic() + 3600)
+    assert res["stopped_early"] is False and res["epochs_run"] == 2 and res["epochs_done"] == 3
+    assert res["status"] == "completed"
+    assert [int(r_["epoch"]) for r_ in _rows(run)] == [1, 2, 3]

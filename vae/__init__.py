@@ -4,7 +4,8 @@ Modules: ``config`` (ModelConfig, TrainConfig, PRESETS; no torch), ``model`` (VA
 ``losses`` (KL, feature-perceptual, pixel), ``vgg`` (VGG-19 features from local
 weights), ``data`` (datasets over shards, augmentation, curriculum), ``sos``
 (natural images: SOS ``imgIdx.mat`` or folder + CSV), ``checkpoint`` (safe
-checkpoints, ``load_model``), ``train`` (the training program).
+checkpoints, ``load_model``), ``device`` (``resolve_device``), ``seeds`` (named random
+streams), ``train`` (the training program).
 
 Attributes below are imported lazily, so ``import vae`` (and ``vae.config``) works
 without importing torch.

@@ -8,7 +8,8 @@ is how they are stored in ``RUN_DIR/config.json`` and inside every checkpoint.
 Presets (``PRESETS``):
 
 ``paper``
-    The paper's network (Wever & Runia, section 4.2; REFERENCE.md): 161x161 RGB,
+    The paper's network (Wever & Runia, *Subitizing with Variational
+    Autoencoders*, section 4.2): 161x161 RGB,
     encoder 64@4x4-1 -> 64@4x4-2 -> 128@4x4-2 -> 768@4x4-2 with padding 1
     (161 -> 160 -> 80 -> 40 -> 20), latent 180, decoder linear z -> 768x11x11 then
     transposed 3x3 convs 768-1 -> 768-2 -> 256-2 -> 64-2 and a last 3-channel

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from . import seeds
+from .seeds import derive_seed  # noqa: F401 (re-exported: vae.data.derive_seed)
+
 __all__ = [
     "split_indices",
     "derive_seed",
@@ -44,15 +47,6 @@ __all__ = [
     "epoch_indices",
 ]
 
-# Fixed keys mixed into seeds so that split, shuffling and augmentation draw from
-# independent streams of the same run seed.
-_SPLIT_KEY, _AUG_KEY = 0x5EED5, 0xA06
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """An int in [0, 2**63) from ``SeedSequence([seed, *keys])`` (independent streams)."""
-    state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -75,7 +69,7 @@ def split_indices(n: int, test_fraction: float, seed: int) -> Tuple[np.ndarray, 
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     if not (isinstance(seed, (int, np.integer)) and seed >= 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_KEY]))
+    rng = seeds.stream(seed, "split")
     n_test = min(int(n) - 1, max(1, int(round(n * float(test_fraction)))))
     perm = rng.permutation(int(n))
     return np.sort(perm[n_test:]).astype(np.int64), np.sort(perm[:n_test]).astype(np.int64)
@@ -152,8 +146,8 @@ class _Augmented(Dataset):
     def reseed(self, seed: int) -> None:
         """Seed the augmentation of the next epoch (the training loop calls it every epoch).
 
-        With a seed set, sample ``i`` is augmented from ``SeedSequence([seed, key,
-        stream, i])`` alone, so the result does not depend on how many DataLoader
+        With a seed set, sample ``i`` is augmented from ``vae.seeds.stream(seed,
+        "augment", stream, i)`` alone, so the result does not depend on how many DataLoader
         workers there are or which one reads it: a resumed run may use another
         worker count and still match an uninterrupted one.
         """
@@ -161,13 +155,13 @@ class _Augmented(Dataset):
 
     def _aug_rng(self, i: int) -> np.random.Generator:
         if self._seed is not None:
-            return np.random.default_rng(np.random.SeedSequence([self._seed, _AUG_KEY, self._stream, int(i)]))
+            return seeds.stream(self._seed, "augment", self._stream, i)
         # Not reseeded (a Dataset used on its own): one stream per process, seeded from
         # torch's per-worker seed, never seed + worker_id arithmetic.
         info = get_worker_info()
         key = info.seed if info is not None else torch.initial_seed()
         if self._rng is None or self._rng_key != key:
-            self._rng = np.random.default_rng(np.random.SeedSequence([int(key), _AUG_KEY, self._stream]))
+            self._rng = seeds.stream(key, "augment", self._stream)
             self._rng_key = key
         return self._rng
 
@@ -188,8 +182,9 @@ class ShardImages(_Augmented):
 
     Parameters
     ----------
-    path : str
-        Dataset folder (``manifest.json``) or one shard ``.h5``.
+    path : str or synthcount.reader.Dataset
+        Dataset folder (``manifest.json``) or one shard ``.h5``, or a dataset already
+        opened with ``synthcount.open_dataset`` (shared, not reopened).
     indices : sequence of int or None
         Global image indices to expose (e.g. one side of :func:`split_indices`);
         None = all.
@@ -212,9 +207,13 @@ class ShardImages(_Augmented):
                  image_size: Optional[Tuple[int, int]] = None, *, scale: float = 1.14,
                  color_shift: float = 0.05, seed: Optional[int] = None):
         import synthcount
+        from synthcount.reader import Dataset as _Opened
 
-        self.path = str(path)
-        self.ds = synthcount.open_dataset(self.path)
+        if isinstance(path, _Opened):  # already open: share its handles and labels
+            self.path, self.ds = path.path, path
+        else:
+            self.path = str(path)
+            self.ds = synthcount.open_dataset(self.path)
         n = len(self.ds)
         if indices is None:
             idx = np.arange(n, dtype=np.int64)
@@ -306,7 +305,7 @@ class EpochView(Dataset):
     def reseed(self, seed: int) -> None:
         for k, p in enumerate(self.parts):
             if hasattr(p, "reseed"):
-                p.reseed(derive_seed(seed, k))
+                p.reseed(seeds.torch_seed(seed, "part", k))
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -385,7 +384,7 @@ def epoch_indices(epoch: int, n_synthetic: int, natural_labels: Optional[np.ndar
     if natural_labels is not None and len(natural_labels):
         share = natural_share(epoch, warmup, ramp, schedule)
         if share > 0:
-            rng = np.random.default_rng(np.random.SeedSequence([int(seed), _AUG_KEY, 7, int(epoch)]))
+            rng = seeds.stream(seed, "curriculum", epoch)
             kept = balance_drop(natural_labels, drop_fraction, rng)
             k = int(round(share * kept.size))
             chosen = np.sort(rng.choice(kept, size=k, replace=False)) if k < kept.size else kept

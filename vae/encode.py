@@ -9,7 +9,8 @@ Inputs (``data``), detected from the path:
   ``all``), with count labels, area unknown (-1), file names and the test flag;
 - any other folder: its image files (sorted, recursively), count and area unknown (-1).
 
-Latents file (CONTRACT.md)::
+Latents file (format ``synthcount-latents`` version 1; read by :func:`vae.probe.load_latents`
+and :func:`vae.regress.run_regression`)::
 
     mu               float32 (n, latent_dim)   posterior means (the representation)
     sigma            float32 (n, latent_dim)   posterior standard deviations
@@ -43,10 +44,12 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def resolve_device(name: str) -> str:
-    """"auto" -> "cuda" when available else "cpu"; "cuda" without a GPU is a ValueError."""
-    from .train import resolve_device as _rd
+    """:func:`vae.device.resolve_device` as a string ("cpu", "cuda"), kept for older callers
+    that store it in JSON (``vae.demo``). New code: ``vae.device.resolve_device``, which
+    returns a ``torch.device``."""
+    from .device import resolve_device as _resolve
 
-    return str(_rd(name))
+    return str(_resolve(name))
 
 
 def _is_shards(path: str) -> bool:
@@ -93,9 +96,10 @@ def open_images(data: str, image_size, *, split: str = "all", limit: Optional[in
     if _is_shards(data):
         import synthcount
 
-        n = len(synthcount.open_dataset(data))
+        opened = synthcount.open_dataset(data)  # once: ShardImages shares it
+        n = len(opened)
         idx = np.arange(n if limit is None else min(n, limit))
-        return ShardImages(data, idx, train=False, image_size=image_size), {"kind": "shards", "names": None,
+        return ShardImages(opened, idx, train=False, image_size=image_size), {"kind": "shards", "names": None,
                                                                             "istest": None}
     if _is_natural(data):
         from .sos import load_natural
@@ -121,9 +125,10 @@ def open_images(data: str, image_size, *, split: str = "all", limit: Optional[in
                      "a labels CSV or an image folder")
 
 
-def encode_model(model, dataset, *, batch_size: int = 256, device: str = "cpu", workers: int = 0,
+def encode_model(model, dataset, *, batch_size: int = 256, device="cpu", workers: int = 0,
                  progress: bool = True, desc: str = "encode") -> Dict[str, np.ndarray]:
-    """Run ``model.encode`` over a dataset of ``(x, labels)`` in order.
+    """Run ``model.encode`` over a dataset of ``(x, labels)`` in order, on ``device``
+    (a ``torch.device`` or its name).
 
     Returns
     -------
@@ -136,9 +141,10 @@ def encode_model(model, dataset, *, batch_size: int = 256, device: str = "cpu", 
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=str(device).startswith("cuda"))
+                        pin_memory=device.type == "cuda")
     out = {k: [] for k in ("mu", "sigma", "count", "cumulative_area", "index")}
     with torch.no_grad(), tqdm(total=len(dataset), desc=desc, unit="img", file=sys.stderr, disable=not progress,
                                leave=False, dynamic_ncols=True) as bar:
@@ -209,8 +215,9 @@ def encode_dataset(run_dir: str, data: str, out_h5: str, which: Union[str, int] 
         ``num_images``, ``latent_dim``, ``checkpoint``, ``epoch``, ``out``, ``data_kind``.
     """
     from .checkpoint import load_model
+    from .device import resolve_device as _resolve
 
-    dev = resolve_device(device)
+    dev = _resolve(device)
     model, cfg, meta = load_model(run_dir, which, map_location="cpu")
     ds, info = open_images(data, cfg.image_size, split=split, limit=limit)
     arr = encode_model(model, ds, batch_size=batch_size, device=dev, workers=workers, progress=progress,

@@ -199,7 +199,8 @@ def coefficient_plot(res: dict, out_png: str, *, title: str = "") -> str:
     lim = max(0.3, float(np.abs(np.r_[bn, ba]).max()) * 1.1) if units else 1.0
     ax.axhspan(-cut, cut, color="C0", alpha=0.08, lw=0)
     ax.axvspan(-cut, cut, color="C1", alpha=0.08, lw=0)
-    sc = ax.scatter(bn, ba, c=r2, cmap="viridis", s=14, vmin=0, vmax=max(float(r2.max()) if units else 0, res["r2_min"]))
+    vmax = max(float(r2.max()) if units else 0, res["r2_min"])
+    sc = ax.scatter(bn, ba, c=r2, cmap="viridis", s=14, vmin=0, vmax=vmax)
     hi = r2 >= res["r2_min"]
     ax.scatter(bn[hi], ba[hi], s=70, facecolors="none", edgecolors="red", lw=1.0, label=f"R² ≥ {res['r2_min']:g}")
     for i in list(res["numerosity_units"]) + list(res["area_units"]):

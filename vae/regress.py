@@ -30,7 +30,7 @@ from typing import Dict, Optional
 import numpy as np
 
 __all__ = ["LOG_N_MODES", "log_predictors", "fit_units", "select_units", "permutation_baseline",
-           "regression_arrays", "run_regression", "summarize"]
+           "regression_arrays", "run_regression", "summary_text", "summarize"]
 
 LOG_N_MODES = ("exclude-zero", "plus1")
 
@@ -223,7 +223,8 @@ def regression_arrays(mu: np.ndarray, count: np.ndarray, area: np.ndarray, *, r2
     if mu.ndim != 2 or mu.shape[0] != np.asarray(count).shape[0]:
         raise ValueError(f"mu must be (n, d) with one row per count, got {mu.shape} and {np.asarray(count).shape}")
     if np.any(np.asarray(area) < 0):
-        raise ValueError("cumulative_area holds negative values (unknown area?); the regression needs A for every image")
+        raise ValueError("cumulative_area holds negative values (unknown area?); "
+                         "the regression needs A for every image")
     x, used, info = log_predictors(count, area, log_n)
     z = mu[used]
     fit = fit_units(z, x)
@@ -270,8 +271,11 @@ def _unit_text(u: Optional[dict]) -> str:
     return f"z_{u['index']} (R^2 {u['r2']:.3f}, b_n {u['b_n']:+.3f}, b_a {u['b_a']:+.3f})"
 
 
-def summarize(res: dict) -> str:
-    """A few plain sentences on what the regression found (including nothing)."""
+def summary_text(res: dict) -> str:
+    """A few plain sentences on what the regression found (including nothing).
+
+    ``summarize`` is the same function under its old name (not to be confused with
+    :func:`synthcount.stats.summarize`, which returns a dataset's statistics)."""
     nu, au = res["numerosity_units"], res["area_units"]
     by = {u["index"]: u for u in res["units"]}
     lines = [
@@ -281,9 +285,9 @@ def summarize(res: dict) -> str:
     if nu:
         lines.append("Numerosity units: " + "; ".join(_unit_text(by[i]) for i in nu) + ".")
     if au:
+        opposite = "; opposite signs present" if res["area_units_opposite_signs"] else ""
         lines.append("Area units: " + "; ".join(_unit_text(by[i]) for i in au) + " (signs of b_a: "
-                     + " ".join(res["area_unit_signs"]) + ("; opposite signs present" if res["area_units_opposite_signs"]
-                                                             else "") + ").")
+                     + " ".join(res["area_unit_signs"]) + opposite + ").")
     lines.append(f"Best candidate for number (largest |b_n| with |b_a| < {res['coef_cut']:g}): "
                  f"{_unit_text(res['best_numerosity_candidate'])}; for area (largest |b_a| with |b_n| < "
                  f"{res['coef_cut']:g}): {_unit_text(res['best_area_candidate'])}.")
@@ -299,6 +303,9 @@ def summarize(res: dict) -> str:
     lines.append(f"Fit on {res['n_used']} of {res['n_total']} images{excl}; corr(log N, log A) = "
                  f"{res['corr_log_n_log_a']:.3f} in these images.")
     return "\n".join(lines)
+
+
+summarize = summary_text  # the old name, kept for compatibility
 
 
 def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_cut: float = 0.1,
@@ -342,5 +349,5 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
     with open(os.path.join(out_dir, "regression.json"), "w") as f:
         json.dump(res, f, indent=2)
     with open(os.path.join(out_dir, "regression.md"), "w") as f:
-        f.write("# Eq. 3 regression\n\n" + summarize(res) + "\n")
+        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n")
     return res

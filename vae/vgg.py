@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from synthcount.shards import sha256_file  # one hashing helper for the project
+from synthcount._io import atomic_write, sha256_file  # the project's one home for file helpers
 
 __all__ = [
     "LAYER_INDICES",
@@ -112,7 +112,8 @@ def _build_layers() -> nn.Sequential:
 
 
 def _needed_keys() -> List[str]:
-    return [f"features.{i}.{p}" for i, m in enumerate(_build_layers()) if isinstance(m, nn.Conv2d) for p in ("weight", "bias")]
+    return [f"features.{i}.{p}" for i, m in enumerate(_build_layers()) if isinstance(m, nn.Conv2d)
+            for p in ("weight", "bias")]
 
 
 def load_vgg_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -134,7 +135,8 @@ def load_vgg_state_dict(path: str) -> Dict[str, torch.Tensor]:
     needed = _needed_keys()
     missing = [k for k in needed if k not in sd]
     if missing:
-        raise ValueError(f"VGG weights {path!r} lack {missing[:4]}{'...' if len(missing) > 4 else ''}: not a vgg19 state_dict")
+        more = "..." if len(missing) > 4 else ""
+        raise ValueError(f"VGG weights {path!r} lack {missing[:4]}{more}: not a vgg19 state_dict")
     return {k: sd[k] for k in needed}
 
 
@@ -148,10 +150,10 @@ def slim_vgg_state_dict(src: str, dst: str) -> dict:
     sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
     # Check the result loads into the layers before writing it.
     VGGFeatures(sd)
-    tmp = dst + ".tmp"
-    torch.save(sd, tmp)
-    os.replace(tmp, dst)
-    return {"keys": len(sd), "bytes": os.path.getsize(dst), "sha256_in": sha256_file(src), "sha256_out": sha256_file(dst)}
+    with atomic_write(dst, "wb") as f:
+        torch.save(sd, f)
+    return {"keys": len(sd), "bytes": os.path.getsize(dst), "sha256_in": sha256_file(src),
+            "sha256_out": sha256_file(dst)}
 
 
 class VGGFeatures(nn.Module):
