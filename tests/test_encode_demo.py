@@ -14,13 +14,12 @@ scipy_io = pytest.importorskip("scipy.io")
 from click.testing import CliRunner  # noqa: E402
 
 import synthcount  # noqa: E402
-from synthcount.generate import generate_dataset  # noqa: E402
 from cli.main import main  # noqa: E402
+from synthcount.generate import generate_dataset  # noqa: E402
 from vae.checkpoint import checkpoint_path, save_checkpoint  # noqa: E402
 from vae.config import model_preset  # noqa: E402
 from vae.encode import encode_dataset  # noqa: E402
 from vae.model import VAE  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

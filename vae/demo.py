@@ -31,7 +31,6 @@ import dataclasses
 import os
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -157,10 +156,13 @@ class DemoConfig:
 def study_seed(seed: int, name: str) -> int:
     """A seed for one named stream of a study, independent of every other name and seed.
 
-    SeedSequence over (seed, crc32(name)): the train and eval sets of study ``seed``
-    never share a stream with any set of study ``seed + 1`` (``seed + 1`` would).
+    Stream ``demo.{name}`` of :mod:`vae.seeds`, as a 31-bit int (synthcount and the
+    split take plain ints): the train and eval sets of study ``seed`` never share a
+    stream with any set of study ``seed + 1`` (``seed + 1`` would).
     """
-    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0] >> 1)
+    from vae import seeds
+
+    return int(seeds.sequence(seed, f"demo.{name}").generate_state(1)[0] >> 1)
 
 
 class _Log:
@@ -283,7 +285,8 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     from vae import figures
     from vae.checkpoint import load_model
     from vae.data import ShardImages, split_indices
-    from vae.encode import encode_model, resolve_device, write_latents
+    from vae.device import resolve_device
+    from vae.encode import encode_model, write_latents
 
     suffix = "" if k == 0 else f"_seed{seed}"
 
@@ -364,7 +367,8 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
         models["trained"], images[start], [r[0] for r in rows], paths("fig3_traversal", ".png"),
         scale=z_std, device=dev, labels=[r[1].split(":")[0] for r in rows]))
     timings["total_s"] = round(time.monotonic() - t0, 1)
-    return {"seed": seed, "suffix": suffix, "device": str(dev), "latent_dim": int(mcfg.latent_dim), "train_config": tcfg.to_dict(),
+    return {"seed": seed, "suffix": suffix, "device": str(dev), "latent_dim": int(mcfg.latent_dim),
+            "train_config": tcfg.to_dict(),
             "data": {"train": data_train, "eval": data_eval, "eval_count_histogram": np.bincount(count).tolist(),
                      "probe_split": {"train": int(split[0].size), "test": int(split[1].size)}},
             "training": tr, "timings": timings, "results": results, "figures": figs}

@@ -70,7 +70,8 @@ def load_latents(path: str) -> Dict[str, np.ndarray]:
     except OSError as e:
         raise ValueError(f"latents file {path!r} is not a readable HDF5 file ({e})") from None
     if out["mu"].ndim != 2 or out["count"].shape != (out["mu"].shape[0],):
-        raise ValueError(f"latents file {path!r}: mu must be (n, d) and count (n,), got {out['mu'].shape} and {out['count'].shape}")
+        raise ValueError(f"latents file {path!r}: mu must be (n, d) and count (n,), "
+                         f"got {out['mu'].shape} and {out['count'].shape}")
     out["mu"] = out["mu"].astype(np.float32)
     out["count"] = out["count"].astype(np.int64)
     return out
@@ -361,7 +362,8 @@ def format_table1(measured: Sequence[Tuple[str, Sequence[float], float]], *, tit
     head = "| Count label → | " + " | ".join(CLASS_NAMES) + " | mean |"
     lines = [f"### {title}" if title else "", "", head, "|" + "---|" * 7]
     for name, vals, mean in PUBLISHED_TABLE1:
-        lines.append(f"| {name} — *published, not measured* | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {mean:.1f} |")
+        lines.append(f"| {name} — *published, not measured* | " + " | ".join(f"{v:.1f}" for v in vals)
+                     + f" | {mean:.1f} |")
     for name, vals, mean in measured:
         lines.append(f"| **{name}** — measured | " + " | ".join(_pct(v) for v in vals) + f" | {_pct(mean)} |")
     lines.append("")

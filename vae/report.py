@@ -85,7 +85,8 @@ def _seeds_section(summary: dict) -> List[str]:
     goal = ("met in every seed" if sm["goal_met_every_seed"] else "not met in every seed")
     fails = [c for c in sm["checks"] if not (c["units_goal"] and c["probe_beats_controls"])]
     why = "".join(f" Seed {c['seed']}: {c['trained_units_0.1']} trained / {c['untrained_units_0.1']} untrained "
-                  f"numerosity units at R² ≥ 0.1, probe above both controls: {'yes' if c['probe_beats_controls'] else 'no'}."
+                  f"numerosity units at R² ≥ 0.1, probe above both controls: "
+                  f"{'yes' if c['probe_beats_controls'] else 'no'}."
                   for c in fails)
     L = ["## Over seeds", "",
          f"{k} whole studies (data, training, controls), seeds {', '.join(str(s) for s in sm['seeds'])}. {verdict} "
@@ -175,7 +176,7 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
         f"{pr['pca']['mean_ap_voc11']:.3f} (random ranking {ch.get('mean_ap_voc11_random', float('nan')):.3f}). "
         + _probe_verdict(results) + _pca_verdict(results)
         + (" Binary images have N in 1..8: class 0 is absent (–) and class 4+ holds N = 4..8." if s["binary"] else ""),
-        "- **Eq. 3 regression** (trained): " + regress.summarize(r_tr).replace("\n", " "),
+        "- **Eq. 3 regression** (trained): " + regress.summary_text(r_tr).replace("\n", " "),
         "- " + _regress_verdict(results),
     ]
     for name in ("untrained", "pca"):
