@@ -19,6 +19,12 @@ Presets (``PRESETS``):
     same decoder.
 ``tiny``
     64x64, narrow channels, latent 32: trains in minutes on a CPU (demos, tests).
+``sz``
+    48x48 (Stoianov & Zorzi-style binary images at their native size), the tiny
+    widths, latent 16, and ``enc_pool="mean"``: the encoder averages its last feature
+    map over positions, so the code cannot say where the objects are, only what and
+    how much. A departure from the paper, made for the binary demo (see the demo's
+    ``sz`` recipe and benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -99,6 +105,11 @@ class ModelConfig:
         Negative slope of every LeakyReLU.
     sigma_eps : float
         Added to softplus(.) so that sigma > 0; sigma is the standard deviation.
+    enc_pool : {"flatten", "mean"}
+        How the last encoder feature map reaches the mu/sigma heads: ``flatten`` (the
+        paper: every position its own weights, so the code can say *where* things
+        are) or ``mean`` (global average over positions: a translation-invariant
+        code of *what* and *how much*; the ``sz`` preset, see its note).
     """
 
     image_size: Tuple[int, int] = (161, 161)
@@ -117,6 +128,7 @@ class ModelConfig:
     latent_dim: int = 180                                     # paper: 180 (thesis: 182)
     leaky_slope: float = 0.01                                 # authors' LeakyReLU slope
     sigma_eps: float = 1e-6
+    enc_pool: str = "flatten"                                 # paper: flatten (the `sz` preset: mean)
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -152,6 +164,7 @@ class ModelConfig:
                self.latent_dim)
         _check(0.0 <= float(self.leaky_slope) < 1.0, "leaky_slope", "in [0, 1)", self.leaky_slope)
         _check(0.0 < float(self.sigma_eps) < 1.0, "sigma_eps", "in (0, 1)", self.sigma_eps)
+        _check(self.enc_pool in ("flatten", "mean"), "enc_pool", "'flatten' or 'mean'", self.enc_pool)
         # Fail here, not at the first forward, when the sizes do not work out.
         fh, fw = self.enc_feature_size
         _check(fh >= 1 and fw >= 1, "image_size", f"large enough for the encoder (features {fh}x{fw})", self.image_size)
@@ -205,10 +218,11 @@ PRESETS = {
     "tiny": ModelConfig(image_size=(64, 64), enc_channels=(32, 64, 64), enc_strides=(2, 2, 2),  # 64 -> 32 -> 16 -> 8
                         dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2),            # 8 -> 16 -> 32 -> 64
                         latent_dim=32),
-    # Stoianov & Zorzi-style binary images at their native 48x48 (48 -> 24 -> 12 -> 6); chosen by the demo's
-    # one-factor-at-a-time search (benchmarks/README.md, "Emergence: one factor at a time")
+    # Stoianov & Zorzi-style binary images at their native 48x48 (48 -> 24 -> 12 -> 6), the tiny widths, and a
+    # translation-invariant encoder (mean over positions); chosen by the demo's one-factor-at-a-time search
+    # (benchmarks/README.md, "Emergence: one factor at a time")
     "sz": ModelConfig(image_size=(48, 48), enc_channels=(32, 64, 64), enc_strides=(2, 2, 2),
-                      dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2), latent_dim=16),
+                      dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2), latent_dim=16, enc_pool="mean"),
 }
 
 

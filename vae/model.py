@@ -1,7 +1,8 @@
 """The paper's convolutional VAE (Wever & Runia, section 3 and 4.2).
 
 Encoder: convs, each followed by LeakyReLU then BatchNorm (the authors' order),
-flattened into two linear heads, ``mu`` and ``sigma = softplus(.) + eps`` (the
+flattened (or, with ``enc_pool="mean"``, averaged over positions) into two linear
+heads, ``mu`` and ``sigma = softplus(.) + eps`` (the
 standard deviation; the authors' code read it as a log-variance, which forces
 sigma >= 1 - a quirk not taken over). Decoder: linear z -> C x s x s, transposed
 convs with LeakyReLU + BatchNorm after each, and a last transposed conv to 3
@@ -35,13 +36,15 @@ class Encoder(nn.Module):
             c_in = c
         self.features = nn.Sequential(*layers)
         fh, fw = cfg.enc_feature_size
-        n_flat = c_in * fh * fw
+        self.pool = cfg.enc_pool
+        n_flat = c_in if self.pool == "mean" else c_in * fh * fw
         self.mu = nn.Linear(n_flat, cfg.latent_dim)
         self.sigma = nn.Linear(n_flat, cfg.latent_dim)
         self.sigma_eps = float(cfg.sigma_eps)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(x).flatten(1)                              # (B, C * fh * fw)
+        h = self.features(x)
+        h = h.mean(dim=(2, 3)) if self.pool == "mean" else h.flatten(1)  # (B, C) or (B, C * fh * fw)
         mu = self.mu(h)                                              # (B, Z)
         sigma = F.softplus(self.sigma(h)) + self.sigma_eps           # (B, Z), > 0, a std
         return mu, sigma
