@@ -64,24 +64,67 @@ def analyse(mu, sigma, count, area, pixsum, rng) -> dict:
     return out
 
 
-def linear_probe(feat_tr, y_tr, feat_te, y_te, l2: float = 1e-3) -> float:
-    """Mean per-class accuracy of a one-vs-rest ridge classifier (closed form, class-balanced)."""
-    m, s = feat_tr.mean(0), feat_tr.std(0) + 1e-8
-    xtr = np.hstack([(feat_tr - m) / s, np.ones((len(feat_tr), 1))])
-    xte = np.hstack([(feat_te - m) / s, np.ones((len(feat_te), 1))])
-    classes = np.unique(y_tr)
-    w = np.bincount(np.searchsorted(classes, y_tr), minlength=len(classes))
-    sw = (1.0 / w)[np.searchsorted(classes, y_tr)]
-    t = (y_tr[:, None] == classes[None]).astype(np.float64) * 2 - 1
-    g = (xtr * sw[:, None]).T @ xtr + l2 * np.eye(xtr.shape[1]) * sw.sum()
-    beta = np.linalg.solve(g, (xtr * sw[:, None]).T @ t)
-    pred = classes[np.argmax(xte @ beta, axis=1)]
-    return float(np.mean([np.mean(pred[y_te == c] == c) for c in classes if np.any(y_te == c)]))
+def exact_probe(z, count) -> float:
+    """Exact-count logistic read-out (vae.probe.exact_count_probe): every third image trains, the rest test."""
+    from vae.probe import exact_count_probe
+
+    te = np.ones(len(count), bool)
+    te[::3] = False
+    return round(exact_count_probe(z[~te], count[~te], z[te], count[te])["mean_accuracy"], 4)
+
+
+def rescore(path: str) -> None:
+    """Recompute the final probes of a result file from its run's checkpoints (``PATH.run``)."""
+    from vae.baselines import pca_features
+    from vae.checkpoint import load_model
+    from vae.data import ShardImages
+    from vae.encode import encode_model
+
+    d = json.load(open(path))
+    size = tuple(d["train_config"]["model_overrides"]["image_size"])
+    scene = "-".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
+                     for k, v in sorted(d["scene_overrides"].items())) or "default"
+    ds = ShardImages(os.path.join("out/emergence-data", f"{scene}-eval-{d['eval_images']}-s{d['seed'] + 1}"),
+                     image_size=size)
+    reps = {}
+    for name, which in (("trained", "last"), ("untrained", "init")):
+        model, _, _ = load_model(path + ".run", which)
+        lat = encode_model(model, ds, progress=False)
+        reps[name] = lat["mu"]
+    reps["pca"] = pca_features(ds.ds.read_images(np.arange(len(ds))), reps["trained"].shape[1])
+    for name, z in reps.items():
+        d["final"][name]["linear_probe"] = exact_probe(z, lat["count"])
+    d["probe"] = "exact-count logistic (vae.probe.exact_count_probe)"
+    write_json_atomic(path, d)
+
+
+def table(paths) -> str:
+    """Markdown rows, one per result file: trained units at the end and over the last half of the epochs."""
+    rows = ["| run | change | epochs (images seen) | trained: units R² ≥ 0.05 / 0.1, last epoch | units 0.1, range "
+            "over the 2nd half | best number R² (b_a) | untrained units 0.1 | exact-N probe trained / untrained / "
+            "PCA | mu vs sample, 1,000 vs 6,000 images, A as pixel sum (units 0.1) |", "|" + "---|" * 9]
+    for p in paths:
+        d = json.load(open(p))
+        ep, f = d["epochs"], d["final"]
+        last = ep[-1]
+        half = [e["mu"]["r2_0.1"]["numerosity"] for e in ep[len(ep) // 2:]]
+        b = last["mu"]["r2_0.05"]["best"]
+        change = ", ".join(f"{k}={v}" for k, v in d.get("changes", {}).items()) or "—"
+        var = " / ".join(str(last[k]["r2_0.1"]["numerosity"]) for k in ("mu", "sample", "mu_1000", "mu_pixsum"))
+        rows.append(f"| {os.path.basename(p)[:-5]} | {change} | {len(ep)} ({ep[-1]['images_seen']:,.0f}) | "
+                    f"{last['mu']['r2_0.05']['numerosity']} / {last['mu']['r2_0.1']['numerosity']} | "
+                    f"{min(half)}–{max(half)} | {b['r2']:.3f} ({b['b_a']:+.3f}) | "
+                    f"{f['untrained']['units']['r2_0.1']['numerosity']} | "
+                    f"{f['trained']['linear_probe']:.3f} / {f['untrained']['linear_probe']:.3f} / "
+                    f"{f['pca']['linear_probe']:.3f} | {var} |")
+    return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--table", nargs="+", help="Print the markdown table of these result files and exit.")
+    ap.add_argument("--rescore", nargs="+", help="Recompute the final probes of these result files and exit.")
+    ap.add_argument("--out")
     ap.add_argument("--data", default="out/emergence-data", help="Folder for the generated sets (reused).")
     ap.add_argument("--minutes", type=float, default=5.0, help="Training budget (whole epochs).")
     ap.add_argument("--epochs", type=int, default=None,
@@ -93,6 +136,15 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], help="TrainConfig FIELD=VALUE or model.FIELD=VALUE")
     ap.add_argument("--scene", nargs="*", default=[], help="binary SceneConfig FIELD=VALUE")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
+    if args.rescore:
+        for p in args.rescore:
+            rescore(p)
+        return 0
+    if not args.out:
+        ap.error("--out is required")
 
     import torch
 
@@ -162,8 +214,6 @@ def main(argv=None) -> int:
               f"num@.05 {m['r2_0.05']['numerosity']} num@.1 {m['r2_0.1']['numerosity']} best {m['r2_0.05']['best']}",
               file=sys.stderr, flush=True)
     count, area = lat["count"], lat["cumulative_area"]
-    te_mask = np.ones(len(count), bool)
-    te_mask[::3] = False  # a third trains the probe, two thirds test it
     reps = {"trained": lat["mu"]}
     m0, _, _ = load_model(run_dir, "init")
     lat0 = encode_model(m0, ds, progress=False)
@@ -173,11 +223,13 @@ def main(argv=None) -> int:
     for k, z in reps.items():
         sig = lat["sigma"] if k == "trained" else (lat0["sigma"] if k == "untrained" else np.zeros_like(z))
         final[k] = {"units": analyse(z, sig, count, area, pixsum, rng)["mu"],
-                    "linear_probe": round(linear_probe(z[~te_mask], count[~te_mask], z[te_mask], count[te_mask]), 4)}
+                    "linear_probe": exact_probe(z, count)}
     out = {"benchmark": "emergence", "machine": machine(), "train_config": cfg.to_dict(),
-           "scene_overrides": scene_over, "train_images": args.train_images, "eval_images": args.eval_images,
+           "scene_overrides": scene_over, "changes": {**_parse(args.scene), **_parse(args.set)},
+           "train_images": args.train_images, "eval_images": args.eval_images,
            "minutes": args.minutes, "seed": args.seed, "epochs": rows, "final": final,
-           "chance": round(1 / len(np.unique(count)), 4)}
+           "chance": round(1 / len(np.unique(count)), 4),
+           "probe": "exact-count logistic (vae.probe.exact_count_probe)"}
     write_json_atomic(args.out, out)
     f = final
     print(json.dumps({k: {"num@.1": v["units"]["r2_0.1"]["numerosity"], "num@.05": v["units"]["r2_0.05"]["numerosity"],

@@ -185,3 +185,18 @@ def test_study_seeds_are_independent_streams():
 
     seeds = {study_seed(s, n) for s in range(4) for n in ("train-data", "eval-data", "probe-split")}
     assert len(seeds) == 12 and study_seed(0, "train-data") == study_seed(0, "train-data")
+
+
+def test_demo_binary_uses_the_sz_recipe_and_reads_out_exact_counts(tmp_path):
+    from vae.demo import RECIPES, run_demo
+
+    res = run_demo(str(tmp_path / "demo"), quick=True, binary=True, progress=False)
+    s = res["settings"]
+    assert s["recipe"] == "sz" and s["model_preset"] == "sz" and s["recipe_settings"] == RECIPES["sz"]
+    assert s["image_size"] == [48, 48]
+    cfg = json.loads((tmp_path / "demo" / "run" / "config.json").read_text())
+    assert cfg["model"]["enc_pool"] == "mean" and cfg["train"]["augment"] is False
+    ex = res["results"]["trained"]["probe"]["exact_count"]
+    assert ex["classes"] == sorted(ex["classes"]) and set(ex["classes"]) <= set(range(1, 9))
+    assert ex["chance"] == 1 / len(ex["classes"]) and 0 <= ex["mean_accuracy"] <= 1
+    assert "Exact count" in (tmp_path / "demo" / "report.md").read_text()

@@ -264,8 +264,11 @@ def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, spl
     from vae import figures, probe, regress
 
     tr, te = split
-    p = probe.json_clean(probe.probe_arrays(mu[tr], count[tr], mu[te], count[te], seed=seed,
-                                            max_epochs=probe_epochs, progress=progress))
+    p = probe.probe_arrays(mu[tr], count[tr], mu[te], count[te], seed=seed, max_epochs=probe_epochs,
+                           progress=progress)
+    # Table 1's classes merge N >= 4; the exact count (every N its own class) is read out as well
+    p["exact_count"] = probe.exact_count_probe(mu[tr], count[tr], mu[te], count[te])
+    p = probe.json_clean(p)
     write_json_atomic(paths(f"probe_{name}", ".json"), p)
     r = regress.regression_arrays(mu, count, area, permutations=permutations, seed=seed)
     # figures: {name}{suffix}_coefficients.png etc.
@@ -275,7 +278,8 @@ def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, spl
     r["at_r2_0.1"] = {"numerosity_units": r_sz["numerosity_units"], "area_units": r_sz["area_units"]}
     write_json_atomic(paths(f"regression_{name}", ".json"), r)
     log(f"{name}: probe mean per-class accuracy MLP {p['mean_accuracy']:.3f}, logistic "
-        f"{p['logistic']['mean_accuracy']:.3f}; numerosity units {len(r['numerosity_units'])} at R^2 >= 0.05, "
+        f"{p['logistic']['mean_accuracy']:.3f}, exact-count logistic {p['exact_count']['mean_accuracy']:.3f}; "
+        f"numerosity units {len(r['numerosity_units'])} at R^2 >= 0.05, "
         f"{len(r_sz['numerosity_units'])} at 0.1")
     return {"probe": p, "regression": r}
 
@@ -398,6 +402,8 @@ def seed_record(study: dict) -> dict:
             "probe": {"mlp_mean_accuracy": p["mean_accuracy"], "mlp_mean_ap_voc11": p["mean_ap_voc11"],
                       "logistic_mean_accuracy": p["logistic"]["mean_accuracy"],
                       "logistic_mean_ap_voc11": p["logistic"]["mean_ap_voc11"],
+                      "exact_count_mean_accuracy": p["exact_count"]["mean_accuracy"],
+                      "exact_count_chance": p["exact_count"]["chance"],
                       "chance_mean_frequency": p["chance"]["mean_frequency"]},
         }
     return {"seed": study["seed"], "files_suffix": study["suffix"], "epochs": study["training"]["epochs"],
@@ -421,7 +427,7 @@ def summarize_seeds(per_seed: list) -> dict:
             row[f"area_units_{t}"] = _stats([len(r["area_units"][t]) for r in recs])
         best = [r["best_numerosity_candidate"] for r in recs]
         row["best_numerosity_r2"] = _stats([b["r2"] if b else 0.0 for b in best])
-        for key in ("mlp_mean_accuracy", "logistic_mean_accuracy"):
+        for key in ("mlp_mean_accuracy", "logistic_mean_accuracy", "exact_count_mean_accuracy"):
             row[key] = _stats([r["probe"][key] for r in recs])
         out["representations"][name] = row
     checks = []
@@ -477,7 +483,7 @@ def _run(out_dir: str, cfg: DemoConfig) -> dict:
         "data": first["data"],
         "training": first["training"],
         "timings": {**first["timings"], "all_seeds_total_s": round(log.elapsed(), 1)},
-        "results": {k: {"probe": {key: v["probe"][key] for key in _PROBE_KEYS} | {"logistic": v["probe"]["logistic"]},
+        "results": {k: {"probe": {key: v["probe"][key] for key in _PROBE_KEYS + ("logistic", "exact_count")},
                         "regression": {key: v["regression"][key] for key in _REGRESSION_KEYS}}
                     for k, v in first["results"].items()},
         "figures": first["figures"],

@@ -29,9 +29,8 @@ import numpy as np
 from . import metrics
 
 __all__ = ["NUM_CLASSES", "CLASS_NAMES", "PUBLISHED_TABLE1", "load_latents", "fit_probe", "fit_logistic",
-           "exact_count_probe", "probe_arrays", "run_probe", "format_table1", "table1_rows", "table1_rows_with_logistic",
-           "TABLE1_NOTES",
-           "json_clean"]
+           "exact_count_probe", "probe_arrays", "run_probe", "format_table1", "table1_rows",
+           "table1_rows_with_logistic", "TABLE1_NOTES", "json_clean"]
 
 NUM_CLASSES = 5
 CLASS_NAMES = ("0", "1", "2", "3", "4+")

@@ -65,14 +65,15 @@ def _range(st: dict, fmt: str = "{:.0f}") -> str:
 def seeds_table(per_seed: List[dict]) -> List[str]:
     """Markdown rows: one per seed and representation, units at 0.05 and 0.1, best unit, probes."""
     L = ["| seed | representation | numerosity units R² ≥ 0.05 | at R² ≥ 0.1 | area units 0.05 / 0.1 "
-         "| best number candidate | probe MLP | probe logistic |", "|---|---|---|---|---|---|---|---|"]
+         "| best number candidate | probe MLP | probe logistic | exact-N logistic |", "|" + "---|" * 9]
     for s in per_seed:
         for name in ("trained", "untrained", "pca"):
             r = s["representations"][name]
             nu, au, p = r["numerosity_units"], r["area_units"], r["probe"]
             L.append(f"| {s['seed']} | {_NAMES[name]} | {len(nu['0.05'])} | {len(nu['0.1'])} | "
                      f"{len(au['0.05'])} / {len(au['0.1'])} | {_unit(r['best_numerosity_candidate'])} | "
-                     f"{p['mlp_mean_accuracy']:.3f} | {p['logistic_mean_accuracy']:.3f} |")
+                     f"{p['mlp_mean_accuracy']:.3f} | {p['logistic_mean_accuracy']:.3f} | "
+                     f"{p['exact_count_mean_accuracy']:.3f} |")
     return L
 
 
@@ -95,13 +96,14 @@ def _seeds_section(summary: dict) -> List[str]:
          f"with the probe above both controls, is {goal}.{why}", "",
          "Mean (range) over seeds:", "",
          "| representation | numerosity units 0.05 | numerosity units 0.1 | area units 0.1 | best number R² "
-         "| probe MLP | probe logistic |", "|---|---|---|---|---|---|---|"]
+         "| probe MLP | probe logistic | exact-N logistic |", "|" + "---|" * 8]
     for name in ("trained", "untrained", "pca"):
         r = rep[name]
         L.append(f"| {_NAMES[name]} | {_range(r['numerosity_units_0.05'], '{:.1f}')} | "
                  f"{_range(r['numerosity_units_0.1'], '{:.1f}')} | {_range(r['area_units_0.1'], '{:.1f}')} | "
                  f"{_range(r['best_numerosity_r2'], '{:.3f}')} | {_range(r['mlp_mean_accuracy'], '{:.3f}')} | "
-                 f"{_range(r['logistic_mean_accuracy'], '{:.3f}')} |")
+                 f"{_range(r['logistic_mean_accuracy'], '{:.3f}')} | "
+                 f"{_range(r['exact_count_mean_accuracy'], '{:.3f}')} |")
     L += ["", "Per seed:", ""] + seeds_table(per) + [""]
     return L
 
@@ -172,6 +174,8 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
         f"{pr['untrained']['mean_accuracy']:.3f}, PCA of pixels {pr['pca']['mean_accuracy']:.3f}; logistic: "
         f"{pr['trained']['logistic']['mean_accuracy']:.3f} / {pr['untrained']['logistic']['mean_accuracy']:.3f} / "
         f"{pr['pca']['logistic']['mean_accuracy']:.3f}; chance {ch['mean_frequency']:.3f} (label frequency). "
+        f"Exact count (logistic, every N its own class, chance {pr['trained']['exact_count']['chance']:.3f}): "
+        + " / ".join(f"{pr[k]['exact_count']['mean_accuracy']:.3f}" for k in ("trained", "untrained", "pca")) + ". "
         f"Count AP (VOC 11-pt, MLP): {pr['trained']['mean_ap_voc11']:.3f} / {pr['untrained']['mean_ap_voc11']:.3f} / "
         f"{pr['pca']['mean_ap_voc11']:.3f} (random ranking {ch.get('mean_ap_voc11_random', float('nan')):.3f}). "
         + _probe_verdict(results) + _pca_verdict(results)
