@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import machine
+from benchmarks._common import emit, format_table, machine
 from synthcount._io import write_json_atomic
 
 
@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--table", nargs="+", help="Print the markdown table of these result files and exit.")
     ap.add_argument("--rescore", nargs="+", help="Recompute the final probes of these result files and exit.")
     ap.add_argument("--out")
+    ap.add_argument("--quick", action="store_true", help="Seconds-long smoke run (64 / 60 images, 1 epoch).")
     ap.add_argument("--data", default="out/emergence-data", help="Folder for the generated sets (reused).")
     ap.add_argument("--minutes", type=float, default=5.0, help="Training budget (whole epochs).")
     ap.add_argument("--epochs", type=int, default=None,
@@ -145,6 +146,8 @@ def main(argv=None) -> int:
         return 0
     if not args.out:
         ap.error("--out is required")
+    if args.quick:
+        args.train_images, args.eval_images, args.epochs = 64, 60, 1
 
     import torch
 
@@ -224,16 +227,17 @@ def main(argv=None) -> int:
         sig = lat["sigma"] if k == "trained" else (lat0["sigma"] if k == "untrained" else np.zeros_like(z))
         final[k] = {"units": analyse(z, sig, count, area, pixsum, rng)["mu"],
                     "linear_probe": exact_probe(z, count)}
-    out = {"benchmark": "emergence", "machine": machine(), "train_config": cfg.to_dict(),
+    out = {"benchmark": "emergence", "quick": args.quick, "machine": machine(), "train_config": cfg.to_dict(),
            "scene_overrides": scene_over, "changes": {**_parse(args.scene), **_parse(args.set)},
            "train_images": args.train_images, "eval_images": args.eval_images,
            "minutes": args.minutes, "seed": args.seed, "epochs": rows, "final": final,
            "chance": round(1 / len(np.unique(count)), 4),
            "probe": "exact-count logistic (vae.probe.exact_count_probe)"}
-    write_json_atomic(args.out, out)
-    f = final
-    print(json.dumps({k: {"num@.1": v["units"]["r2_0.1"]["numerosity"], "num@.05": v["units"]["r2_0.05"]["numerosity"],
-                          "probe": v["linear_probe"]} for k, v in f.items()}), file=sys.stderr)
+    rows = [{"representation": k, "units_0.05": v["units"]["r2_0.05"]["numerosity"],
+             "units_0.1": v["units"]["r2_0.1"]["numerosity"], "area_units_0.1": v["units"]["r2_0.1"]["area"],
+             "exact_count_probe": v["linear_probe"]} for k, v in final.items()]
+    title = f"after {epoch} epochs ({out['epochs'][-1]['images_seen']:,.0f} images seen); chance {out['chance']}"
+    emit(out, [format_table(rows, list(rows[0]), title=title)], args.out)
     return 0
 
 

@@ -219,3 +219,15 @@ def test_gpu_cpu_logic_smoke(tmp_path):
     assert pr["epochs"] == 140 and pr["images_per_epoch"] == 80000
     assert abs(pr["hours"] * 3600 * pr["images_per_s"] - 140 * 80000) < 1e-3 * 140 * 80000
     assert "[gpu-check" in p.stderr
+
+
+def test_emergence(tmp_path):
+    res = _run("emergence", tmp_path, "--data", str(tmp_path / "data"), "--set", "preset=sz")
+    assert res["train_config"]["preset"] == "sz" and len(res["epochs"]) == 1
+    for rep in ("trained", "untrained", "pca"):
+        units = res["final"][rep]["units"]
+        assert set(units) == {"r2_0.05", "r2_0.1"} and 0 <= res["final"][rep]["linear_probe"] <= 1
+    assert {"mu", "sample", "mu_1000", "mu_pixsum"} <= set(res["epochs"][0])
+    table = subprocess.run([sys.executable, "-m", "benchmarks.emergence", "--table", str(tmp_path / "emergence.json")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0 and table.stdout.count("\n") == 2, table.stderr

@@ -195,7 +195,7 @@ def test_demo_binary_uses_the_sz_recipe_and_reads_out_exact_counts(tmp_path):
     assert s["recipe"] == "sz" and s["model_preset"] == "sz" and s["recipe_settings"] == RECIPES["sz"]
     assert s["image_size"] == [48, 48]
     cfg = json.loads((tmp_path / "demo" / "run" / "config.json").read_text())
-    assert cfg["model"]["enc_pool"] == "mean" and cfg["train"]["augment"] is False
+    assert cfg["model"]["enc_pool"] == "mean" and cfg["train"]["augment"] is True
     ex = res["results"]["trained"]["probe"]["exact_count"]
     assert ex["classes"] == sorted(ex["classes"]) and set(ex["classes"]) <= set(range(1, 9))
     assert ex["chance"] == 1 / len(ex["classes"]) and 0 <= ex["mean_accuracy"] <= 1

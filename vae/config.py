@@ -21,7 +21,7 @@ Presets (``PRESETS``):
     64x64, narrow channels, latent 32: trains in minutes on a CPU (demos, tests).
 ``sz``
     48x48 (Stoianov & Zorzi-style binary images at their native size), the tiny
-    widths, latent 16, and ``enc_pool="mean"``: the encoder averages its last feature
+    widths, latent 32, and ``enc_pool="mean"``: the encoder averages its last feature
     map over positions, so the code cannot say where the objects are, only what and
     how much. A departure from the paper, made for the binary demo (see the demo's
     ``sz`` recipe and benchmarks/README.md).
@@ -222,7 +222,7 @@ PRESETS = {
     # translation-invariant encoder (mean over positions); chosen by the demo's one-factor-at-a-time search
     # (benchmarks/README.md, "Emergence: one factor at a time")
     "sz": ModelConfig(image_size=(48, 48), enc_channels=(32, 64, 64), enc_strides=(2, 2, 2),
-                      dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2), latent_dim=16, enc_pool="mean"),
+                      dec_in_channels=64, dec_channels=(64, 32), dec_strides=(2, 2), latent_dim=32, enc_pool="mean"),
 }
 
 

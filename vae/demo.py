@@ -50,14 +50,15 @@ SCALES = {
 
 # Training recipes: the choices that depart from the paper's defaults, by name, so that
 # demo.json can record which was used. ``tiny-pixel``: the tiny preset with the pixel
-# BCE loss and the plain ELBO (beta 1), the paper's augmentation. ``sz``: Stoianov &
-# Zorzi-style binary images, from the one-factor-at-a-time search in benchmarks/README.md
-# ("Emergence: one factor at a time").
+# BCE loss and the plain ELBO (alpha = beta = 1), the paper's augmentation. ``sz``: the same
+# with the ``sz`` model (48x48, latent 32, translation-invariant encoder) for Stoianov &
+# Zorzi-style binary images, chosen by the one-factor-at-a-time search in
+# benchmarks/README.md ("Emergence: one factor at a time").
 RECIPES: Dict[str, dict] = {
     "tiny-pixel": dict(model_preset="tiny", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
                        lr=0.0015, augment=True),
     "sz": dict(model_preset="sz", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
-               lr=0.0015, augment=False),
+               lr=0.0015, augment=True),
 }
 
 
@@ -239,24 +240,14 @@ def _train_config(cfg: DemoConfig, seed: int):
 
 def _train(data: str, run_dir: str, tcfg, deadline: float, max_epochs: int, n_train: int, log: _Log,
            progress: bool) -> dict:
-    """Whole epochs (resume after each) while the next one is expected to end before ``deadline``."""
+    """Whole epochs, one ``vae.train.train`` call, until the next one would end after ``deadline``."""
     from vae.train import train
 
-    res, last_epoch_s, epochs, stopped = None, None, 0, False
-    while epochs < max_epochs:
-        now = time.monotonic()
-        if epochs and now + 1.1 * last_epoch_s > deadline:
-            log(f"training stops after {epochs} epochs: another one (~{last_epoch_s:.0f}s) would pass the time budget")
-            stopped = True
-            break
-        res = train(data, run_dir, tcfg.replace(epochs=epochs + 1), resume=epochs > 0, progress=progress)
-        epochs += 1
-        last_epoch_s = time.monotonic() - now
-        row = res["last"]
-        log(f"epoch {epochs}: loss {row['loss']:.1f} (kl {row['kl']:.1f}, rec {row['rec']:.1f}), "
-            f"test {row['test_loss']:.1f}, {row['images_per_s']:.0f} img/s, {last_epoch_s:.0f}s")
-    return {"epochs": epochs, "stopped_by_budget": stopped, "images_seen": epochs * n_train,
-            "last": res["last"] if res else None, "best_test_loss": res["best_test_loss"] if res else None}
+    res = train(data, run_dir, tcfg.replace(epochs=max_epochs), progress=progress, deadline=deadline)
+    if res["stopped_early"]:
+        log(f"training stopped after {res['epochs_done']} epochs: another one would pass the time budget")
+    return {"epochs": res["epochs_done"], "stopped_by_budget": res["stopped_early"],
+            "images_seen": res["epochs_done"] * n_train, "last": res["last"], "best_test_loss": res["best_test_loss"]}
 
 
 def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, split, paths, *,
@@ -384,78 +375,6 @@ _REGRESSION_KEYS = ("numerosity_units", "area_units", "r2_min", "n_used", "n_exc
                     "area_unit_signs", "at_r2_0.1", "top_r2_units", "figures")
 
 
-def _brief(u: Optional[dict]) -> Optional[dict]:
-    return None if u is None else {k: u[k] for k in ("index", "r2", "b_n", "b_a")}
-
-
-def seed_record(study: dict) -> dict:
-    """The compact per-seed record of ``demo.json`` (``per_seed``)."""
-    reps = {}
-    for name, v in study["results"].items():
-        r, p = v["regression"], v["probe"]
-        reps[name] = {
-            "r2_min": [0.05, 0.1],
-            "numerosity_units": {"0.05": r["numerosity_units"], "0.1": r["at_r2_0.1"]["numerosity_units"]},
-            "area_units": {"0.05": r["area_units"], "0.1": r["at_r2_0.1"]["area_units"]},
-            "best_numerosity_candidate": _brief(r["best_numerosity_candidate"]),
-            "best_area_candidate": _brief(r["best_area_candidate"]),
-            "probe": {"mlp_mean_accuracy": p["mean_accuracy"], "mlp_mean_ap_voc11": p["mean_ap_voc11"],
-                      "logistic_mean_accuracy": p["logistic"]["mean_accuracy"],
-                      "logistic_mean_ap_voc11": p["logistic"]["mean_ap_voc11"],
-                      "exact_count_mean_accuracy": p["exact_count"]["mean_accuracy"],
-                      "exact_count_chance": p["exact_count"]["chance"],
-                      "chance_mean_frequency": p["chance"]["mean_frequency"]},
-        }
-    return {"seed": study["seed"], "files_suffix": study["suffix"], "epochs": study["training"]["epochs"],
-            "images_seen": study["training"]["images_seen"], "train_s": study["timings"]["train_s"],
-            "representations": reps}
-
-
-def _stats(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "values": a.tolist()}
-
-
-def summarize_seeds(per_seed: list) -> dict:
-    """Mean and range over seeds, and the goal checks, from the ``per_seed`` records."""
-    out: dict = {"seeds": [s["seed"] for s in per_seed], "representations": {}}
-    for name in ("trained", "untrained", "pca"):
-        recs = [s["representations"][name] for s in per_seed]
-        row = {}
-        for t in ("0.05", "0.1"):
-            row[f"numerosity_units_{t}"] = _stats([len(r["numerosity_units"][t]) for r in recs])
-            row[f"area_units_{t}"] = _stats([len(r["area_units"][t]) for r in recs])
-        best = [r["best_numerosity_candidate"] for r in recs]
-        row["best_numerosity_r2"] = _stats([b["r2"] if b else 0.0 for b in best])
-        for key in ("mlp_mean_accuracy", "logistic_mean_accuracy", "exact_count_mean_accuracy"):
-            row[key] = _stats([r["probe"][key] for r in recs])
-        out["representations"][name] = row
-    checks = []
-    for s in per_seed:
-        r = s["representations"]
-        acc = {k: (r[k]["probe"]["mlp_mean_accuracy"], r[k]["probe"]["logistic_mean_accuracy"]) for k in r}
-        checks.append({
-            "seed": s["seed"],
-            "trained_units_0.1": len(r["trained"]["numerosity_units"]["0.1"]),
-            "untrained_units_0.1": len(r["untrained"]["numerosity_units"]["0.1"]),
-            "pca_units_0.1": len(r["pca"]["numerosity_units"]["0.1"]),
-            "units_goal": len(r["trained"]["numerosity_units"]["0.1"]) >= 2
-            and len(r["untrained"]["numerosity_units"]["0.1"]) == 0,
-            "probe_beats_controls": all(acc["trained"][i] > max(acc["untrained"][i], acc["pca"][i]) for i in (0, 1)),
-        })
-    out["checks"] = checks
-    out["trained_beats_controls_every_seed"] = all(
-        c["probe_beats_controls"] and c["trained_units_0.1"] > max(c["untrained_units_0.1"], c["pca_units_0.1"])
-        for c in checks)
-    out["goal_met_every_seed"] = all(c["units_goal"] and c["probe_beats_controls"] for c in checks)
-    out["criteria"] = ("units_goal: >= 2 numerosity units at R^2 >= 0.1 with |b_a| < 0.1 in the trained model and 0 "
-                       "in the untrained control; probe_beats_controls: the trained model's mean per-class accuracy "
-                       "is above both controls' for the MLP and the logistic probe; trained_beats_controls_every_seed:"
-                       " both probes above both controls and more numerosity units at R^2 >= 0.1 than either control,"
-                       " in every seed")
-    return out
-
-
 def _run(out_dir: str, cfg: DemoConfig) -> dict:
     import torch
 
@@ -470,7 +389,7 @@ def _run(out_dir: str, cfg: DemoConfig) -> dict:
         now = time.monotonic()
         studies.append(_study(out_dir, cfg, k, cfg.seed + k, now + (deadline - now) / (cfg.seeds - k), log))
     first = studies[0]
-    per_seed = [seed_record(s) for s in studies]
+    per_seed = [report.seed_record(s) for s in studies]
     summary = {
         "settings": {"binary": cfg.binary, "preset": cfg.scene_preset, "image_size": list(cfg.image_size),
                      "seed": cfg.seed, "seeds": cfg.seeds, "recipe": cfg.recipe_name,
@@ -488,7 +407,7 @@ def _run(out_dir: str, cfg: DemoConfig) -> dict:
                     for k, v in first["results"].items()},
         "figures": first["figures"],
         "per_seed": per_seed,
-        "summary": summarize_seeds(per_seed),
+        "summary": report.summarize_seeds(per_seed),
     }
     write_json_atomic(os.path.join(out_dir, "demo.json"), summary)
     report.write_report(out_dir, summary, studies)

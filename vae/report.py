@@ -1,9 +1,10 @@
-"""The demo's findings in plain words: ``report.md`` and ``table1.md``.
+"""The demo's findings: the per-seed records and summary of ``demo.json``, and the same
+in plain words in ``report.md`` and ``table1.md``.
 
-Everything here reads the records :mod:`vae.demo` builds (``demo.json``'s
-``summary``-level dict and the per-study results); nothing is computed anew except
-wording. The verdicts compare the trained model with its two controls (the untrained
-network and PCA of the pixels), because the absolute scores mean little on their own.
+Everything here reads the results :mod:`vae.demo` computed (per study: probes and
+regressions for each representation); nothing is fitted anew. The verdicts compare the
+trained model with its two controls (the untrained network and PCA of the pixels),
+because the absolute scores mean little on their own.
 """
 
 from __future__ import annotations
@@ -11,9 +12,83 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+import numpy as np
+
 from synthcount._io import atomic_write
 
-__all__ = ["write_report", "seeds_table"]
+__all__ = ["seed_record", "summarize_seeds", "write_report", "seeds_table"]
+
+def _brief(u: Optional[dict]) -> Optional[dict]:
+    return None if u is None else {k: u[k] for k in ("index", "r2", "b_n", "b_a")}
+
+
+def seed_record(study: dict) -> dict:
+    """The compact per-seed record of ``demo.json`` (``per_seed``)."""
+    reps = {}
+    for name, v in study["results"].items():
+        r, p = v["regression"], v["probe"]
+        reps[name] = {
+            "r2_min": [0.05, 0.1],
+            "numerosity_units": {"0.05": r["numerosity_units"], "0.1": r["at_r2_0.1"]["numerosity_units"]},
+            "area_units": {"0.05": r["area_units"], "0.1": r["at_r2_0.1"]["area_units"]},
+            "best_numerosity_candidate": _brief(r["best_numerosity_candidate"]),
+            "best_area_candidate": _brief(r["best_area_candidate"]),
+            "probe": {"mlp_mean_accuracy": p["mean_accuracy"], "mlp_mean_ap_voc11": p["mean_ap_voc11"],
+                      "logistic_mean_accuracy": p["logistic"]["mean_accuracy"],
+                      "logistic_mean_ap_voc11": p["logistic"]["mean_ap_voc11"],
+                      "exact_count_mean_accuracy": p["exact_count"]["mean_accuracy"],
+                      "exact_count_chance": p["exact_count"]["chance"],
+                      "chance_mean_frequency": p["chance"]["mean_frequency"]},
+        }
+    return {"seed": study["seed"], "files_suffix": study["suffix"], "epochs": study["training"]["epochs"],
+            "images_seen": study["training"]["images_seen"], "train_s": study["timings"]["train_s"],
+            "representations": reps}
+
+
+def _stats(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "values": a.tolist()}
+
+
+def summarize_seeds(per_seed: list) -> dict:
+    """Mean and range over seeds, and the goal checks, from the ``per_seed`` records."""
+    out: dict = {"seeds": [s["seed"] for s in per_seed], "representations": {}}
+    for name in ("trained", "untrained", "pca"):
+        recs = [s["representations"][name] for s in per_seed]
+        row = {}
+        for t in ("0.05", "0.1"):
+            row[f"numerosity_units_{t}"] = _stats([len(r["numerosity_units"][t]) for r in recs])
+            row[f"area_units_{t}"] = _stats([len(r["area_units"][t]) for r in recs])
+        best = [r["best_numerosity_candidate"] for r in recs]
+        row["best_numerosity_r2"] = _stats([b["r2"] if b else 0.0 for b in best])
+        for key in ("mlp_mean_accuracy", "logistic_mean_accuracy", "exact_count_mean_accuracy"):
+            row[key] = _stats([r["probe"][key] for r in recs])
+        out["representations"][name] = row
+    checks = []
+    for s in per_seed:
+        r = s["representations"]
+        acc = {k: (r[k]["probe"]["mlp_mean_accuracy"], r[k]["probe"]["logistic_mean_accuracy"]) for k in r}
+        checks.append({
+            "seed": s["seed"],
+            "trained_units_0.1": len(r["trained"]["numerosity_units"]["0.1"]),
+            "untrained_units_0.1": len(r["untrained"]["numerosity_units"]["0.1"]),
+            "pca_units_0.1": len(r["pca"]["numerosity_units"]["0.1"]),
+            "units_goal": len(r["trained"]["numerosity_units"]["0.1"]) >= 2
+            and len(r["untrained"]["numerosity_units"]["0.1"]) == 0,
+            "probe_beats_controls": all(acc["trained"][i] > max(acc["untrained"][i], acc["pca"][i]) for i in (0, 1)),
+        })
+    out["checks"] = checks
+    out["trained_beats_controls_every_seed"] = all(
+        c["probe_beats_controls"] and c["trained_units_0.1"] > max(c["untrained_units_0.1"], c["pca_units_0.1"])
+        for c in checks)
+    out["goal_met_every_seed"] = all(c["units_goal"] and c["probe_beats_controls"] for c in checks)
+    out["criteria"] = ("units_goal: >= 2 numerosity units at R^2 >= 0.1 with |b_a| < 0.1 in the trained model and 0 "
+                       "in the untrained control; probe_beats_controls: the trained model's mean per-class accuracy "
+                       "is above both controls' for the MLP and the logistic probe; trained_beats_controls_every_seed:"
+                       " both probes above both controls and more numerosity units at R^2 >= 0.1 than either control,"
+                       " in every seed")
+    return out
+
 
 _NAMES = {"trained": "trained VAE", "untrained": "untrained VAE (initial weights)", "pca": "PCA of pixels"}
 
@@ -108,49 +183,43 @@ def _seeds_section(summary: dict) -> List[str]:
     return L
 
 
-def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
-    """Write ``report.md`` and ``table1.md`` for a demo run; returns the report path.
-
-    The first study is described in full; with more seeds, an "Over seeds" section
-    gives the spread and says whether the trained model beats both controls in every
-    seed, and each further study's files carry its ``_seed{S}`` suffix.
-    """
-    from vae import probe, regress
-
-    s, t = summary["settings"], summary["timings"]
-    first = studies[0]
-    results, d, tr = first["results"], first["data"], first["training"]
-    r_tr = results["trained"]["regression"]
-    corr = r_tr["corr_log_n_log_a"]
-    kind = ("Stoianov & Zorzi-style binary images (48x48, 1-8 shapes, area drawn independently of number)"
-            if s["binary"] else "the paper's regression scene (64x64, 0-4 copies of one object, no overlap)"
-            if s["preset"] == "regression" else
-            "the area-decorrelated scene (64x64, 0-4 copies of one object, no overlap, cumulative area drawn "
+def _kind(s: dict) -> str:
+    if s["binary"]:
+        return "Stoianov & Zorzi-style binary images (48x48, 1-8 shapes, area drawn independently of number)"
+    if s["preset"] == "regression":
+        return "the paper's regression scene (64x64, 0-4 copies of one object, no overlap)"
+    return ("the area-decorrelated scene (64x64, 0-4 copies of one object, no overlap, cumulative area drawn "
             "independently of number)")
-    last = tr["last"] or {}
+
+
+def _table1(results: dict) -> str:
+    """``table1.md``: MLP and logistic rows for every representation, chance rows once."""
+    from vae import probe
+
     rows = []
     for name in ("trained", "untrained", "pca"):
         p = results[name]["probe"]
         mlp = probe.table1_rows(p, f"{_NAMES[name]}, MLP")
-        rows += mlp if name == "trained" else mlp[-3:]  # the chance rows once
+        rows += mlp if name == "trained" else mlp[-3:]
         rows += probe.table1_rows(p["logistic"], f"{_NAMES[name]}, logistic")[-3:]
-    table = probe.format_table1(rows, title="Count probe on held-out latents (Table 1 layout, %)",
-                                notes=probe.TABLE1_NOTES[:1] + (
-                                    "Measured rows: demo images, not SOS; compare the measured rows with each other, "
-                                    "not with the published ones.",) + probe.TABLE1_NOTES[2:])
-    with atomic_write(os.path.join(out_dir, "table1.md"), "w") as f:
-        f.write(table)
-    pr = {k: results[k]["probe"] for k in results}
-    ch = pr["trained"]["chance"]
-    rc = s["recipe_settings"]
+    return probe.format_table1(rows, title="Count probe on held-out latents (Table 1 layout, %)",
+                               notes=probe.TABLE1_NOTES[:1] + (
+                                   "Measured rows: demo images, not SOS; compare the measured rows with each other, "
+                                   "not with the published ones.",) + probe.TABLE1_NOTES[2:])
+
+
+def _setup(summary: dict, first: dict) -> List[str]:
+    s, t, d, tr = summary["settings"], summary["timings"], first["data"], first["training"]
+    corr = first["results"]["trained"]["regression"]["corr_log_n_log_a"]
+    last, rc = tr["last"] or {}, s["recipe_settings"]
     seeds_note = ("One seed: the spread over seeds is not measured here (`--seeds K` runs K whole studies; unit "
                   "counts flicker between runs)." if s["seeds"] == 1 else
                   f"{s['seeds']} seeds share the budget; the first (seed {s['seed']}) is described in full below, "
                   "the spread over all of them in \"Over seeds\".")
-    L = [
+    return [
         "# synthcount demo: does a sense of number emerge in a small VAE?",
         "",
-        f"**Setup.** {s['train_images']} training images of {kind}, built-in assets, seed {s['seed']}. "
+        f"**Setup.** {s['train_images']} training images of {_kind(s)}, built-in assets, seed {s['seed']}. "
         f"Recipe `{s['recipe']}`: the `{s['model_preset']}` VAE (latent {s['latent_dim']}) trained for "
         f"{tr['epochs']} epoch(s) ({tr['images_seen']} images seen) in {first['timings']['train_s'] / 60:.1f} min "
         f"on {s['device']} ({s['torch_threads']} threads) with the **pixel BCE loss** (KL weight alpha "
@@ -163,9 +232,16 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
         f"Total time {t['all_seeds_total_s'] / 60:.1f} min. " + seeds_note,
         "",
     ]
-    if s["seeds"] > 1:
-        L += _seeds_section(summary)
-    L += [
+
+
+def _findings(summary: dict, first: dict) -> List[str]:
+    from vae import regress
+
+    s, d, results = summary["settings"], first["data"], first["results"]
+    pr = {k: results[k]["probe"] for k in results}
+    ch = pr["trained"]["chance"]
+    r_tr = results["trained"]["regression"]
+    L = [
         "## What was found" + (f" (seed {s['seed']})" if s["seeds"] > 1 else ""),
         "",
         f"- **Count probe** (MLP 160-160 and logistic regression on mu, both class-weighted; "
@@ -191,10 +267,16 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
     z = {k: results[k]["regression"]["at_r2_0.1"] for k in results}
     L.append("- At Stoianov & Zorzi's R² ≥ 0.1: numerosity / area units: " + "; ".join(
         f"{_NAMES[k]} {len(z[k]['numerosity_units'])} / {len(z[k]['area_units'])}" for k in results) + ".")
-    L += ["", "## Count probe", "", table, "## Eq. 3 regression", "",
-          "| representation | numerosity units (R² ≥ 0.05) | area units | signs of area b_a | at R² ≥ 0.1 (num / area) "
-          "| best number candidate | best area candidate | permutation baseline: mean selected |",
-          "|---|---|---|---|---|---|---|---|"]
+    return L
+
+
+def _regression_section(results: dict) -> List[str]:
+    z = {k: results[k]["regression"]["at_r2_0.1"] for k in results}
+    r_tr = results["trained"]["regression"]
+    L = ["## Eq. 3 regression", "",
+         "| representation | numerosity units (R² ≥ 0.05) | area units | signs of area b_a | at R² ≥ 0.1 (num / area) "
+         "| best number candidate | best area candidate | permutation baseline: mean selected |",
+         "|---|---|---|---|---|---|---|---|"]
     for k in ("trained", "untrained", "pca"):
         r = results[k]["regression"]
         pm = r["permutation_mean_selected"]
@@ -208,23 +290,46 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
     for u in r_tr["top_r2_units"]:
         L.append(f"| z_{u['index']} | {u['r2']:.4f} | {u['b_n']:+.3f} ± {u['se_n']:.3f} | "
                  f"{u['b_a']:+.3f} ± {u['se_a']:.3f} |")
-    L += ["", "## Figures", "",
-          f"Fig. 2 style, reconstructions: ![reconstructions]({summary['figures']['reconstructions']})", "",
-          f"Fig. 3 style, latent traversal (steps in standard deviations of each unit over the held-out set): "
-          f"![traversal]({summary['figures']['traversal']})", ""]
+    return L
+
+
+def _figures_and_files(summary: dict, results: dict) -> List[str]:
+    L = ["", "## Figures", "",
+         f"Fig. 2 style, reconstructions: ![reconstructions]({summary['figures']['reconstructions']})", "",
+         f"Fig. 3 style, latent traversal (steps in standard deviations of each unit over the held-out set): "
+         f"![traversal]({summary['figures']['traversal']})", ""]
     for k in ("trained", "untrained", "pca"):
         f = results[k]["regression"]["figures"]
         if "profiles" in f:
-            L.append(f"Fig. 4 style, response profiles, {_NAMES[k]}: ![profiles {k}]({f['profiles']})")
-            L.append("")
-        L.append(f"Coefficients per unit, {_NAMES[k]}: ![coefficients {k}]({f['coefficients']})")
-        L.append("")
+            L += [f"Fig. 4 style, response profiles, {_NAMES[k]}: ![profiles {k}]({f['profiles']})", ""]
+        L += [f"Coefficients per unit, {_NAMES[k]}: ![coefficients {k}]({f['coefficients']})", ""]
     L += ["## Files", "",
           "`demo.json` (everything above; `per_seed` and `summary` over seeds), `table1.md`, "
           "`probe_{trained,untrained,pca}.json`, `regression_{trained,untrained,pca}.json` (every unit's R², b_n, "
           "b_a, standard errors), `latents_{trained,untrained}.h5` (`synthcount vae probe/regress` read them), "
           "`run/` (checkpoints, metrics.csv), `data/train`, `data/eval` (synthcount datasets)"
-          + ("; the same with `_seed{S}` after the name for every further seed S." if s["seeds"] > 1 else "."), ""]
+          + ("; the same with `_seed{S}` after the name for every further seed S."
+             if summary["settings"]["seeds"] > 1 else "."), ""]
+    return L
+
+
+def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
+    """Write ``report.md`` and ``table1.md`` for a demo run; returns the report path.
+
+    The first study is described in full; with more seeds, an "Over seeds" section
+    gives the spread and says whether the trained model beats both controls in every
+    seed, and each further study's files carry its ``_seed{S}`` suffix.
+    """
+    first = studies[0]
+    table = _table1(first["results"])
+    with atomic_write(os.path.join(out_dir, "table1.md"), "w") as f:
+        f.write(table)
+    L = _setup(summary, first)
+    if summary["settings"]["seeds"] > 1:
+        L += _seeds_section(summary)
+    L += _findings(summary, first)
+    L += ["", "## Count probe", "", table] + _regression_section(first["results"])
+    L += _figures_and_files(summary, first["results"])
     path = os.path.join(out_dir, "report.md")
     with atomic_write(path, "w") as f:
         f.write("\n".join(L))
