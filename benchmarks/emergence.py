@@ -109,11 +109,12 @@ def table(paths) -> str:
         last = ep[-1]
         half = [e["mu"]["r2_0.1"]["numerosity"] for e in ep[len(ep) // 2:]]
         b = last["mu"]["r2_0.05"]["best"]
+        best = "none" if b is None else f"{b['r2']:.3f} ({b['b_a']:+.3f})"
         change = ", ".join(f"{k}={v}" for k, v in d.get("changes", {}).items()) or "—"
         var = " / ".join(str(last[k]["r2_0.1"]["numerosity"]) for k in ("mu", "sample", "mu_1000", "mu_pixsum"))
         rows.append(f"| {os.path.basename(p)[:-5]} | {change} | {len(ep)} ({ep[-1]['images_seen']:,.0f}) | "
                     f"{last['mu']['r2_0.05']['numerosity']} / {last['mu']['r2_0.1']['numerosity']} | "
-                    f"{min(half)}–{max(half)} | {b['r2']:.3f} ({b['b_a']:+.3f}) | "
+                    f"{min(half)}–{max(half)} | {best} | "
                     f"{f['untrained']['units']['r2_0.1']['numerosity']} | "
                     f"{f['trained']['linear_probe']:.3f} / {f['untrained']['linear_probe']:.3f} / "
                     f"{f['pca']['linear_probe']:.3f} | {var} |")

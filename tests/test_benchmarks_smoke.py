@@ -230,4 +230,4 @@ def test_emergence(tmp_path):
     assert {"mu", "sample", "mu_1000", "mu_pixsum"} <= set(res["epochs"][0])
     table = subprocess.run([sys.executable, "-m", "benchmarks.emergence", "--table", str(tmp_path / "emergence.json")],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert table.returncode == 0 and table.stdout.count("\n") == 2, table.stderr
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 3, table.stderr  # head, rule, row
