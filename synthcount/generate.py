@@ -673,23 +673,12 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
     In every case finished shards are kept and listed in the manifest, and no
     temporary file is left.
     """
-    from tqdm import tqdm
-
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     cfg, out_dir = plan.config, plan.out_dir
     lo, hi = plan.shard_range
-    whole = (lo, hi) == (0, cfg.num_shards)
-    created = False
-    if not os.path.isdir(out_dir):
-        parent = os.path.dirname(os.path.abspath(out_dir))
-        os.makedirs(parent, exist_ok=True)
-        try:
-            os.mkdir(out_dir)
-            created = True
-        except FileExistsError:
-            pass
-    lock = FolderLock(out_dir, exclusive=whole or plan.overwrite, wait=wait)
+    created = _make_folder(out_dir)
+    lock = FolderLock(out_dir, exclusive=(lo, hi) == (0, cfg.num_shards) or plan.overwrite, wait=wait)
     res = GenerateResult(out_dir=out_dir, num_images=cfg.num_images, num_shards=cfg.num_shards,
                          skipped_sources=list(plan.objects.skipped) + list(plan.backgrounds.skipped)
                          + list(getattr(plan.composer.distractor_objects, "skipped", [])),
@@ -698,51 +687,14 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
     wrote_identity = False
     todo: List[int] = []
     try:
-        current = read_identity(out_dir)  # again, under the lock: another run may have come first
-        if current is not None and not _same_dataset(current, plan.identity):
-            if not plan.overwrite:
-                raise ValueError(f"{out_dir} now holds a different dataset, started by another run meanwhile "
-                                 f"(differs in {', '.join(_differences(current, plan.identity))})")
-            _remove_old_dataset(out_dir)  # overwrite holds the lock exclusively
-            current = None
-        if current is None and plan.overwrite and lock.exclusive:
-            _remove_old_dataset(out_dir)  # shards without a dataset.json
-        if current is None:
-            wrote_identity = _create_identity(out_dir, plan.identity)
+        wrote_identity = _claim_folder(plan, lock)
         for k in range(lo, hi):
             if os.path.isfile(os.path.join(out_dir, shard_name(k))):
                 _check_kept_shard(out_dir, k, cfg)
                 res.shards_skipped.append(k)
             else:
                 todo.append(k)
-        total = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in todo)
-        composer = plan.composer
-        bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-                   desc=f"generate {os.path.basename(os.path.normpath(out_dir))}")
-        t0 = time.perf_counter()
-        nproc = min(workers, len(todo))
-        _STATE.clear()
-        _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar,
-                      names=pack_names(plan.objects, plan.backgrounds, composer.distractor_objects))  # format 2
-        # One OpenCV thread per process: its thread pool buys no wall time on these small
-        # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
-        # half a core more, and it would oversubscribe the cores under --workers.
-        cv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            if client is not None:  # Dask (issue 11): one task per shard, same _make_shard
-                from .distributed import run_shards
-
-                run_shards(client, plan, todo, bar, lambda out: _collect(res, out))
-            elif nproc <= 1:
-                _make_shards(todo, lambda out: _collect(res, out))
-            else:
-                _run_pool(res, todo, nproc, bar)
-        finally:
-            bar.close()
-            _STATE.clear()
-            cv2.setNumThreads(cv_threads)
-        res.seconds = time.perf_counter() - t0
+        _make_missing(plan, res, todo, workers, progress, client)
     except BaseException:
         _clean_up_failed(out_dir, cfg, todo, lock, created, wrote_identity)
         raise
@@ -759,6 +711,68 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
     finally:
         lock.release()
     return res
+
+
+def _make_folder(out_dir: str) -> bool:
+    """Create ``out_dir`` (and its parents) if missing; True if this call made it."""
+    if os.path.isdir(out_dir):
+        return False
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    try:
+        os.mkdir(out_dir)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _claim_folder(plan: GenerationPlan, lock: FolderLock) -> bool:
+    """Under the folder lock: check (or write) ``dataset.json``; True if this run wrote it."""
+    out_dir = plan.out_dir
+    current = read_identity(out_dir)  # again, under the lock: another run may have come first
+    if current is not None and not _same_dataset(current, plan.identity):
+        if not plan.overwrite:
+            raise ValueError(f"{out_dir} now holds a different dataset, started by another run meanwhile "
+                             f"(differs in {', '.join(_differences(current, plan.identity))})")
+        _remove_old_dataset(out_dir)  # overwrite holds the lock exclusively
+        current = None
+    if current is None and plan.overwrite and lock.exclusive:
+        _remove_old_dataset(out_dir)  # shards without a dataset.json
+    return _create_identity(out_dir, plan.identity) if current is None else False
+
+
+def _make_missing(plan: GenerationPlan, res: GenerateResult, todo: List[int], workers: int, progress: bool,
+                  client) -> None:
+    """Make the shards ``todo`` in this process, a fork pool or on Dask; fills ``res``."""
+    from tqdm import tqdm
+
+    cfg, out_dir, composer = plan.config, plan.out_dir, plan.composer
+    total = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in todo)
+    bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+               desc=f"generate {os.path.basename(os.path.normpath(out_dir))}")
+    t0 = time.perf_counter()
+    nproc = min(workers, len(todo))
+    _STATE.clear()
+    _STATE.update(config=cfg, composer=composer, out_dir=out_dir, bar=bar,
+                  names=pack_names(plan.objects, plan.backgrounds, composer.distractor_objects))  # format 2
+    # One OpenCV thread per process: its thread pool buys no wall time on these small
+    # images (measured 365 vs 395 images/s at t = 1, 747 vs 740 at t = 0.5) but burns
+    # half a core more, and it would oversubscribe the cores under --workers.
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        if client is not None:  # Dask (issue 11): one task per shard, same _make_shard
+            from .distributed import run_shards
+
+            run_shards(client, plan, todo, bar, lambda out: _collect(res, out))
+        elif nproc <= 1:
+            _make_shards(todo, lambda out: _collect(res, out))
+        else:
+            _run_pool(res, todo, nproc, bar)
+    finally:
+        bar.close()
+        _STATE.clear()
+        cv2.setNumThreads(cv_threads)
+    res.seconds = time.perf_counter() - t0
 
 
 def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: FolderLock, created: bool,
