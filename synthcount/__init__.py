@@ -14,7 +14,7 @@ Quick use::
 
 Library messages go to ``logging.getLogger("synthcount")`` (silent unless the
 application configures logging); progress bars are off in the Python API and on in
-the command line. ``synthcount.torch`` (torch datasets) is imported only on request.
+the command line. The torch datasets over shards (``CountingDataset``) are in ``vae.counting``.
 """
 
 import logging as _logging

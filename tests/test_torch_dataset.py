@@ -1,4 +1,4 @@
-"""synthcount.torch.CountingDataset: count and detection targets, torchvision
+"""vae.counting.CountingDataset: count and detection targets, torchvision
 transforms v2 moving boxes, masks and points together, DataLoader workers, indexing."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from torchvision.transforms import v2
 
 import synthcount
 from synthcount.config import DatasetConfig, SceneConfig
-from synthcount.torch import CountingDataset, detection_collate
+from vae.counting import CountingDataset, detection_collate
 
 H, W = 40, 56
 
@@ -91,3 +91,10 @@ def test_indexing_with_slices_or_lists_points_to_the_batch_api(path):
         synthcount.open_dataset(path)[1:3]
     with pytest.raises(ValueError, match="target must be one of"):
         CountingDataset(path, target="boxes")
+
+
+def test_the_old_module_name_says_where_the_datasets_went():
+    import importlib
+
+    with pytest.raises(ImportError, match="vae.counting"):
+        importlib.import_module("synthcount.torch")

@@ -7,7 +7,8 @@ weights), ``data`` (datasets over shards, augmentation, curriculum), ``sos``
 checkpoints, ``load_model``), ``device`` (``resolve_device``), ``seeds`` (named random
 streams), ``train`` (the training program); analysis: ``encode`` (latents files),
 ``probe`` (Table 1 count probe: MLP and logistic), ``regress`` (Eq. 3), ``figures``,
-``baselines`` (PCA of the pixels); the demo: ``demo`` (the pipeline, ``DemoConfig``)
+``baselines`` (PCA of the pixels), ``counting`` (torchvision-style datasets for counting and
+detection models); the demo: ``demo`` (the pipeline, ``DemoConfig``)
 and ``report`` (its per-seed records and ``report.md``).
 
 Attributes below are imported lazily, so ``import vae`` (and ``vae.config``) works
