@@ -73,6 +73,12 @@ def exact_probe(z, count) -> float:
     return round(exact_count_probe(z[~te], count[~te], z[te], count[te])["mean_accuracy"], 4)
 
 
+def _data_dir(root: str, scene_over: dict, split: str, n: int, seed: int) -> str:
+    """Where a generated set lives: one folder per scene overrides, split, size and seed (reused)."""
+    tag = "-".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in sorted(scene_over.items()))
+    return os.path.join(root, f"{tag or 'default'}-{split}-{n}-s{seed}")
+
+
 def rescore(path: str) -> None:
     """Recompute the final probes of a result file from its run's checkpoints (``PATH.run``)."""
     from vae.baselines import pca_features
@@ -82,9 +88,7 @@ def rescore(path: str) -> None:
 
     d = json.load(open(path))
     size = tuple(d["train_config"]["model_overrides"]["image_size"])
-    scene = "-".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
-                     for k, v in sorted(d["scene_overrides"].items())) or "default"
-    ds = ShardImages(os.path.join("out/emergence-data", f"{scene}-eval-{d['eval_images']}-s{d['seed'] + 1}"),
+    ds = ShardImages(_data_dir("out/emergence-data", d["scene_overrides"], "eval", d["eval_images"], d["seed"] + 1),
                      image_size=size)
     reps = {}
     for name, which in (("trained", "last"), ("untrained", "init")):
@@ -168,10 +172,9 @@ def main(argv=None) -> int:
     tr_over = {k: v for k, v in tr_over.items() if not k.startswith("model.")}
     scene = synthcount.preset("binary", **scene_over)
     img_size = tuple(model_over.pop("image_size", scene.size))
-    tag = "-".join(f"{k}={v}" for k, v in sorted(scene_over.items())) or "default"
     paths = {}
     for split, n, seed in (("train", args.train_images, args.seed), ("eval", args.eval_images, args.seed + 1)):
-        p = os.path.join(args.data, f"{tag}-{split}-{n}-s{seed}")
+        p = _data_dir(args.data, scene_over, split, n, seed)
         if not os.path.exists(os.path.join(p, "manifest.json")):
             cfg = synthcount.DatasetConfig(scene=scene, num_images=n, shard_size=min(n, 1000), seed=seed)
             generate_dataset(p, cfg, workers=2, progress=False)

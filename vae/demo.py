@@ -38,6 +38,7 @@ import numpy as np
 
 from synthcount._io import write_json_atomic
 from synthcount._system import usable_cores
+from synthcount.config import _check, _is_int  # the project's one 'name must be rule, got value' check
 from vae.baselines import pca_features
 
 __all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
@@ -114,22 +115,15 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        def bad(name, rule):
-            raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-
-        if not (isinstance(self.minutes, (int, float)) and self.minutes > 0):
-            bad("minutes", "> 0")
+        _check(isinstance(self.minutes, (int, float)) and not isinstance(self.minutes, bool) and self.minutes > 0,
+               "minutes", "> 0", self.minutes)
         for name, lo in (("seeds", 1), ("seed", 0), ("batch_size", 2), ("train_images", 2), ("eval_images", 30),
                          ("max_epochs", 1), ("threads", 1)):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
-                bad(name, f"an integer >= {lo}")
-        if self.scene not in ("regression", "decorrelated"):
-            bad("scene", "'regression' or 'decorrelated'")
-        if self.recipe is not None and self.recipe not in RECIPES:
-            bad("recipe", f"one of {sorted(RECIPES)}")
-        if self.device not in ("cpu", "auto", "cuda"):
-            bad("device", "'cpu', 'auto' or 'cuda'")
+            _check(v is None or (_is_int(v) and v >= lo), name, f"an integer >= {lo}", v)
+        _check(self.scene in ("regression", "decorrelated"), "scene", "'regression' or 'decorrelated'", self.scene)
+        _check(self.recipe is None or self.recipe in RECIPES, "recipe", f"one of {sorted(RECIPES)}", self.recipe)
+        _check(self.device in ("cpu", "auto", "cuda"), "device", "'cpu', 'auto' or 'cuda'", self.device)
 
     @property
     def recipe_name(self) -> str:
@@ -265,13 +259,15 @@ def _analyse(name: str, mu: np.ndarray, count: np.ndarray, area: np.ndarray, spl
     # figures: {name}{suffix}_coefficients.png etc.
     r["figures"] = figures.regression_figures(mu, count, area, r, os.path.dirname(paths(name, "")),
                                               prefix=os.path.basename(paths(name, "_")))
-    r_sz = regress.regression_arrays(mu, count, area, r2_min=0.1, permutations=0, seed=seed)
-    r["at_r2_0.1"] = {"numerosity_units": r_sz["numerosity_units"], "area_units": r_sz["area_units"]}
+    # Stoianov & Zorzi's R^2 >= 0.1: the same fit, selected again (no refit)
+    fit = {k: np.array([u[k] for u in r["units"]]) for k in ("r2", "b_n", "b_a")}
+    nu, au = regress.select_units(fit["r2"], fit["b_n"], fit["b_a"], r2_min=0.1, coef_cut=r["coef_cut"])
+    r["at_r2_0.1"] = {"numerosity_units": nu.tolist(), "area_units": au.tolist()}
     write_json_atomic(paths(f"regression_{name}", ".json"), r)
     log(f"{name}: probe mean per-class accuracy MLP {p['mean_accuracy']:.3f}, logistic "
         f"{p['logistic']['mean_accuracy']:.3f}, exact-count logistic {p['exact_count']['mean_accuracy']:.3f}; "
         f"numerosity units {len(r['numerosity_units'])} at R^2 >= 0.05, "
-        f"{len(r_sz['numerosity_units'])} at 0.1")
+        f"{len(nu)} at 0.1")
     return {"probe": p, "regression": r}
 
 

@@ -197,11 +197,9 @@ def _table1(results: dict) -> str:
     from vae import probe
 
     rows = []
-    for name in ("trained", "untrained", "pca"):
-        p = results[name]["probe"]
-        mlp = probe.table1_rows(p, f"{_NAMES[name]}, MLP")
-        rows += mlp if name == "trained" else mlp[-3:]
-        rows += probe.table1_rows(p["logistic"], f"{_NAMES[name]}, logistic")[-3:]
+    for name in ("trained", "untrained", "pca"):  # the chance rows once, with the first
+        rows += probe.table1_rows_with_logistic(results[name]["probe"], f"{_NAMES[name]}, MLP",
+                                                chance=name == "trained")
     return probe.format_table1(rows, title="Count probe on held-out latents (Table 1 layout, %)",
                                notes=probe.TABLE1_NOTES[:1] + (
                                    "Measured rows: demo images, not SOS; compare the measured rows with each other, "
