@@ -32,6 +32,12 @@ _K3 = np.ones((3, 3), np.uint8)
 CROWDED = 3
 
 
+def _upsample2(cells: np.ndarray) -> np.ndarray:
+    """Each cell of a bool map repeated 2x2 (nearest-neighbour at exactly twice the size)."""
+    h, w = cells.shape
+    return cv2.resize(cells.view(np.uint8), (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST).view(bool)
+
+
 class PlacementError(RuntimeError):
     """An image could not be laid out within the allowed number of layouts."""
 
@@ -63,8 +69,16 @@ class Layout:
     def __init__(self, height: int, width: int, t: float, gap: int = 0):
         self.h, self.w, self.t, self.gap = height, width, float(t), int(gap)
         self.exclusive = self.t >= 1.0
-        self.occ = np.zeros((height, width), bool)  # union of (dilated) footprints, t == 1
+        # Masks live in arrays padded to even sides, so that their 2x2 cells (the
+        # coarse superset's) never straddle the edge; ``occ`` and ``vis[k]`` are views.
+        self._ch, self._cw = (height + 1) // 2, (width + 1) // 2
+        self._occ_pad = np.zeros((2 * self._ch, 2 * self._cw), bool)
+        self.occ = self._occ_pad[:height, :width]  # union of (dilated) footprints, t == 1
         self.vis: List[np.ndarray] = []  # full-size visible mask per object, t < 1
+        self._vis_pad: List[np.ndarray] = []
+        # 2x2 sum-pooled masks (uint8, 0..4), kept up to date by add():
+        # the coarse superset's input, one for occ (t == 1) or one per object.
+        self._cells: List[np.ndarray] = [np.zeros((self._ch, self._cw), np.uint8)] if self.exclusive else []
         self.slack: List[int] = []  # pixels of object k that may still be covered
         self.placed: List[Tuple[int, int, int, int]] = []  # (y, x, h, w)
         self.maps_computed = 0  # exact feasible maps drawn (a cost figure)
@@ -72,6 +86,12 @@ class Layout:
         self._occupied = 0  # pixels of occ set (t == 1)
         if gap:
             self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+
+    def _pool(self, cells: np.ndarray, pad: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> None:
+        """Refresh the 2x2 cell sums of ``pad`` over the pixel box [y0, y1) x [x0, x1)."""
+        cy0, cx0, cy1, cx1 = y0 >> 1, x0 >> 1, (y1 + 1) >> 1, (x1 + 1) >> 1
+        u = pad[2 * cy0:2 * cy1, 2 * cx0:2 * cx1].view(np.uint8)
+        cells[cy0:cy1, cx0:cx1] = u[0::2, 0::2] + u[1::2, 0::2] + u[0::2, 1::2] + u[1::2, 1::2]
 
     # -- exact checks -------------------------------------------------------
     def fits(self, fp: np.ndarray, y: int, x: int) -> bool:
@@ -87,17 +107,31 @@ class Layout:
                 return False
         return True
 
-    def feasible_map(self, fp: np.ndarray) -> np.ndarray:
-        """Bool map (H - h + 1, W - w + 1) of top-left corners where ``fp`` fits."""
-        f = fp.astype(np.float32)
+    def feasible_map(self, fp: np.ndarray, box: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
+        """Bool map (H - h + 1, W - w + 1) of top-left corners where ``fp`` fits.
+
+        With ``box`` = (y0, y1, x0, x1) only the corners inside it are computed, and
+        the map is False elsewhere (for a caller that knows nothing fits there).
+        """
+        h, w = fp.shape
+        ny, nx = self.h - h + 1, self.w - w + 1
+        y0, y1, x0, x1 = box or (0, ny, 0, nx)
+        f = fp.view(np.uint8)
+        # Counts are integers; OpenCV's float DFT errs by far less than 0.5.
         if self.exclusive:
             if not self.occ.any():
-                return np.ones((self.h - fp.shape[0] + 1, self.w - fp.shape[1] + 1), bool)
-            # Counts are integers; the float DFT errs by far less than 0.5.
-            return cv2.matchTemplate(self.occ.astype(np.float32), f, cv2.TM_CCORR) < 0.5
-        ok = np.ones((self.h - fp.shape[0] + 1, self.w - fp.shape[1] + 1), bool)
-        for k in range(len(self.placed)):
-            ok &= cv2.matchTemplate(self.vis[k].astype(np.float32), f, cv2.TM_CCORR) < self.slack[k] + 0.5
+                part = np.ones((y1 - y0, x1 - x0), bool)
+            else:
+                part = cv2.matchTemplate(self.occ[y0:y1 + h - 1, x0:x1 + w - 1].view(np.uint8), f, cv2.TM_CCORR) < 0.5
+        else:
+            part = np.ones((y1 - y0, x1 - x0), bool)
+            for k in range(len(self.placed)):
+                win = self.vis[k][y0:y1 + h - 1, x0:x1 + w - 1].view(np.uint8)
+                part &= cv2.matchTemplate(win, f, cv2.TM_CCORR) < self.slack[k] + 0.5
+        if (y0, y1, x0, x1) == (0, ny, 0, nx):
+            return part
+        ok = np.zeros((ny, nx), bool)
+        ok[y0:y1, x0:x1] = part
         return ok
 
     def coarse_superset(self, fp: np.ndarray) -> np.ndarray:
@@ -115,7 +149,7 @@ class Layout:
         ny, nx = self.h - fp.shape[0] + 1, self.w - fp.shape[1] + 1
         if ok is None:
             return np.ones((ny, nx), bool)
-        return np.repeat(np.repeat(ok, 2, axis=0), 2, axis=1)[:ny, :nx]
+        return _upsample2(ok)[:ny, :nx]
 
     def _coarse(self, fp: np.ndarray) -> Optional[np.ndarray]:
         """The superset at half resolution (corner p is in it iff cell p // 2 is), or
@@ -127,21 +161,17 @@ class Layout:
         core = cv2.erode(fp.view(np.uint8), _K3, borderType=cv2.BORDER_CONSTANT, borderValue=0)[0::2, 0::2]
         if not core.any():
             return None
-        core = core.astype(np.float32)
         ay, ax = (ny + 1) // 2, (nx + 1) // 2  # coarse corners a = p // 2
-        ry, rx = ay + core.shape[0] - 1, ax + core.shape[1] - 1  # coarse cells read
-        ok = np.ones((ay, ax), bool)
-        masks = [self.occ] if self.exclusive else self.vis
-        limits = [0] if self.exclusive else self.slack
-        for m, lim in zip(masks, limits):
-            src = m[:2 * ry, :2 * rx].view(np.uint8)
-            if src.shape != (2 * ry, 2 * rx):  # cells past the image edge hold nothing
-                src = cv2.copyMakeBorder(src, 0, 2 * ry - src.shape[0], 0, 2 * rx - src.shape[1], cv2.BORDER_CONSTANT,
-                                         value=0)
-            # 2x2 sum-pool: INTER_AREA at exactly half size averages each cell.
-            cnt = cv2.resize(src.astype(np.float32), (rx, ry), interpolation=cv2.INTER_AREA) * np.float32(4)
-            ok &= cv2.matchTemplate(cnt, core, cv2.TM_CCORR) < lim + 0.5
-        return ok
+        ch, cw = core.shape
+        ry, rx = ay + ch - 1, ax + cw - 1  # coarse cells read (within the padded sides)
+        ok = None
+        for cells, lim in zip(self._cells, [0] if self.exclusive else self.slack):
+            # cells[i, j]: pixels of the mask in the 2x2 cell (i, j), 0 past the image
+            # edge. Correlated as uint8 (OpenCV's float32 DFT; its error is far below
+            # the 0.5 that separates integers, as with float input).
+            hit = cv2.matchTemplate(cells[:ry, :rx], core, cv2.TM_CCORR) < lim + 0.5
+            ok = hit if ok is None else np.logical_and(ok, hit, out=ok)
+        return np.ones((ay, ax), bool) if ok is None else ok
 
     # -- sampling -----------------------------------------------------------
     def find(self, rng: np.random.Generator, fp: np.ndarray, blind_tries: int) -> Optional[Tuple[int, int]]:
@@ -175,17 +205,23 @@ class Layout:
         if not have_coarse:
             coarse = self._coarse(fp)
             self.coarse_maps += 1
+        full = None
         if coarse is None:
             sup = np.arange(ny * nx)
         elif not coarse.any():
             return None  # proven: nothing fits
         else:
-            sup = np.flatnonzero(np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:ny, :nx])
+            full = _upsample2(coarse)[:ny, :nx]
+            sup = np.flatnonzero(full)
         for _ in range(blind_tries):
             y, x = divmod(int(sup[rng.integers(sup.size)]), nx)
             if self.fits(fp, y, x):
                 return y, x
-        ok = self.feasible_map(fp)
+        box = None
+        if full is not None:  # the exact map is needed only inside the superset's box
+            rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        ok = self.feasible_map(fp, box)
         self.maps_computed += 1
         cand = np.flatnonzero(ok)
         while cand.size:
@@ -213,8 +249,10 @@ class Layout:
                 sy, sx = max(0, -y0), max(0, -x0)
                 ey, ex = min(pad.shape[0], self.h - y0), min(pad.shape[1], self.w - x0)
                 self.occ[y0 + sy:y0 + ey, x0 + sx:x0 + ex] |= pad[sy:ey, sx:ex]
+                self._pool(self._cells[0], self._occ_pad, y0 + sy, x0 + sx, y0 + ey, x0 + ex)
             else:
                 self.occ[y:y + h, x:x + w] |= fp
+                self._pool(self._cells[0], self._occ_pad, y, x, y + h, x + w)
             self._occupied = int(np.count_nonzero(self.occ))
         else:
             for k, (vy, vx, vh, vw) in enumerate(self.placed):
@@ -224,9 +262,15 @@ class Layout:
                 covered = np.count_nonzero(win & fp)
                 win &= ~fp
                 self.slack[k] -= covered
+                if covered:
+                    self._pool(self._cells[k], self._vis_pad[k], y, x, y + h, x + w)
             full = int(np.count_nonzero(fp))
-            vis = np.zeros((self.h, self.w), bool)
-            vis[y:y + h, x:x + w] = fp
-            self.vis.append(vis)
+            vis_pad = np.zeros((2 * self._ch, 2 * self._cw), bool)
+            vis_pad[y:y + h, x:x + w] = fp
+            cells = np.zeros((self._ch, self._cw), np.uint8)
+            self._pool(cells, vis_pad, y, x, y + h, x + w)
+            self._vis_pad.append(vis_pad)
+            self.vis.append(vis_pad[:self.h, :self.w])
+            self._cells.append(cells)
             self.slack.append(full - min_visible_pixels(full, self.t if t is None else max(float(t), self.t)))
         self.placed.append((y, x, h, w))
