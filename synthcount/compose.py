@@ -62,7 +62,7 @@ from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
 from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, image_rng
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
-from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, sample_color, transform_patch
+from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
 
 __all__ = ["Composer", "Copy", "Draw", "Distractors", "PlacementError", "check_feasible", "copy_scales",
            "distractor_scales", "field_area", "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET"]
@@ -226,10 +226,6 @@ def _smallest_distractor_area(scene: SceneConfig, pack: AssetPack, counts: Seque
     return best
 
 
-def _f32(x) -> float:
-    return float(np.float32(x))
-
-
 @dataclass
 class Copy:
     """One pasted object: the transform drawn for it and, once placed, its patch and
@@ -352,6 +348,13 @@ class Composer:
                 raise ValueError("distractor_objects: the pack has no objects")
             self.dmips = [MipAsset(o) for o in distractor_objects.objects]
             self._twin = _twins(distractor_objects.objects, objects.objects)
+        # Longer side and footprint pixels of each asset, for the sizing rule.
+        self._long = np.array([m.long_side for m in self.mips], np.float64)
+        self._fp = np.array([m.footprint_area for m in self.mips], np.float64)
+        self._dlong = np.array([m.long_side for m in self.dmips], np.float64)
+        self._dfp = np.array([m.footprint_area for m in self.dmips], np.float64)
+        # Uniforms per copy: rotation, flip, and 3 colour factors with colour jitter.
+        self._per_copy = 5 if scene.color_jitter > 0 else 2
         self.record_spec = record_spec(scene.max_count, scene.max_distractors, scene.classes)
         self._probs = np.asarray(scene.count_distribution(), np.float64)
         self._probs /= self._probs.sum()
@@ -418,12 +421,6 @@ class Composer:
         ch, cw = max(1, min(hb, int(round(ch)))), max(1, min(wb, int(round(cw))))
         y, x = int(rng.integers(hb - ch + 1)), int(rng.integers(wb - cw + 1))
         return bid, (y, x, ch, cw)
-
-    def _scales(self, rng: np.random.Generator, ids: np.ndarray, ref_side: float, target: float) -> np.ndarray:
-        jit = rng.uniform(*self.scene.scale_jitter, size=len(ids))
-        longs = np.array([self.mips[i].long_side for i in ids], np.float64)
-        fps = np.array([self.mips[i].footprint_area for i in ids], np.float64)
-        return copy_scales(self.scene, jit, longs, fps, ref_side, target)
 
     def compose(self, seed: int, index: int) -> Tuple[np.ndarray, np.ndarray, dict]:
         """Image ``index`` of the dataset with root ``seed``.
@@ -614,10 +611,21 @@ class Composer:
         """
         sc = self.scene
         H, W = sc.size
+        n = len(ids)
+        indep = sc.area_mode == "independent"
+        # Every continuous draw of the layout in one call: the reference side, the
+        # jitter of each copy, then each copy's rotation, flip and colour, in this
+        # order. Generator.uniform(lo, hi) is lo + (hi - lo) * random(), so the
+        # numbers (and the stream after them) are those of drawing one by one.
+        u = rng.random(int(indep) + n * (1 + self._per_copy))
         ref_side = math.nan
-        if sc.area_mode == "independent":
-            ref_side = float(rng.uniform(*sc.ref_side_range) * min(H, W))
-        copies = self._copies(rng, self._scales(rng, ids, ref_side, target))
+        if indep:
+            lo, hi = sc.ref_side_range
+            ref_side = float((lo + (hi - lo) * u[0]) * min(H, W))
+        jlo, jhi = sc.scale_jitter
+        jit = jlo + (jhi - jlo) * u[int(indep):int(indep) + n]
+        scales = copy_scales(sc, jit, self._long[ids], self._fp[ids], ref_side, target)
+        copies = self._copies(u[int(indep) + n:], scales)
         k = 0 if distractors is None else len(distractors.ids)
         # The layout's threshold is the lowest of the image; each object keeps its own.
         layout = Layout(H, W, min(t, distractors.t) if k else t, sc.min_gap)
@@ -626,27 +634,32 @@ class Composer:
             return None, ref_side, layout.maps_computed
         if k:
             d = distractors
-            longs = np.array([self.dmips[i].long_side for i in d.ids], np.float64)
-            fps = np.array([self.dmips[i].footprint_area for i in d.ids], np.float64)
-            jit = drng.uniform(*sc.scale_jitter, size=k)
-            dcopies = self._copies(drng, distractor_scales(sc, jit, longs, fps, ref_side, d.item_area))
+            du = drng.random(k * (1 + self._per_copy))
+            djit = jlo + (jhi - jlo) * du[:k]
+            dscales = distractor_scales(sc, djit, self._dlong[d.ids], self._dfp[d.ids], ref_side, d.item_area)
+            dcopies = self._copies(du[k:], dscales)
             if self._place(drng, layout, self.dmips, d.ids, dcopies, d.t, need) is None:
                 return None, ref_side, layout.maps_computed
             copies += dcopies
         return copies, ref_side, layout.maps_computed
 
-    def _copies(self, rng: np.random.Generator, scales: np.ndarray) -> List[Copy]:
-        """Rotation, flip and colour of each copy (in this order, copy by copy)."""
+    def _copies(self, u: np.ndarray, scales: np.ndarray) -> List[Copy]:
+        """Rotation, flip and colour of each copy from its uniforms ``u`` (copy by copy:
+        rotation, flip, then 3 colour factors when there is colour jitter)."""
         sc = self.scene
-        copies = []
-        for s in scales:
-            # Parameters are rounded to the float32 the record stores, so that
-            # replaying a record reproduces the image bit for bit.
-            angle = _f32(rng.uniform(*sc.rotation_range))
-            flip = bool(rng.random() < sc.flip_p)
-            color = tuple(_f32(v) for v in sample_color(rng, sc.color_jitter))
-            copies.append(Copy(scale=_f32(s), angle=angle, flip=flip, color=color))
-        return copies
+        n = len(scales)
+        u = u[:n * self._per_copy].reshape(n, self._per_copy)
+        lo, hi = sc.rotation_range
+        # Parameters are rounded to the float32 the record stores, so that replaying
+        # a record reproduces the image bit for bit.
+        angles = (lo + (hi - lo) * u[:, 0]).astype(np.float32).tolist()
+        flips = (u[:, 1] < sc.flip_p).tolist()
+        sizes = scales.astype(np.float32).tolist()
+        if self._per_copy == 2:
+            return [Copy(scale=s, angle=a, flip=f, color=(1.0, 1.0, 1.0)) for s, a, f in zip(sizes, angles, flips)]
+        c = sc.color_jitter  # sample_color: U(1 - c, 1 + c) per factor
+        colors = ((1 - c) + ((1 + c) - (1 - c)) * u[:, 2:5]).astype(np.float32).tolist()
+        return [Copy(scale=s, angle=a, flip=f, color=tuple(col)) for s, a, f, col in zip(sizes, angles, flips, colors)]
 
     def _place(self, rng: np.random.Generator, layout: Layout, mips: List[MipAsset], ids: np.ndarray,
                copies: List[Copy], t: float, need: int) -> Optional[int]:

@@ -1,8 +1,8 @@
 """Per-copy object transforms: sample the parameters, then apply them (pure).
 
 ``sample_color`` draws its random numbers from the Generator it is given (the
-compositor draws scale, angle and flip itself); ``transform_patch`` draws none, so
-recorded parameters replay a patch exactly.
+compositor draws the same numbers itself, with the rest of a layout's, in one call);
+``transform_patch`` draws none, so recorded parameters replay a patch exactly.
 
 A transformed copy is a ``Patch``: a blend alpha ``float32 (h, w)`` in [0, 1] and its
 footprint (alpha >= 0.5), trimmed to the box of non-zero alpha so that "fully
@@ -106,12 +106,17 @@ def _maps(inv: Tuple[Tuple[float, float, float], Tuple[float, float, float]], x0
     the same pixels (checked with OpenCV's AVX2/FMA/SSE4 dispatch switched off).
     """
     (a, b, c), (d, e, f) = inv
-    xs = np.arange(x0, x0 + w, dtype=np.float32)
-    ys = np.arange(y0, y0 + h, dtype=np.float32)
-    mx = np.add.outer(ys * np.float32(b) + np.float32(c + shift), xs * np.float32(a))
-    my = np.add.outer(ys * np.float32(e) + np.float32(f + shift), xs * np.float32(d))
+    xs = _ARANGE[x0:x0 + w] if 0 <= x0 and x0 + w <= _ARANGE.size else np.arange(x0, x0 + w, dtype=np.float32)
+    ys = _ARANGE[y0:y0 + h] if 0 <= y0 and y0 + h <= _ARANGE.size else np.arange(y0, y0 + h, dtype=np.float32)
+    f32 = np.float32
+    mx = np.add.outer(ys * f32(b) + f32(c + shift), xs * f32(a))
+    my = np.add.outer(ys * f32(e) + f32(f + shift), xs * f32(d))
     m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
     return m1, m2
+
+
+# 0, 1, 2, ... as float32: the pixel coordinates _maps slices instead of making them.
+_ARANGE = np.arange(4096, dtype=np.float32)
 
 
 class Patch:
