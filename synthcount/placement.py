@@ -76,9 +76,11 @@ class Layout:
         self.occ = self._occ_pad[:height, :width]  # union of (dilated) footprints, t == 1
         self.vis: List[np.ndarray] = []  # full-size visible mask per object, t < 1
         self._vis_pad: List[np.ndarray] = []
-        # 2x2 sum-pooled masks (uint8, 0..4), kept up to date by add():
-        # the coarse superset's input, one for occ (t == 1) or one per object.
+        # 2x2 sum-pooled masks (uint8, 0..4): the coarse superset's input, one for occ
+        # (t == 1) or one per object; the boxes add() changed are summed again when
+        # a superset is next asked for.
         self._cells: List[np.ndarray] = [np.zeros((self._ch, self._cw), np.uint8)] if self.exclusive else []
+        self._stale: List[Tuple[int, int, int, int, int]] = []  # (mask, y0, x0, y1, x1)
         self.slack: List[int] = []  # pixels of object k that may still be covered
         self.placed: List[Tuple[int, int, int, int]] = []  # (y, x, h, w)
         self.maps_computed = 0  # exact feasible maps drawn (a cost figure)
@@ -87,11 +89,15 @@ class Layout:
         if gap:
             self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
 
-    def _pool(self, cells: np.ndarray, pad: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> None:
-        """Refresh the 2x2 cell sums of ``pad`` over the pixel box [y0, y1) x [x0, x1)."""
-        cy0, cx0, cy1, cx1 = y0 >> 1, x0 >> 1, (y1 + 1) >> 1, (x1 + 1) >> 1
-        u = pad[2 * cy0:2 * cy1, 2 * cx0:2 * cx1].view(np.uint8)
-        cells[cy0:cy1, cx0:cx1] = u[0::2, 0::2] + u[1::2, 0::2] + u[0::2, 1::2] + u[1::2, 1::2]
+    def _refresh_cells(self) -> None:
+        """Sum again the 2x2 cells of every box that add() changed since the last call."""
+        for k, y0, x0, y1, x1 in self._stale:
+            pad = self._occ_pad if self.exclusive else self._vis_pad[k]
+            cy0, cx0, cy1, cx1 = y0 >> 1, x0 >> 1, (y1 + 1) >> 1, (x1 + 1) >> 1
+            u = pad[2 * cy0:2 * cy1, 2 * cx0:2 * cx1].view(np.uint8)
+            rows = u[0::2] + u[1::2]  # pairs of rows, then pairs of columns
+            np.add(rows[:, 0::2], rows[:, 1::2], out=self._cells[k][cy0:cy1, cx0:cx1])
+        self._stale.clear()
 
     # -- exact checks -------------------------------------------------------
     def fits(self, fp: np.ndarray, y: int, x: int) -> bool:
@@ -164,6 +170,7 @@ class Layout:
         ay, ax = (ny + 1) // 2, (nx + 1) // 2  # coarse corners a = p // 2
         ch, cw = core.shape
         ry, rx = ay + ch - 1, ax + cw - 1  # coarse cells read (within the padded sides)
+        self._refresh_cells()
         ok = None
         for cells, lim in zip(self._cells, [0] if self.exclusive else self.slack):
             # cells[i, j]: pixels of the mask in the 2x2 cell (i, j), 0 past the image
@@ -249,10 +256,10 @@ class Layout:
                 sy, sx = max(0, -y0), max(0, -x0)
                 ey, ex = min(pad.shape[0], self.h - y0), min(pad.shape[1], self.w - x0)
                 self.occ[y0 + sy:y0 + ey, x0 + sx:x0 + ex] |= pad[sy:ey, sx:ex]
-                self._pool(self._cells[0], self._occ_pad, y0 + sy, x0 + sx, y0 + ey, x0 + ex)
+                self._stale.append((0, y0 + sy, x0 + sx, y0 + ey, x0 + ex))
             else:
                 self.occ[y:y + h, x:x + w] |= fp
-                self._pool(self._cells[0], self._occ_pad, y, x, y + h, x + w)
+                self._stale.append((0, y, x, y + h, x + w))
             self._occupied = int(np.count_nonzero(self.occ))
         else:
             for k, (vy, vx, vh, vw) in enumerate(self.placed):
@@ -263,14 +270,13 @@ class Layout:
                 win &= ~fp
                 self.slack[k] -= covered
                 if covered:
-                    self._pool(self._cells[k], self._vis_pad[k], y, x, y + h, x + w)
+                    self._stale.append((k, y, x, y + h, x + w))
             full = int(np.count_nonzero(fp))
             vis_pad = np.zeros((2 * self._ch, 2 * self._cw), bool)
             vis_pad[y:y + h, x:x + w] = fp
-            cells = np.zeros((self._ch, self._cw), np.uint8)
-            self._pool(cells, vis_pad, y, x, y + h, x + w)
+            self._stale.append((len(self._cells), y, x, y + h, x + w))
             self._vis_pad.append(vis_pad)
             self.vis.append(vis_pad[:self.h, :self.w])
-            self._cells.append(cells)
+            self._cells.append(np.zeros((self._ch, self._cw), np.uint8))
             self.slack.append(full - min_visible_pixels(full, self.t if t is None else max(float(t), self.t)))
         self.placed.append((y, x, h, w))
