@@ -184,8 +184,10 @@ class Patch:
             win[self.footprint] = rgb[self.footprint] if rgb.dtype == np.uint8 else np.rint(rgb[self.footprint])
             return
         d = cv2.subtract(rgb, win, dtype=cv2.CV_32F) if rgb.dtype == np.uint8 else rgb - win
-        # saturate_cast to uint8 rounds to nearest: the same bytes as np.rint.
-        cv2.add(cv2.multiply(d, self.alpha3), win, dst=win, dtype=cv2.CV_8U)
+        # The float32 sum rounded to nearest (ties to even) and saturated: the same
+        # bytes as np.rint, and as an add straight to uint8 (whose mixed-type path is
+        # slower). The sum is never below -0, so the absolute value changes nothing.
+        cv2.convertScaleAbs(cv2.add(cv2.multiply(d, self.alpha3), win, dtype=cv2.CV_32F), dst=win)
 
 
 def transform_patch(
