@@ -200,8 +200,9 @@ class Layout:
             coarse, have_coarse = self._coarse(fp), True
             self.coarse_maps += 1
             if coarse is not None and not coarse.any():
-                for _ in range(blind_tries):
-                    rng.integers(ny), rng.integers(nx)
+                # One call with per-element bounds draws the same numbers as the
+                # alternating scalar calls (and leaves the same stream behind).
+                rng.integers(np.array((ny, nx) * blind_tries, np.int64))
                 return None
         for _ in range(blind_tries):
             y, x = int(rng.integers(ny)), int(rng.integers(nx))
