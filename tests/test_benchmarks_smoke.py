@@ -161,8 +161,20 @@ def test_versus(tmp_path):
         assert not r["errors"] and r["images_per_s"] > 0 and r["peak_rss_mb"] > 0
 
 
+def test_budget(tmp_path):
+    res = _run("budget", tmp_path, "--images", "10")
+    assert [(r["assets"], r["t"]) for r in res["runs"]] == [("builtin", 0.5), ("builtin", 1.0), ("fixtures", 0.5),
+                                                            ("fixtures", 1.0)]
+    for r in res["runs"]:
+        _positive(r, "images_per_s", "us_per_image", "required_us_per_image", "ceiling_images_per_s")
+        assert "remap" in r["opencv_us_per_image"]  # the wrapped calls were timed
+        # what the required calls take is part of the image's time, so the ceiling lies above the rate
+        assert r["ceiling_images_per_s"] > r["images_per_s"]
+
+
 # load and train import torch before parsing (seconds each); the parser is the same helper.
-@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale", "export", "labels", "versus"])
+@pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale", "export", "labels", "versus",
+                                  "budget"])
 def test_bad_flag_exits_2(name):
     p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--no-such-flag"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
