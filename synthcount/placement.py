@@ -109,7 +109,8 @@ class Layout:
         for k, (vy, vx, vh, vw) in enumerate(self.placed):
             if vy >= y + h or y >= vy + vh or vx >= x + w or x >= vx + vw:
                 continue  # boxes apart: nothing covered
-            if np.count_nonzero(self.vis[k][y:y + h, x:x + w] & fp) > self.slack[k]:
+            if cv2.countNonZero(cv2.bitwise_and(self.vis[k][y:y + h, x:x + w].view(np.uint8), fp.view(np.uint8))) \
+                    > self.slack[k]:
                 return False
         return True
 
@@ -266,11 +267,11 @@ class Layout:
             for k, (vy, vx, vh, vw) in enumerate(self.placed):
                 if vy >= y + h or y >= vy + vh or vx >= x + w or x >= vx + vw:
                     continue
-                win = self.vis[k][y:y + h, x:x + w]
-                covered = np.count_nonzero(win & fp)
-                win &= ~fp
-                self.slack[k] -= covered
+                win, f = self.vis[k][y:y + h, x:x + w].view(np.uint8), fp.view(np.uint8)
+                covered = cv2.countNonZero(cv2.bitwise_and(win, f))
                 if covered:
+                    cv2.subtract(win, f, dst=win)  # 0/1 values: win AND NOT fp
+                    self.slack[k] -= covered
                     self._stale.append((k, y, x, y + h, x + w))
             full = int(np.count_nonzero(fp))
             vis_pad = np.zeros((2 * self._ch, 2 * self._cw), bool)
