@@ -5,6 +5,10 @@ label maps and every record field) of 60 images per config, made by the code of
 commit f8754d7 (synthcount 0.1.0) on the built-in assets. A change that moves one
 pixel, one label or one recorded number of any of these configs fails here. Fields
 added since then are not in the file and are not compared.
+
+``data/golden_arrays_v020.json`` does the same for options that 0.1.0 did not have
+(distractors, exemplars, classes, the ``fsc`` preset), made by the code of commit
+5ac73d8 (synthcount 0.2.0 before the speed-ups of issue 14), every record field included.
 """
 
 import hashlib
@@ -19,6 +23,7 @@ from synthcount.config import SceneConfig, SourceConfig, preset
 from synthcount.sources import resolve_sources
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "golden_arrays.json")
+GOLDEN_V020 = os.path.join(os.path.dirname(__file__), "data", "golden_arrays_v020.json")
 CASES = {
     "paper": dict(),
     "paper_t05_jitter_feather": dict(min_visible=0.5, color_jitter=0.3, blend="feather"),
@@ -48,4 +53,23 @@ def test_decoded_arrays_match_the_reference(name):
     kw = CASES[name]
     got = array_hashes(preset("binary") if kw == "binary" else SceneConfig(**kw))
     differ = sorted(k for k in want if got.get(k) != want[k])
+    assert not differ, f"{name}: these arrays changed: {differ}"
+
+
+CASES_V020 = {
+    "fsc": preset("fsc"),
+    "distractors_t1_jitter": SceneConfig(min_visible=1.0, distractors=(0, 3), ref_side_range=(0.2, 0.4),
+                                         color_jitter=0.2),
+    "classes_t05": SceneConfig(min_visible=0.5, mode="mixed", classes=2, max_count=6, ref_side_range=(0.2, 0.35),
+                               distractors=(1, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES_V020))
+def test_decoded_arrays_match_0_2_0(name):
+    with open(GOLDEN_V020) as f:
+        want = json.load(f)[name]
+    got = array_hashes(CASES_V020[name])
+    assert set(got) == set(want), f"{name}: record fields changed: {sorted(set(got) ^ set(want))}"
+    differ = sorted(k for k in want if got[k] != want[k])
     assert not differ, f"{name}: these arrays changed: {differ}"

@@ -138,3 +138,83 @@ def test_coarse_superset_proves_infeasible_cheaply():
     lay.add(np.ones((40, 22), bool), 0, 0)
     assert lay.find(np.random.default_rng(0), _disc(10), blind_tries=2) is None
     assert lay.coarse_maps == 1 and lay.maps_computed == 0
+
+
+def _old_coarse(lay, fp):
+    """The superset as 0.2.0 computed it (an INTER_AREA resize of each mask per call, float
+    correlation): the reference for the cached cell sums and the uint8 correlation."""
+    h, w = fp.shape
+    ny, nx = lay.h - h + 1, lay.w - w + 1
+    core = cv2.erode(fp.view(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                     borderValue=0)[0::2, 0::2]
+    if not core.any():
+        return None
+    core = core.astype(np.float32)
+    ay, ax = (ny + 1) // 2, (nx + 1) // 2
+    ry, rx = ay + core.shape[0] - 1, ax + core.shape[1] - 1
+    ok = np.ones((ay, ax), bool)
+    masks, limits = ([lay.occ], [0]) if lay.exclusive else (lay.vis, lay.slack)
+    for m, lim in zip(masks, limits):
+        src = m[:2 * ry, :2 * rx].view(np.uint8)
+        src = cv2.copyMakeBorder(src, 0, 2 * ry - src.shape[0], 0, 2 * rx - src.shape[1], cv2.BORDER_CONSTANT, value=0)
+        cnt = cv2.resize(src.astype(np.float32), (rx, ry), interpolation=cv2.INTER_AREA) * np.float32(4)
+        ok &= cv2.matchTemplate(cnt, core, cv2.TM_CCORR) < lim + 0.5
+    return ok
+
+
+@pytest.mark.parametrize("t,gap", [(1.0, 0), (1.0, 2), (0.6, 0), (0.2, 0)])
+def test_cached_cells_give_the_superset_of_a_fresh_computation(t, gap):
+    # Odd and even sides, blobs of odd and even shapes, superset asked for after every
+    # add and after several: the cached 2x2 sums must equal sums of the masks as they are.
+    rng = np.random.default_rng(11)
+    for trial in range(8):
+        lay = Layout(int(rng.integers(31, 70)), int(rng.integers(31, 70)), t, gap)
+        for step in range(6):
+            fp = _disc(int(rng.integers(3, 9)))
+            if trial % 2:
+                fp = np.ascontiguousarray(fp[:, 1:])
+            if step % 2 == 0:  # ask only every other step, so several adds queue up
+                got, want = lay._coarse(fp), _old_coarse(lay, fp)
+                assert (got is None) == (want is None)
+                assert got is None or np.array_equal(got, want)
+            pos = lay.find(rng, fp, blind_tries=2)
+            if pos is None:
+                break
+            lay.add(fp, *pos)
+        lay._refresh_cells()
+        masks = [lay.occ] if lay.exclusive else lay.vis
+        for cells, m in zip(lay._cells, masks):
+            pad = np.zeros((2 * cells.shape[0], 2 * cells.shape[1]), np.int64)
+            pad[:m.shape[0], :m.shape[1]] = m
+            assert np.array_equal(cells, pad.reshape(cells.shape[0], 2, cells.shape[1], 2).sum(axis=(1, 3)))
+
+
+@pytest.mark.parametrize("t", [1.0, 0.5])
+def test_feasible_map_in_a_box_is_the_full_map_there(t):
+    rng = np.random.default_rng(4)
+    lay = Layout(48, 57, t)
+    for r in (9, 7):
+        fp = _disc(r)
+        lay.add(fp, *lay.find(rng, fp, blind_tries=3))
+    fp = _disc(5)
+    full = lay.feasible_map(fp)
+    assert full.any()
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    assert np.array_equal(lay.feasible_map(fp, box), full)
+    part = lay.feasible_map(fp, (2, 9, 3, 20))
+    assert np.array_equal(part[2:9, 3:20], full[2:9, 3:20]) and not part[:2].any() and not part[9:].any()
+
+
+def test_empty_superset_draws_what_the_blind_tries_would():
+    # The proven-empty path draws the blind tries' numbers in one call: the stream
+    # after find() must be where the one-by-one draws leave it.
+    lay = Layout(40, 40, 1.0)
+    lay.add(np.ones((40, 22), bool), 0, 0)
+    fp = _disc(10)
+    ny, nx = 40 - fp.shape[0] + 1, 40 - fp.shape[1] + 1
+    rng, ref = np.random.default_rng(8), np.random.default_rng(8)
+    assert lay.find(rng, fp, blind_tries=4) is None
+    for _ in range(4):
+        ref.integers(ny), ref.integers(nx)
+    assert rng.integers(2**40) == ref.integers(2**40) and rng.random() == ref.random()
