@@ -29,7 +29,7 @@ _K3 = np.ones((3, 3), np.uint8)
 # At t = 1, when the free pixels are fewer than this many times a footprint, the
 # superset is computed before the blind draws (a speed choice only: the positions
 # drawn are the same either way).
-CROWDED = 3
+CROWDED = 6
 
 
 def _upsample2(cells: np.ndarray) -> np.ndarray:
