@@ -9,9 +9,10 @@ f8754d7``). For t = 0.5 and 1.0, on the built-in assets and on MSRA10K/SUN397-la
 fixture folders made from scikit-image's photos (``tests/fixtures.py``), 161x161, N
 uniform in 0..4, the paper's sizes, one process, images uncompressed, each tree runs
 ``generate_dataset`` in its own subprocess (``PYTHONPATH`` = the tree) into a temp
-folder: ``images_per_s`` is the generator's own clock (composing and writing shards;
+folder, the trees' runs alternating: ``images_per_s`` is the generator's own clock (composing and writing shards;
 sources resolved and, in 0.2, the layout survey done before it starts), medians over
-``--repeats``; ``cpu_images_per_s`` divides by the process's CPU time; ``peak_rss_mb``
+``--repeats``; ``cpu_images_per_s`` divides by the process's CPU time; ``speedup`` is the ratio of
+the medians, ``paired_speedup`` the median of each run over the reference run beside it; ``peak_rss_mb``
 is the subprocess's peak resident memory. The HDF5 write floor of the same images
 (``benchmarks.floor``'s ``hdf5_none_with_maps``) is measured in the same run, and each
 figure is given as a fraction of it. A run that fails (an image that exhausts 0.1.0's
@@ -113,8 +114,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         floor = _floor(n, tmp)
         for assets, (objects, backgrounds) in (("builtin", ("", "")), ("fixtures", (msra, sun))):
             for t in (0.5, 1.0):
-                for name, tree in (("this", ROOT), ("reference", ref)):
-                    runs = [_run(tree, t, n, tmp, objects, backgrounds) for _ in range(repeats)]
+                # Runs alternate between the trees (this, reference, this, ...) so that a
+                # shared machine's drift over minutes weighs on both alike.
+                runs_of = {"this": [], "reference": []}
+                for _ in range(repeats):
+                    for name, tree in (("this", ROOT), ("reference", ref)):
+                        runs_of[name].append(_run(tree, t, n, tmp, objects, backgrounds))
+                for name in ("this", "reference"):
+                    runs = runs_of[name]
                     ok = [r for r in runs if not r.get("error")]
                     row = {"assets": assets, "t": t, "tree": name, "images": n,
                            "version": ok[0]["version"] if ok else None,
@@ -127,6 +134,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    share_of_floor=round(ips / floor, 4) if floor else None,
                                    runs_images_per_s=[round(r["images_per_s"], 1) for r in ok])
                     rows.append(row)
+                # Each run against the reference run next to it: steadier than the ratio
+                # of medians when the machine's speed drifts.
+                pairs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(runs_of["this"], runs_of["reference"])
+                         if not a.get("error") and not b.get("error")]
+                if pairs:
+                    rows[-2]["paired_speedup"] = round(statistics.median(pairs), 3)
     for r in rows:
         if r["tree"] == "this":
             other = next(x for x in rows
@@ -136,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     res = {"benchmark": "versus", "quick": a.quick, "machine": machine(), "reference": ref,
            "floor_images_per_s": round(floor, 1), "runs": rows}
     emit(res, [format_table(rows, ["assets", "t", "tree", "version", "images_per_s", "cpu_images_per_s",
-                                   "peak_rss_mb", "share_of_floor", "speedup"],
+                                   "peak_rss_mb", "share_of_floor", "speedup", "paired_speedup"],
                             f"generation, 1 process, 161x161, uncompressed (HDF5 floor {floor:,.0f} images/s)")], a.out)
     return 0
 

@@ -159,6 +159,7 @@ def test_versus(tmp_path):
     assert res["floor_images_per_s"] > 0 and len(res["runs"]) == 8
     for r in res["runs"]:
         assert not r["errors"] and r["images_per_s"] > 0 and r["peak_rss_mb"] > 0
+        assert (r["paired_speedup"] > 0) if r["tree"] == "this" else ("paired_speedup" not in r)
 
 
 def test_budget(tmp_path):
