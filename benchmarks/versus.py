@@ -9,10 +9,11 @@ f8754d7``). For t = 0.5 and 1.0, on the built-in assets and on MSRA10K/SUN397-la
 fixture folders made from scikit-image's photos (``tests/fixtures.py``), 161x161, N
 uniform in 0..4, the paper's sizes, one process, images uncompressed, each tree runs
 ``generate_dataset`` in its own subprocess (``PYTHONPATH`` = the tree) into a temp
-folder, the trees' runs alternating: ``images_per_s`` is the generator's own clock (composing and writing shards;
-sources resolved and, in 0.2, the layout survey done before it starts), medians over
-``--repeats``; ``cpu_images_per_s`` divides by the process's CPU time; ``speedup`` is the ratio of
-the medians, ``paired_speedup`` the median of each run over the reference run beside it; ``peak_rss_mb``
+folder, the trees' runs alternating: ``images_per_s`` is the generator's own clock
+(composing and writing shards; sources resolved and, in 0.2, the layout survey done
+before it starts), medians over ``--repeats``; ``cpu_images_per_s`` divides by the
+process's CPU time; ``speedup`` is the ratio of the medians, ``paired_speedup`` the
+median of each run over the reference run beside it; ``peak_rss_mb``
 is the subprocess's peak resident memory. The HDF5 write floor of the same images
 (``benchmarks.floor``'s ``hdf5_none_with_maps``) is measured in the same run, and each
 figure is given as a fraction of it. A run that fails (an image that exhausts 0.1.0's
@@ -139,7 +140,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 pairs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(runs_of["this"], runs_of["reference"])
                          if not a.get("error") and not b.get("error")]
                 if pairs:
-                    rows[-2]["paired_speedup"] = round(statistics.median(pairs), 3)
+                    this_row = next(r for r in rows[-2:] if r["tree"] == "this")
+                    this_row["paired_speedup"] = round(statistics.median(pairs), 3)
     for r in rows:
         if r["tree"] == "this":
             other = next(x for x in rows

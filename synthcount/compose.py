@@ -60,7 +60,7 @@ import numpy as np
 from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
-from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, image_rng
+from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, image_rng, uniform_from
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
 from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
 
@@ -613,17 +613,14 @@ class Composer:
         H, W = sc.size
         n = len(ids)
         indep = sc.area_mode == "independent"
-        # Every continuous draw of the layout in one call: the reference side, the
-        # jitter of each copy, then each copy's rotation, flip and colour, in this
-        # order. Generator.uniform(lo, hi) is lo + (hi - lo) * random(), so the
-        # numbers (and the stream after them) are those of drawing one by one.
+        # Every continuous draw of the layout in one call (see ``uniform_from``): the
+        # reference side, the jitter of each copy, then each copy's rotation, flip
+        # and colour, in the order they were once drawn one by one.
         u = rng.random(int(indep) + n * (1 + self._per_copy))
         ref_side = math.nan
         if indep:
-            lo, hi = sc.ref_side_range
-            ref_side = float((lo + (hi - lo) * u[0]) * min(H, W))
-        jlo, jhi = sc.scale_jitter
-        jit = jlo + (jhi - jlo) * u[int(indep):int(indep) + n]
+            ref_side = float(uniform_from(u[0], *sc.ref_side_range) * min(H, W))
+        jit = uniform_from(u[int(indep):int(indep) + n], *sc.scale_jitter)
         scales = copy_scales(sc, jit, self._long[ids], self._fp[ids], ref_side, target)
         copies = self._copies(u[int(indep) + n:], scales)
         k = 0 if distractors is None else len(distractors.ids)
@@ -635,7 +632,7 @@ class Composer:
         if k:
             d = distractors
             du = drng.random(k * (1 + self._per_copy))
-            djit = jlo + (jhi - jlo) * du[:k]
+            djit = uniform_from(du[:k], *sc.scale_jitter)
             dscales = distractor_scales(sc, djit, self._dlong[d.ids], self._dfp[d.ids], ref_side, d.item_area)
             dcopies = self._copies(du[k:], dscales)
             if self._place(drng, layout, self.dmips, d.ids, dcopies, d.t, need) is None:
@@ -649,16 +646,15 @@ class Composer:
         sc = self.scene
         n = len(scales)
         u = u[:n * self._per_copy].reshape(n, self._per_copy)
-        lo, hi = sc.rotation_range
         # Parameters are rounded to the float32 the record stores, so that replaying
         # a record reproduces the image bit for bit.
-        angles = (lo + (hi - lo) * u[:, 0]).astype(np.float32).tolist()
+        angles = uniform_from(u[:, 0], *sc.rotation_range).astype(np.float32).tolist()
         flips = (u[:, 1] < sc.flip_p).tolist()
         sizes = scales.astype(np.float32).tolist()
         if self._per_copy == 2:
             return [Copy(scale=s, angle=a, flip=f, color=(1.0, 1.0, 1.0)) for s, a, f in zip(sizes, angles, flips)]
-        c = sc.color_jitter  # sample_color: U(1 - c, 1 + c) per factor
-        colors = ((1 - c) + ((1 + c) - (1 - c)) * u[:, 2:5]).astype(np.float32).tolist()
+        c = sc.color_jitter  # as sample_color: U(1 - c, 1 + c) per factor
+        colors = uniform_from(u[:, 2:5], 1 - c, 1 + c).astype(np.float32).tolist()
         return [Copy(scale=s, angle=a, flip=f, color=tuple(col)) for s, a, f, col in zip(sizes, angles, flips, colors)]
 
     def _place(self, rng: np.random.Generator, layout: Layout, mips: List[MipAsset], ids: np.ndarray,

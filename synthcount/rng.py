@@ -14,7 +14,7 @@ main stream, and an image made without them keeps every pixel.
 
 import numpy as np
 
-__all__ = ["image_rng", "DISTRACTOR_STREAM", "EXEMPLAR_STREAM"]
+__all__ = ["image_rng", "uniform_from", "DISTRACTOR_STREAM", "EXEMPLAR_STREAM"]
 
 DISTRACTOR_STREAM = 1  # distractors: their number, objects, transforms and positions
 EXEMPLAR_STREAM = 2    # the choice of exemplar boxes among the targets
@@ -37,3 +37,12 @@ def image_rng(root_seed: int, index: int, stream: int = 0) -> np.random.Generato
         raise ValueError(f"root_seed, index and stream must be >= 0, got {root_seed}, {index}, {stream}")
     key = (int(index),) if stream == 0 else (int(index), int(stream))
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy=int(root_seed), spawn_key=key)))
+
+
+def uniform_from(u, lo: float, hi: float):
+    """``lo + (hi - lo) * u``: what ``Generator.uniform(lo, hi)`` makes of each double
+    that ``Generator.random`` draws. Drawing ``random(k)`` once and scaling gives the
+    numbers of k ``uniform`` calls in a row (and leaves the same stream behind), so a
+    caller can batch its draws without moving a pixel.
+    """
+    return lo + (hi - lo) * u

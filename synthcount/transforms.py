@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .pack import ObjectAsset
+from .rng import uniform_from
 
 __all__ = ["MipAsset", "Patch", "transform_patch", "sample_color", "ALPHA_THRESHOLD", "ALPHA_THRESHOLD_U8",
            "footprint_threshold"]
@@ -71,7 +72,7 @@ def sample_color(rng: np.random.Generator, strength: float) -> Tuple[float, floa
     """Brightness, contrast and saturation factors, each U(1 - s, 1 + s); (1, 1, 1) when s = 0."""
     if strength <= 0:
         return (1.0, 1.0, 1.0)
-    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
+    b, c, s = uniform_from(rng.random(3), 1 - strength, 1 + strength)
     return (float(b), float(c), float(s))
 
 
