@@ -286,9 +286,11 @@ def field_area(label_map: np.ndarray) -> float:
     if rows.size == 0:
         return 0.0
     sub = m[rows]
-    left = sub.argmax(axis=1)
-    right = m.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
-    pts = np.concatenate([np.stack([left, rows], 1), np.stack([right, rows], 1)]).astype(np.int32)
+    k = rows.size
+    pts = np.empty((2 * k, 2), np.int32)  # the leftmost pixel of each row, then the rightmost
+    pts[:k, 0] = sub.argmax(axis=1)  # (argmax is fastest on bool; a contiguous flip beats sub[:, ::-1])
+    pts[k:, 0] = m.shape[1] - 1 - cv2.flip(sub.view(np.uint8), 1).view(bool).argmax(axis=1)
+    pts[:k, 1] = pts[k:, 1] = rows
     return float(cv2.contourArea(cv2.convexHull(pts)))
 
 
@@ -776,7 +778,9 @@ class Composer:
             # Object k's pixels lie inside its patch window: count them there, from
             # the final label map (occlusion by later objects included).
             vis = (label_map[py:py + h, px:px + w] == k + 1).view(np.uint8)
-            mo = cv2.moments(vis, binaryImage=True)
+            # vis holds 0 and 1, so plain moments are the binary ones (exact integer
+            # sums either way) at a third of the time.
+            mo = cv2.moments(vis)
             area = int(mo["m00"])
             rec["object_areas"][row, k] = area
             total += area if k < n else 0
