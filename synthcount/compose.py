@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -60,7 +61,7 @@ import numpy as np
 from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
-from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, image_rng, uniform_from
+from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, ImageStreams, uniform_from
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
 from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
 
@@ -457,14 +458,30 @@ class Composer:
         keeps a whole shard's records but only a block of its images). This is the
         hot path of dataset generation: no per-image allocation of records.
         """
-        rng = image_rng(seed, index)
-        # The distractors' own stream, made only when there can be distractors.
-        drng = image_rng(seed, index, DISTRACTOR_STREAM) if self.scene.max_distractors else None
+        streams = self._streams(seed)
+        rng = streams[0].at(index)  # image_rng(seed, index), without a SeedSequence per image
+        # The distractors' own stream, used only when there can be distractors.
+        drng = streams[DISTRACTOR_STREAM].at(index) if self.scene.max_distractors else None
         draw = self._sample(rng, index, drng)
         self._render_into(draw.bid, draw.crop, draw.copies, images[row], label_maps[row])
         r = row if record_row is None else record_row
         self._record_into(records, r, index, draw, label_maps[row])
-        self._exemplars_into(records, r, seed, index, draw.n)
+        self._exemplars_into(records, r, streams[EXEMPLAR_STREAM], index, draw.n)
+
+    def _streams(self, seed: int) -> Dict[int, ImageStreams]:
+        """This thread's generators of dataset ``seed``, by stream: main (0),
+        distractors, exemplars (``ImageStreams`` reuses one generator per stream, so
+        each thread has its own)."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        cached = getattr(local, "streams", None)
+        if cached is None or cached[0].root_seed != seed:
+            cached = local.streams = {k: ImageStreams(seed, k) for k in (0, DISTRACTOR_STREAM, EXEMPLAR_STREAM)}
+        return cached
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_local", None)  # per-thread generators: they do not pickle, and are remade on use
+        return state
 
     def _sample(self, rng: np.random.Generator, index: int, drng: Optional[np.random.Generator] = None) -> Draw:
         """Draw N, background, objects, transforms and positions (all randomness);
@@ -797,13 +814,14 @@ class Composer:
             hull = (hull <= n).view(np.uint8) * hull  # the targets' pixels only (labels 1..n)
         rec["field_area"][row] = field_area(hull)
 
-    def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, seed: int, index: int, n: int) -> None:
+    def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, streams: ImageStreams, index: int,
+                        n: int) -> None:
         """``exemplar_boxes``: the boxes of up to ``MAX_EXEMPLARS`` visible targets, in
         label order; with more, a uniform choice from the image's exemplar stream
         (made only then: most images draw nothing for it)."""
         visible = np.flatnonzero(rec["object_areas"][row, :n] > 0)
         if visible.size > MAX_EXEMPLARS:
-            pick = image_rng(seed, index, EXEMPLAR_STREAM).choice(visible, MAX_EXEMPLARS, replace=False)
+            pick = streams.at(index).choice(visible, MAX_EXEMPLARS, replace=False)
             visible = np.sort(pick)
         rec["exemplar_boxes"][row, :visible.size] = rec["object_boxes"][row, visible]
 
