@@ -364,6 +364,7 @@ class Composer:
         self._cdf = self._probs.cumsum()
         self._cdf /= self._cdf[-1]
         self.set_layout_plan(layout_budget, unfit)
+        self._local = threading.local()  # per-thread ImageStreams (see _streams)
 
     def set_layout_plan(self, layout_budget: Optional[int] = None, unfit: Optional[Dict[int, Sequence[int]]] = None
                         ) -> None:
@@ -472,16 +473,19 @@ class Composer:
         """This thread's generators of dataset ``seed``, by stream: main (0),
         distractors, exemplars (``ImageStreams`` reuses one generator per stream, so
         each thread has its own)."""
-        local = self.__dict__.setdefault("_local", threading.local())
-        cached = getattr(local, "streams", None)
+        cached = getattr(self._local, "streams", None)
         if cached is None or cached[0].root_seed != seed:
-            cached = local.streams = {k: ImageStreams(seed, k) for k in (0, DISTRACTOR_STREAM, EXEMPLAR_STREAM)}
+            cached = self._local.streams = {k: ImageStreams(seed, k) for k in (0, DISTRACTOR_STREAM, EXEMPLAR_STREAM)}
         return cached
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_local", None)  # per-thread generators: they do not pickle, and are remade on use
+        del state["_local"]  # per-thread generators: they do not pickle, and are remade on use
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def _sample(self, rng: np.random.Generator, index: int, drng: Optional[np.random.Generator] = None) -> Draw:
         """Draw N, background, objects, transforms and positions (all randomness);
@@ -703,10 +707,10 @@ class Composer:
             if need > H * W:
                 # Provably impossible: the pixels that must stay visible exceed the image.
                 return None
-            pos = layout.find(rng, patch.footprint, sc.max_tries_per_object)
+            pos = layout.find(rng, patch.footprint, sc.max_tries_per_object, area=patch.full_area)
             if pos is None:
                 return None
-            layout.add(patch.footprint, *pos, t)
+            layout.add(patch.footprint, *pos, t, area=patch.full_area)
             c.pos = pos
         return need
 
@@ -814,14 +818,14 @@ class Composer:
             hull = (hull <= n).view(np.uint8) * hull  # the targets' pixels only (labels 1..n)
         rec["field_area"][row] = field_area(hull)
 
-    def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, streams: ImageStreams, index: int,
+    def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, stream: ImageStreams, index: int,
                         n: int) -> None:
         """``exemplar_boxes``: the boxes of up to ``MAX_EXEMPLARS`` visible targets, in
         label order; with more, a uniform choice from the image's exemplar stream
         (made only then: most images draw nothing for it)."""
         visible = np.flatnonzero(rec["object_areas"][row, :n] > 0)
         if visible.size > MAX_EXEMPLARS:
-            pick = streams.at(index).choice(visible, MAX_EXEMPLARS, replace=False)
+            pick = stream.at(index).choice(visible, MAX_EXEMPLARS, replace=False)
             visible = np.sort(pick)
         rec["exemplar_boxes"][row, :visible.size] = rec["object_boxes"][row, visible]
 
