@@ -61,6 +61,8 @@ def export(dataset, dest, fmt, shards_text, limit, points, density, image_format
         usage(_flagify(str(e)))
     except (OSError, ExportError) as e:
         fail(f"export failed: {e}", 1)
+    for line in res.recovered:
+        click.echo(line, err=True)
     click.echo(f"{dest}: {res.num_images} images ({res.num_objects} objects) as {fmt} in {res.seconds:.1f} s: "
                f"{res.images_per_second:.0f} images/s")
 

@@ -297,3 +297,98 @@ def test_an_object_hidden_entirely_keeps_its_annotation_without_a_point():
     assert boxes.tolist() == [[2, 1, 3, 2], [0, 0, 0, 0]]  # [x, y, w, h]
     assert points[0].tolist() == [3.0, 1.5] and np.isnan(points[1]).all()
     assert abs(density_map(points, (H, W), 2.0).sum() - 1.0) < 1e-5  # the hidden one adds nothing
+
+
+# ---------------------------------------------------------------- one export per DEST; debris of killed ones
+
+def test_a_second_export_to_the_same_dest_is_refused_naming_the_first(ds300, tmp_path):
+    from synthcount.export._staging import dest_lock
+    from synthcount.locks import FolderBusy
+
+    path, _ = ds300
+    dest = str(tmp_path / "sub" / "out")
+    with dest_lock(dest):  # as a running export holds it
+        with pytest.raises(FolderBusy, match=f"pid {os.getpid()}"):
+            export_dataset(path, dest, "imagefolder", limit=3)
+        r = CliRunner().invoke(main, ["export", path, dest, "--format", "imagefolder", "--quiet"])
+        assert r.exit_code == 2 and "being exported by another synthcount run" in r.output, r.output
+        assert sorted(os.listdir(tmp_path / "sub")) == ["out.lock"]  # nothing of the refused runs
+    assert not (tmp_path / "sub").exists()  # the holder made the folder for an export that never came
+    export_dataset(path, dest, "imagefolder", limit=3)
+    assert sorted(os.listdir(tmp_path / "sub")) == ["out"]  # published; the lock file is gone
+
+
+_SLOW_EXPORT = """
+import sys, time
+from synthcount.export import _common, webdataset
+real = _common.encode_image
+def slow(arr, fmt="png"):
+    time.sleep(0.02)
+    return real(arr, fmt)
+webdataset.encode_image = slow
+from synthcount.export import export_dataset
+export_dataset(sys.argv[1], sys.argv[2], "webdataset", tar_size=10)
+"""
+
+
+def test_an_export_killed_outright_leaves_debris_that_the_next_one_clears(ds300, tmp_path):
+    import signal
+    import time
+
+    path, recs = ds300
+    dest = str(tmp_path / "out")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.Popen([sys.executable, "-c", _SLOW_EXPORT, path, dest], cwd=ROOT, env=env)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # until its first tar is on disk
+            work = [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+            if work and any(n.endswith(".tar") for n in os.listdir(tmp_path / work[0] / "out")):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the export wrote no tar within 60 s")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    left = sorted(os.listdir(tmp_path))
+    assert left == ["out.lock", work[0]]  # no DEST: only the workspace and the lock file
+    r = CliRunner().invoke(main, ["export", path, dest, "--format", "webdataset", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert f"removed {tmp_path / work[0]}, left by an export to {dest} that did not finish" in r.output
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert json.load(open(os.path.join(dest, MARKER)))["num_images"] == len(recs)
+
+
+def test_an_earlier_export_moved_aside_by_a_killed_overwrite_is_put_back(ds300, tmp_path):
+    path, _ = ds300
+    dest = str(tmp_path / "out")
+    export_dataset(path, dest, "imagefolder", limit=4)
+    before = sorted(os.listdir(dest))
+    # The state a kill -9 leaves between the two renames of an --overwrite: the earlier
+    # export moved into the workspace, the new one not yet in place.
+    work = tmp_path / "out.tmp-4242-0badc0de"
+    (work / "out").mkdir(parents=True)
+    (work / "scratch").mkdir()
+    os.rename(dest, work / "old")
+    with pytest.raises(ValueError, match="exists; use --overwrite"):
+        export_dataset(path, dest, "imagefolder", limit=2)  # refused: the earlier export is back
+    assert sorted(os.listdir(dest)) == before and not work.exists()
+    assert json.load(open(os.path.join(dest, MARKER)))["num_images"] == 4
+    (work / "out").mkdir(parents=True)  # the same state again, this time answered with --overwrite
+    os.rename(dest, work / "old")
+    res = export_dataset(path, dest, "imagefolder", limit=2, overwrite=True)
+    assert res.recovered[0].startswith("put back the earlier export") and len(res.recovered) == 2
+    assert json.load(open(os.path.join(dest, MARKER)))["num_images"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_folders_that_are_not_a_dead_export_workspace_are_left_alone(ds300, tmp_path):
+    path, _ = ds300
+    keep = [tmp_path / "out.tmp-12-0badc0de", tmp_path / "out.tmp-notours", tmp_path / "out.tmp-13-0badc0dex"]
+    (keep[0] / "mine.txt").parent.mkdir()
+    (keep[0] / "mine.txt").write_text("a user's file")  # the right name, but holds something else
+    keep[1].mkdir()
+    keep[2].mkdir()
+    res = export_dataset(path, str(tmp_path / "out"), "imagefolder", limit=2)
+    assert res.recovered == [] and all(k.exists() for k in keep)

@@ -38,7 +38,7 @@ from ._common import (
     require,
     selection,
 )
-from ._staging import MARKER, check_dest, staging, write_marker
+from ._staging import MARKER, check_dest, dest_lock, staging, write_marker
 
 __all__ = ["FORMATS", "MARKER", "ExportError", "ExportResult", "MissingExtraError", "density_map", "export_dataset"]
 
@@ -116,29 +116,32 @@ def export_dataset(dataset: str, dest: str, format: str = "coco", *, shards: Opt
         start, stop = selection(ds, shards, limit)
         if stop <= start:
             raise ValueError(f"dataset {dataset!r} holds no images to export")
-        check_dest(dest, dataset, overwrite)
-        check_checksums(ds, start, stop)
-        names = categories(ds)
-        opts = ExportOptions(points=bool(points), density=None if density is None else float(density),
-                             image_format=image_format, test_fraction=float(test_fraction),
-                             split_seed=int(split_seed), tar_size=tar_size)
-        res = ExportResult(dest=dest, format=format, num_images=stop - start,
-                           first_index=int(ds[start]["index"]), end_index=int(ds[stop - 1]["index"]) + 1)
-        t0 = time.perf_counter()
-        with tqdm(total=stop - start, unit="img", disable=not progress, dynamic_ncols=True,
-                  desc=f"export {format}") as bar, staging(dest, overwrite) as (out, scratch):
-            # Every writer: write(ds, items, out, scratch, opts, category names, bar) -> objects written.
-            res.num_objects = writer.write(ds, items(ds, start, stop, opts), out, scratch, opts, names, bar)
-            res.files = sorted(os.listdir(out)) + [MARKER]
-            write_marker(out, {
-                "format": format, "synthcount_version": __version__, "dataset": os.path.abspath(ds.path),
-                "dataset_config": ds.config, "first_index": res.first_index, "end_index": res.end_index,
-                "num_images": res.num_images, "num_objects": res.num_objects, "num_categories": len(names),
-                "options": {"shards": list(shards) if shards else None, "limit": limit, "points": opts.points,
-                            "density_sigma": opts.density, "image_format": image_format,
-                            "test_fraction": opts.test_fraction, "split_seed": opts.split_seed,
-                            "tar_size": tar_size if format == "webdataset" else None},
-            })
+        check_dest(dest, dataset, overwrite)  # before anything is created
+        with dest_lock(dest) as recovered:
+            check_dest(dest, dataset, overwrite)  # again under the lock: another export may have finished meanwhile
+            check_checksums(ds, start, stop)
+            names = categories(ds)
+            opts = ExportOptions(points=bool(points), density=None if density is None else float(density),
+                                 image_format=image_format, test_fraction=float(test_fraction),
+                                 split_seed=int(split_seed), tar_size=tar_size)
+            res = ExportResult(dest=dest, format=format, num_images=stop - start,
+                               first_index=int(ds[start]["index"]), end_index=int(ds[stop - 1]["index"]) + 1,
+                               recovered=recovered)
+            t0 = time.perf_counter()
+            with tqdm(total=stop - start, unit="img", disable=not progress, dynamic_ncols=True,
+                      desc=f"export {format}") as bar, staging(dest, overwrite) as (out, scratch):
+                # Every writer: write(ds, items, out, scratch, opts, category names, bar) -> objects written.
+                res.num_objects = writer.write(ds, items(ds, start, stop, opts), out, scratch, opts, names, bar)
+                res.files = sorted(os.listdir(out)) + [MARKER]
+                write_marker(out, {
+                    "format": format, "synthcount_version": __version__, "dataset": os.path.abspath(ds.path),
+                    "dataset_config": ds.config, "first_index": res.first_index, "end_index": res.end_index,
+                    "num_images": res.num_images, "num_objects": res.num_objects, "num_categories": len(names),
+                    "options": {"shards": list(shards) if shards else None, "limit": limit, "points": opts.points,
+                                "density_sigma": opts.density, "image_format": image_format,
+                                "test_fraction": opts.test_fraction, "split_seed": opts.split_seed,
+                                "tar_size": tar_size if format == "webdataset" else None},
+                })
     finally:
         ds.close()
     res.seconds = time.perf_counter() - t0

@@ -79,6 +79,10 @@ class ExportResult:
     seconds, images_per_second : float
     files : list of str
         Top-level entries of ``dest``.
+    recovered : list of str
+        What was cleared before this export started, one line each: workspaces of
+        earlier exports to ``dest`` that died (kill -9, power cut), and an earlier
+        export put back where a killed ``overwrite`` had moved it aside.
     """
 
     dest: str
@@ -90,6 +94,7 @@ class ExportResult:
     seconds: float = 0.0
     images_per_second: float = 0.0
     files: List[str] = field(default_factory=list)
+    recovered: List[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- selection

@@ -4,18 +4,28 @@ A reader of DEST sees nothing or the whole export, never part of one: every file
 written inside ``<dest>.tmp-<pid>-<random>/out``, fsynced, and that folder renamed to
 DEST; ``DEST/export.json`` (:data:`MARKER`) records what it holds and marks a folder
 that ``--overwrite`` may replace.
+
+One export per DEST at a time: ``<dest>.lock`` (``fcntl.flock``, released by the
+kernel even on kill -9) is held from the DEST check to the rename, so a second export
+to the same DEST is refused naming the first (it could otherwise pass the check while
+the first runs and then replace the first's finished export without ``--overwrite``).
+Under that lock every ``<dest>.tmp-*`` workspace is debris of an export that died; it
+is removed, after putting back an earlier export that a killed ``--overwrite`` had
+moved aside and not yet replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
-from .._io import WriteError, fsync_dir, tmp_name, write_json_atomic
+from .._io import TMP_TAG, WriteError, fsync_dir, tmp_name, write_json_atomic
+from ..locks import FolderBusy, _lock_file, _read_holder, _write_holder
 
-__all__ = ["MARKER", "check_dest", "put", "staging", "write_marker"]
+__all__ = ["MARKER", "check_dest", "dest_lock", "put", "staging", "write_marker"]
 
 MARKER = "export.json"  # written last into every export: what, from where, how many
 
@@ -65,6 +75,66 @@ def _fsync_tree(root: str) -> None:
             finally:
                 os.close(fd)
         fsync_dir(here)
+
+
+@contextlib.contextmanager
+def dest_lock(dest: str) -> Iterator[List[str]]:
+    """Hold ``<dest>.lock`` (exclusive) and clear debris of dead exports to ``dest``.
+
+    Yields what was cleared (one line each). The lock file is deleted on release (a process that
+    opened it meanwhile re-checks the inode after locking and starts on a fresh one).
+
+    Raises
+    ------
+    FolderBusy
+        Another export to ``dest`` is running (a ``ValueError``: exit 2 in the CLI).
+    """
+    dest = os.path.abspath(dest)
+    made, d = [], os.path.dirname(dest)  # parent folders this export creates
+    while not os.path.exists(d):
+        made.append(d)
+        d = os.path.dirname(d)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    path = dest + ".lock"
+    fd = _lock_file(path, exclusive=True, wait=False)
+    try:
+        if fd is None:
+            raise FolderBusy(f"dest {dest!r} is being exported by another synthcount run ({_read_holder(path)}); "
+                             "wait for it to finish or choose another DEST")
+        _write_holder(fd)
+        yield _clear_debris(dest)
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            os.close(fd)
+        if not os.path.lexists(dest):  # nothing published: take back the folders made for it
+            for d in made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+
+
+def _clear_debris(dest: str) -> List[str]:
+    """Remove the workspaces of exports to ``dest`` that died (the caller holds the
+    DEST lock, so none is live); an earlier export moved aside into one (a killed
+    ``--overwrite``) goes back to ``dest`` if nothing replaced it. Returns one line
+    per thing done."""
+    pattern = re.compile(re.escape(os.path.basename(dest) + TMP_TAG) + r"\d+-[0-9a-f]{8}")
+    parent, notes = os.path.dirname(dest), []
+    for name in sorted(os.listdir(parent)):
+        work = os.path.join(parent, name)
+        if not pattern.fullmatch(name) or not os.path.isdir(work) or os.path.islink(work):
+            continue
+        if not set(os.listdir(work)) <= {"out", "scratch", "old"}:
+            continue  # not one of ours: leave it
+        old = os.path.join(work, "old")
+        if os.path.isdir(old) and not os.path.lexists(dest):
+            os.rename(old, dest)
+            fsync_dir(parent)
+            notes.append(f"put back the earlier export {dest}, which an interrupted --overwrite had moved aside")
+        shutil.rmtree(work)
+        notes.append(f"removed {work}, left by an export to {dest} that did not finish")
+    return notes
 
 
 @contextlib.contextmanager
