@@ -2,8 +2,9 @@
 :func:`vae.train.train` and :func:`vae.vgg.slim_vgg_state_dict`.
 
 Exit codes: 0 success; 2 bad usage or input (one line on stderr, e.g. missing VGG
-weights, a bad dataset, a resume with different settings); 1 the run failed (loss
-became NaN/inf; the last good checkpoint is kept); 130 interrupted (Ctrl-C, after
+weights, a bad dataset, a resume with different settings, RUN_DIR in use by another
+run); 1 the run failed (loss became NaN/inf, or a file could not be written, a full
+disk say: the last good checkpoint is kept); 130 interrupted (Ctrl-C, after
 saving a checkpoint). torch is imported only inside the commands, so the CLI loads
 without the [vae] extra.
 """
@@ -110,11 +111,12 @@ def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quie
             cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
         fail(e, 2)
+    from synthcount._io import WriteError
     from vae.train import TrainingDiverged, train
 
     try:
         summary = train(dataset, run_dir, cfg, resume=resume, progress=not quiet)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, WriteError) as e:  # the run failed (a full disk, say): exit 1
         fail(e, 1)
     except (ValueError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)

@@ -27,7 +27,7 @@ import socket
 import time
 from typing import Optional
 
-__all__ = ["FolderBusy", "FolderLock", "ShardLock", "LOCK_FILE", "LOCKS_DIR"]
+__all__ = ["FolderBusy", "FolderLock", "PathLock", "ShardLock", "LOCK_FILE", "LOCKS_DIR"]
 
 LOCK_FILE = ".lock"
 LOCKS_DIR = ".locks"
@@ -130,15 +130,14 @@ class FolderLock:
         self.release()
 
 
-class ShardLock:
-    """The lock of shard ``index`` in ``folder``; ``acquired`` is False if another
-    process is making that shard right now."""
+class PathLock:
+    """An exclusive, non-blocking lock on the file ``path`` (created if absent);
+    ``acquired`` is False if another process holds it, and ``holder()`` names that
+    process. ``release`` deletes the file."""
 
-    def __init__(self, folder: str, name: str):
-        d = os.path.join(folder, LOCKS_DIR)
-        os.makedirs(d, exist_ok=True)
-        self.path = os.path.join(d, name + ".lock")
-        self.fd = _lock_file(self.path, exclusive=True, wait=False)
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = _lock_file(path, exclusive=True, wait=False)
         self.acquired = self.fd is not None
         if self.fd is not None:
             _write_holder(self.fd)
@@ -156,8 +155,18 @@ class ShardLock:
         os.close(self.fd)
         self.fd = None
 
-    def __enter__(self) -> "ShardLock":
+    def __enter__(self) -> "PathLock":
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class ShardLock(PathLock):
+    """The lock of shard ``index`` in ``folder``; ``acquired`` is False if another
+    process is making that shard right now."""
+
+    def __init__(self, folder: str, name: str):
+        d = os.path.join(folder, LOCKS_DIR)
+        os.makedirs(d, exist_ok=True)
+        super().__init__(os.path.join(d, name + ".lock"))

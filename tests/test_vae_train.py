@@ -314,3 +314,57 @@ def test_deadline_stops_after_whole_epochs(tmp_path):
     assert res["stopped_early"] is False and res["epochs_run"] == 2 and res["epochs_done"] == 3
     assert res["status"] == "completed"
     assert [int(r_["epoch"]) for r_ in _rows(run)] == [1, 2, 3]
+
+
+def test_one_run_per_run_dir(tmp_path):
+    from synthcount.locks import FolderBusy, PathLock
+
+    ds = make_dataset()
+    run = str(tmp_path / "run")
+    vtrain.train(ds, run, small_cfg(epochs=1), progress=False)
+    before = {f: os.path.getmtime(os.path.join(run, f)) for f in ("config.json", "metrics.csv", "checkpoints/last.pt")}
+    assert not os.path.exists(os.path.join(run, ".lock"))  # released and removed
+    # A run still training holds RUN_DIR/.lock: a --resume (a requeued job, say) or a
+    # new run into the same folder is refused and touches nothing.
+    with PathLock(os.path.join(run, ".lock")):
+        with pytest.raises(FolderBusy, match=f"in use by another training run \\(pid {os.getpid()}"):
+            vtrain.train(ds, run, small_cfg(epochs=2), resume=True, progress=False)
+        r = CliRunner().invoke(main, ["vae", "train", ds, run, "--resume", "--epochs", "2", "--quiet"])
+        assert r.exit_code == 2 and "in use by another training run" in r.output and "Traceback" not in r.output
+    assert before == {f: os.path.getmtime(os.path.join(run, f)) for f in before}
+    # A lock file left behind by a dead holder (kill -9: the kernel dropped the lock) does not block.
+    with open(os.path.join(run, ".lock"), "w") as f:
+        f.write("pid 1 on elsewhere since 2026-01-01 00:00:00\n")
+    assert vtrain.train(ds, run, small_cfg(epochs=2), resume=True, progress=False)["epochs_done"] == 2
+    # Bad input into a new folder leaves no folder behind.
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(ValueError, match="at least 2 images"):
+        vtrain.train(make_dataset(n=1, shard_size=1), fresh, small_cfg(epochs=1), progress=False)
+    assert not os.path.exists(fresh)
+
+
+def test_a_full_disk_while_training_exits_1_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from vae import checkpoint as ckpt
+
+    ds = make_dataset()
+    run = str(tmp_path / "run")
+    real, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *a, **k):  # init.pt, epoch 1's last.pt, then the disk is full
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            f.write(b"\0" * 1000)  # part of the file made it to disk
+            raise OSError(28, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    r = CliRunner().invoke(main, ["vae", "train", ds, run, "--preset", "tiny", "--image-size", "32", "--latent-dim",
+                                  "8", "--epochs", "3", "--batch-size", "8", "--recon", "pixel", "--workers", "0",
+                                  "--recon-every", "0", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 1, r.output
+    assert "last.pt" in r.output and "No space left on device" in r.output and "Traceback" not in r.output
+    monkeypatch.setattr(ckpt.torch, "save", real)
+    assert load_checkpoint(os.path.join(run, "checkpoints/last.pt"))["epoch"] == 1  # the old one, whole
+    left = [n for _, _, files in os.walk(run) for n in files if ".tmp-" in n or n == ".lock"]
+    assert left == []
+    assert vtrain.train(ds, run, small_cfg(epochs=3, batch_size=8), resume=True, progress=False)["epochs_done"] == 3

@@ -24,6 +24,8 @@ from typing import Any, Dict, Tuple, Union
 
 import torch
 
+from synthcount._io import atomic_write
+
 from .config import ModelConfig
 from .model import VAE
 
@@ -62,14 +64,11 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     """Write ``state`` (plain types and tensors) to ``path`` atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    # The project's one rule for files (synthcount._io): fsynced before the rename, so a
+    # power cut leaves the old checkpoint or the new one; a full disk is a WriteError
+    # naming the file, and the old checkpoint stays.
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:

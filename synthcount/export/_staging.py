@@ -23,7 +23,7 @@ import shutil
 from typing import Iterator, List, Tuple
 
 from .._io import TMP_TAG, WriteError, fsync_dir, tmp_name, write_json_atomic
-from ..locks import FolderBusy, _lock_file, _read_holder, _write_holder
+from ..locks import FolderBusy, PathLock
 
 __all__ = ["MARKER", "check_dest", "dest_lock", "put", "staging", "write_marker"]
 
@@ -81,8 +81,8 @@ def _fsync_tree(root: str) -> None:
 def dest_lock(dest: str) -> Iterator[List[str]]:
     """Hold ``<dest>.lock`` (exclusive) and clear debris of dead exports to ``dest``.
 
-    Yields what was cleared (one line each). The lock file is deleted on release (a process that
-    opened it meanwhile re-checks the inode after locking and starts on a fresh one).
+    Yields what was cleared (one line each). Parent folders made for DEST are removed
+    again if nothing was published.
 
     Raises
     ------
@@ -95,19 +95,14 @@ def dest_lock(dest: str) -> Iterator[List[str]]:
         made.append(d)
         d = os.path.dirname(d)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    path = dest + ".lock"
-    fd = _lock_file(path, exclusive=True, wait=False)
+    lock = PathLock(dest + ".lock")
     try:
-        if fd is None:
-            raise FolderBusy(f"dest {dest!r} is being exported by another synthcount run ({_read_holder(path)}); "
+        if not lock.acquired:
+            raise FolderBusy(f"dest {dest!r} is being exported by another synthcount run ({lock.holder()}); "
                              "wait for it to finish or choose another DEST")
-        _write_holder(fd)
         yield _clear_debris(dest)
     finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.remove(path)
-            os.close(fd)
+        lock.release()
         if not os.path.lexists(dest):  # nothing published: take back the folders made for it
             for d in made:
                 with contextlib.suppress(OSError):
