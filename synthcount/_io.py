@@ -19,8 +19,8 @@ import math
 import os
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "tmp_name", "is_tmp_name", "write_json_atomic", "write_bytes_atomic", "sha256_file",
-           "strict_json", "fsync_dir", "WriteError"]
+__all__ = ["atomic_write", "atomic_path", "tmp_name", "is_tmp_name", "write_json_atomic", "write_bytes_atomic",
+           "sha256_file", "strict_json", "fsync_dir", "WriteError"]
 
 TMP_TAG = ".tmp-"
 
@@ -105,6 +105,30 @@ def atomic_write(path: str, mode: str = "wb", *, fsync: bool = True) -> Iterator
         raise
     if fsync:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """:func:`atomic_write` for writers that want a file name (h5py): yields a temporary
+    path beside ``path``, which is fsynced and renamed over ``path`` when the block ends
+    without error, and removed otherwise (an ``OSError`` becomes a ``WriteError`` naming
+    ``path``)."""
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(e.errno, _describe(path, e)) from e
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def write_bytes_atomic(path: str, data, *, fsync: bool = True) -> None:

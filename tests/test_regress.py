@@ -120,3 +120,28 @@ def test_run_regression_writes_contract_keys(tmp_path):
     for name in ("fig4_profiles.png", "coefficients.png", "regression.md"):
         assert os.path.getsize(tmp_path / "out" / name) > 0
     assert "images with N = 0 excluded" in (tmp_path / "out" / "regression.md").read_text()
+
+
+def test_a_failed_write_keeps_the_earlier_result_whole(tmp_path, monkeypatch):
+    from synthcount._io import WriteError
+
+    rng = np.random.default_rng(3)
+    count, area = _counts_areas(rng, 400)
+    lat = tmp_path / "lat.h5"
+    with h5py.File(lat, "w") as f:
+        f["mu"] = rng.normal(size=(400, 4)).astype(np.float32)
+        f["count"] = count
+        f["cumulative_area"] = area
+    out = tmp_path / "out"
+    regress.run_regression(str(lat), str(out), permutations=2, seed=0)
+    before = (out / "regression.md").read_text()
+
+    def full(*a, **k):  # the disk fills up while the report is written
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(regress, "summary_text", full)
+    with pytest.raises(WriteError, match="regression.md: No space left on device"):
+        regress.run_regression(str(lat), str(out), permutations=2, seed=0)
+    assert (out / "regression.md").read_text() == before
+    assert json.loads((out / "regression.json").read_text())["n_used"] == int((count > 0).sum())  # whole
+    assert not [n for n in os.listdir(out) if ".tmp-" in n]

@@ -35,6 +35,8 @@ from typing import Dict, Optional, Union
 import h5py
 import numpy as np
 
+from synthcount._io import atomic_path
+
 __all__ = ["FORMAT", "open_images", "encode_model", "encode_dataset", "write_latents", "resolve_device",
            "IMAGE_EXTS"]
 
@@ -161,28 +163,22 @@ def encode_model(model, dataset, *, batch_size: int = 256, device="cpu", workers
 
 
 def write_latents(out_h5: str, arrays: Dict[str, np.ndarray], attrs: dict, *, names=None, istest=None) -> None:
-    """Write a latents file atomically (temporary name, then rename)."""
+    """Write a latents file atomically (temporary name, fsync, then rename; a failed
+    write leaves an earlier file as it was and raises ``WriteError`` naming it)."""
     os.makedirs(os.path.dirname(os.path.abspath(out_h5)) or ".", exist_ok=True)
-    tmp = f"{out_h5}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k in ("mu", "sigma"):
-                f.create_dataset(k, data=arrays[k].astype(np.float32))
-            for k in ("count", "cumulative_area", "index"):
-                f.create_dataset(k, data=arrays[k].astype(np.int64))
-            if names is not None:
-                f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
-            if istest is not None:
-                f.create_dataset("istest", data=np.asarray(istest, dtype=np.int8))
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            for k, v in attrs.items():
-                f.attrs[k] = v
-        os.replace(tmp, out_h5)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
+        for k in ("mu", "sigma"):
+            f.create_dataset(k, data=arrays[k].astype(np.float32))
+        for k in ("count", "cumulative_area", "index"):
+            f.create_dataset(k, data=arrays[k].astype(np.int64))
+        if names is not None:
+            f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+        if istest is not None:
+            f.create_dataset("istest", data=np.asarray(istest, dtype=np.int8))
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        for k, v in attrs.items():
+            f.attrs[k] = v
 
 
 def encode_dataset(run_dir: str, data: str, out_h5: str, which: Union[str, int] = "last", *, split: str = "all",

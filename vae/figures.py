@@ -20,6 +20,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from synthcount._io import atomic_write  # noqa: E402
+
 __all__ = ["reconstruction_grid", "traversal_grid", "response_profiles", "coefficient_plot", "regression_figures",
            "profile_units"]
 
@@ -35,6 +37,12 @@ def _to_tensor(images: np.ndarray):
             raise ValueError(f"uint8 images must be (B, H, W, 3), got shape {a.shape}")
         a = a.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def _save(fig, out_png: str) -> None:
+    """PNG through the project's atomic write (a full disk never leaves half a figure)."""
+    with atomic_write(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def _show(ax, chw) -> None:
@@ -66,7 +74,7 @@ def reconstruction_grid(model, images: np.ndarray, out_png: str, *, device: str 
         _show(axes[1, j], rec[j])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    _save(fig, out_png)
     plt.close(fig)
     return out_png
 
@@ -117,7 +125,7 @@ def traversal_grid(model, image: np.ndarray, units: Sequence[int], out_png: str,
                 axes[r, c + 1].set_title(f"{float(t):+g}" + ("σ" if scale is not None else ""), fontsize=8)
     axes[0, 0].set_title("original", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    _save(fig, out_png)
     plt.close(fig)
     return out_png
 
@@ -179,7 +187,7 @@ def response_profiles(mu: np.ndarray, count: np.ndarray, area: np.ndarray, units
         for a in axes[r]:
             a.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    _save(fig, out_png)
     plt.close(fig)
     return out_png
 
@@ -214,7 +222,7 @@ def coefficient_plot(res: dict, out_png: str, *, title: str = "") -> str:
     if hi.any():
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    _save(fig, out_png)
     plt.close(fig)
     return out_png
 

@@ -18,13 +18,14 @@ from one ``numpy.random.Generator``, so a seed fixes the result on a given machi
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
+
+from synthcount._io import atomic_write, write_json_atomic
 
 from . import metrics
 
@@ -491,12 +492,11 @@ def run_probe(train_h5: str, test_h5: str, out_dir: str, *, seed: int = 0, hidde
     res["classes"] = list(CLASS_NAMES)
     res = json_clean(res)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "probe.json"), "w") as f:
-        json.dump(res, f, indent=2)
+    write_json_atomic(os.path.join(out_dir, "probe.json"), res, indent=2)
     table = format_table1(table1_rows_with_logistic(res, label),
                           title="Count classification on frozen latents (Table 1 layout, %)",
                           notes=TABLE1_NOTES + (f"Test images: {res['probe']['n_test']}, train images: "
                                                 f"{res['probe']['n_train']}, seed {seed}.",) + _logistic_note(res))
-    with open(os.path.join(out_dir, "table1.md"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "table1.md"), "w") as f:
         f.write(table)
     return res

@@ -22,12 +22,13 @@ and counts how many units the same criteria select by chance.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Dict, Optional
 
 import numpy as np
+
+from synthcount._io import atomic_write, write_json_atomic
 
 __all__ = ["LOG_N_MODES", "log_predictors", "fit_units", "select_units", "permutation_baseline",
            "regression_arrays", "run_regression", "summary_text", "summarize"]
@@ -346,8 +347,7 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
         from . import figures as figs
 
         res["figures"] = figs.regression_figures(lat["mu"], lat["count"], lat["cumulative_area"], res, out_dir)
-    with open(os.path.join(out_dir, "regression.json"), "w") as f:
-        json.dump(res, f, indent=2)
-    with open(os.path.join(out_dir, "regression.md"), "w") as f:
+    write_json_atomic(os.path.join(out_dir, "regression.json"), res, indent=2)
+    with atomic_write(os.path.join(out_dir, "regression.md"), "w") as f:
         f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n")
     return res
