@@ -200,3 +200,24 @@ def test_demo_binary_uses_the_sz_recipe_and_reads_out_exact_counts(tmp_path):
     assert ex["classes"] == sorted(ex["classes"]) and set(ex["classes"]) <= set(range(1, 9))
     assert ex["chance"] == 1 / len(ex["classes"]) and 0 <= ex["mean_accuracy"] <= 1
     assert "Exact count" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_an_interrupted_demo_is_named_and_a_running_one_is_not_disturbed(tmp_path):
+    from synthcount.locks import FolderBusy, PathLock
+    from vae.demo import run_demo
+
+    out = tmp_path / "demo"
+    (out / "run" / "checkpoints").mkdir(parents=True)  # what a demo killed while training leaves
+    (out / "data").mkdir()
+    r = CliRunner().invoke(main, ["demo", str(out), "--quick"])
+    assert r.exit_code == 2 and "holds an interrupted demo (data, run; no report.md)" in r.output, r.output
+    assert sorted(os.listdir(out)) == ["data", "run"]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with PathLock(str(busy / ".lock")):  # a demo running there
+        with pytest.raises(FolderBusy, match=f"in use by another demo \\(pid {os.getpid()}"):
+            run_demo(str(busy), quick=True, progress=False)
+        assert sorted(os.listdir(busy)) == [".lock"]
+    with pytest.raises(ValueError, match="seeds"):  # bad input into a new folder leaves no folder
+        run_demo(str(tmp_path / "new"), quick=True, progress=False, seeds=0)
+    assert not (tmp_path / "new").exists()

@@ -27,6 +27,7 @@ every seed). ``report.md`` says it in words (:mod:`vae.report`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -39,6 +40,7 @@ import numpy as np
 from synthcount._io import write_json_atomic
 from synthcount._system import usable_cores
 from synthcount.config import _check, _is_int  # the project's one 'name must be rule, got value' check
+from synthcount.locks import LOCK_FILE, FolderBusy, PathLock
 from vae.baselines import pca_features
 
 __all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
@@ -199,15 +201,40 @@ def run_demo(out_dir: str, config: Optional[DemoConfig] = None, **kwargs) -> dic
     if config is not None and kwargs:
         raise ValueError("give either a DemoConfig or keyword arguments, not both")
     cfg = config if config is not None else DemoConfig(**kwargs)
-    if os.path.exists(os.path.join(out_dir, "report.md")):
-        raise ValueError(f"out_dir {out_dir!r} already holds a demo (report.md); choose another folder")
+    _check_out_dir(out_dir)
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    # One demo per folder at a time; the kernel drops the lock if the holder dies.
+    lock = PathLock(os.path.join(out_dir, LOCK_FILE))
     threads = cfg.threads or usable_cores()
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
+        if not lock.acquired:
+            raise FolderBusy(f"out_dir {out_dir!r} is in use by another demo ({lock.holder()}); "
+                             "wait for it to end or choose another folder")
+        _check_out_dir(out_dir)  # again under the lock
+        torch.set_num_threads(threads)
         return _run(out_dir, cfg)
     finally:
         torch.set_num_threads(old_threads)
+        lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only if nothing was written
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """Refuse a folder holding a finished demo, or the data and runs of one that was
+    interrupted (a rerun would stop at its training run, whose folder is taken)."""
+    if os.path.exists(os.path.join(out_dir, "report.md")):
+        raise ValueError(f"out_dir {out_dir!r} already holds a demo (report.md); choose another folder")
+    if not os.path.isdir(out_dir):
+        return
+    left = sorted(n for n in os.listdir(out_dir) if n in ("data", "run", "demo.json")
+                  or n.startswith(("data_seed", "run_seed")))
+    if left:
+        raise ValueError(f"out_dir {out_dir!r} holds an interrupted demo ({', '.join(left)}; no report.md); "
+                         "remove it or choose another folder")
 
 
 def _generate(path: str, preset: str, n: int, seed: int, size, progress: bool) -> dict:
