@@ -85,17 +85,26 @@ def atomic_write(path: str, mode: str = "wb", *, fsync: bool = True) -> Iterator
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    with atomic_path(path, fsync=fsync) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, *, fsync: bool = True) -> Iterator[str]:
+    """:func:`atomic_write` for writers that want a file name (h5py): yields a temporary
+    path beside ``path``, which is fsynced (unless ``fsync`` is False) and renamed over
+    ``path`` when the block ends without error, and removed otherwise (an ``OSError``
+    becomes a ``WriteError`` naming ``path``)."""
     tmp = tmp_name(path)
     try:
-        f = open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
-    except OSError as e:
-        raise WriteError(e.errno, _describe(path, e)) from e
-    try:
-        with f:
-            yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -105,30 +114,6 @@ def atomic_write(path: str, mode: str = "wb", *, fsync: bool = True) -> Iterator
         raise
     if fsync:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """:func:`atomic_write` for writers that want a file name (h5py): yields a temporary
-    path beside ``path``, which is fsynced and renamed over ``path`` when the block ends
-    without error, and removed otherwise (an ``OSError`` becomes a ``WriteError`` naming
-    ``path``)."""
-    tmp = tmp_name(path)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(e.errno, _describe(path, e)) from e
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def write_bytes_atomic(path: str, data, *, fsync: bool = True) -> None:
