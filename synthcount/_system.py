@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
-__all__ = ["usable_cores"]
+__all__ = ["usable_cores", "mem_available"]
 
 
 def usable_cores() -> int:
@@ -14,3 +15,18 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def mem_available() -> Optional[int]:
+    """Bytes of memory available to new allocations (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import __version__
 from ._io import is_tmp_name, write_bytes_atomic
+from ._system import mem_available
 from .config import DatasetConfig
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
 from .schema import new_records
@@ -174,21 +175,6 @@ def read_identity(out_dir: str) -> Optional[dict]:
     return d if isinstance(d, dict) else {"unreadable": True}
 
 
-def _mem_available() -> Optional[int]:
-    """Bytes of memory available to new allocations (Linux MemAvailable), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def shard_memory(config: DatasetConfig) -> int:
     """Bytes one process needs while it makes shards of ``config``: two blocks of
     images and label maps (one composed while the other is written) and the per-image
@@ -204,7 +190,7 @@ def shard_memory(config: DatasetConfig) -> int:
 
 
 def _check_memory(config: DatasetConfig, workers: int) -> None:
-    need, avail = shard_memory(config) * max(workers, 1), _mem_available()
+    need, avail = shard_memory(config) * max(workers, 1), mem_available()
     if avail is not None and need > 0.8 * avail:
         n = min(config.shard_size, config.num_images)
         h, w = config.scene.size

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["ObjectAsset", "AssetPack", "save_pack", "load_pack", "PACK_FORMAT_VERSION"]
+__all__ = ["ObjectAsset", "AssetPack", "save_pack", "load_pack", "pack_decoded_bytes", "PACK_FORMAT_VERSION"]
 
 PACK_FORMAT_VERSION = 1
 
@@ -168,6 +168,24 @@ def save_pack(pack: AssetPack, path: str, compression: str = "lzf") -> None:
         g.attrs["names"] = json.dumps(list(pack.background_names))
     with atomic_write(path, "wb") as out:
         out.write(buf.getbuffer())
+
+
+def pack_decoded_bytes(path: str) -> Tuple[int, int]:
+    """(assets, bytes) of the pack at ``path`` once loaded, from the stored shapes alone
+    (no pixels are read); (0, 0) when the file is not a pack."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            n = total = 0
+            for group, channels in (("objects", 4), ("backgrounds", 3)):  # objects: RGB + alpha
+                if f"{group}/rgb_shapes" in f:
+                    shapes = f[f"{group}/rgb_shapes"][()].reshape(-1, 3).astype(np.int64)
+                    n += len(shapes)
+                    total += int(shapes[:, 0] @ shapes[:, 1]) * channels
+            return n, total
+    except (OSError, KeyError, ValueError):
+        return 0, 0
 
 
 def load_pack(path: str) -> AssetPack:

@@ -369,7 +369,7 @@ def test_non_utf8_file_names_are_recorded_escaped(tmp_path):
 def test_bad_requests_exit_2_and_write_nothing(tmp_path, monkeypatch, args, words):
     import synthcount.generate as gen
 
-    monkeypatch.setattr(gen, "_mem_available", lambda: 100 << 20)  # a machine with 100 MiB free
+    monkeypatch.setattr(gen, "mem_available", lambda: 100 << 20)  # a machine with 100 MiB free
     args = [a.replace("{out}", str(tmp_path / "d")) for a in args]
     r = _run("generate", *args, "--quiet")
     assert r.exit_code == 2 and words in r.output

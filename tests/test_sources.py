@@ -215,3 +215,34 @@ def test_resolve_sources(msra_dir, sun_dir):
     assert len(objs.objects) == len(F.MSRA_GOOD) and max(max(o.alpha.shape) for o in objs.objects) == 40
     assert bgs.background_names == list(F.SUN_CLASSES["/g/grass"])
     assert all(min(b.shape[:2]) == 60 for b in bgs.backgrounds)
+
+
+def test_sources_that_cannot_fit_in_memory_are_refused_before_any_decode(msra_dir, sun_dir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    pack = str(tmp_path / "bg.h5")
+    prepare(sun_dir, pack, "backgrounds")
+    decoded = sum(b.nbytes for b in load_backgrounds(sun_dir).backgrounds)
+    monkeypatch.setattr(sources, "mem_available", lambda: int(1.5 * decoded))  # < twice the decoded pixels
+    calls = []
+    monkeypatch.setattr(sources, "_decode_background", lambda t: calls.append(t))
+    with pytest.raises(SourceError, match=r"backgrounds take about .* MiB once decoded .* choose classes") as e:
+        load_backgrounds(sun_dir)
+    assert str(e.value).startswith(f"{sun_dir}: ") and calls == []
+    with pytest.raises(SourceError, match=r"7 assets take about .* MiB once decoded \(from the pack's stored shapes\)"):
+        load_backgrounds(pack)
+    monkeypatch.undo()
+    # The estimate from the headers (every file sampled here) against what decoding gives:
+    # the same sizes, plus the files the decode will skip.
+    files = [os.path.join(sun_dir, f) for f in sources._walk(sun_dir) if sources._ext(f) in sources.IMAGE_EXT]
+    per = sources._sampled_decoded_bytes(files, lambda w, h: 3 * w * h * min(1.0, 256 / min(w, h)) ** 2)
+    assert decoded <= per * len(files) <= 1.5 * decoded
+    objects = load_objects(msra_dir).objects
+    monkeypatch.setattr(sources, "mem_available", lambda: sum(o.rgb.size // 3 * 4 for o in objects))
+    with pytest.raises(SourceError, match=r"objects take about .* use part of the folder"):
+        load_objects(msra_dir)
+    r = CliRunner().invoke(main, ["generate", str(tmp_path / "ds"), "--num-images", "4", "--backgrounds", sun_dir,
+                                  "--quiet"])
+    assert r.exit_code == 2 and "backgrounds take about" in r.output and not (tmp_path / "ds").exists(), r.output
