@@ -89,6 +89,22 @@ def test_coco_loads_with_pycocotools(ds300, tmp_path):
         assert dens.dtype == np.float32 and dens.shape == (H, W) and abs(dens.sum() - int(r["count"])) < 1e-3
     info = json.load(open(os.path.join(dest, MARKER)))
     assert info["num_images"] == 300 and info["options"]["density_sigma"] == 2.0
+    # instances.json is assembled from entries streamed to scratch files; its text is
+    # still exactly one json.dumps of the whole document (key order, separators).
+    text = open(os.path.join(dest, "instances.json"), encoding="utf-8").read()
+    assert text == json.dumps(json.loads(text), allow_nan=False) + "\n"
+    assert list(json.loads(text)) == ["info", "licenses", "categories", "images", "annotations"]
+
+
+def test_coco_of_a_prefix_ending_in_an_empty_image(ds300, tmp_path):
+    path, recs = ds300
+    first_empty = next(i for i, r in enumerate(recs) if int(r["count"]) == 0)
+    dest = str(tmp_path / "c1")
+    export_dataset(path, dest, "coco", limit=first_empty + 1)
+    text = open(os.path.join(dest, "instances.json"), encoding="utf-8").read()
+    doc = json.loads(text)
+    assert text == json.dumps(doc) + "\n" and len(doc["images"]) == first_empty + 1
+    assert len(doc["annotations"]) == sum(int(r["count"]) for r in recs[:first_empty + 1])
 
 
 def test_webdataset_reads_back(ds300, tmp_path):

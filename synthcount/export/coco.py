@@ -28,12 +28,15 @@ Layout of DEST::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 
 import numpy as np
 
 from .. import __version__
-from .._io import write_json_atomic
+from .._io import WriteError, atomic_write, strict_json
 from ._common import ExportError, density_map, distractors_of, encode_image, encode_npy, exemplars_of, require
 from ._staging import put
 
@@ -43,14 +46,46 @@ NEEDS = "pycocotools.mask"
 def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
     """Write the COCO export of the items ``its`` into ``out``; returns the number of objects."""
     mask_util = require(NEEDS, "coco")
-    h, w = ds.image_size
     os.mkdir(os.path.join(out, "images"))
     if opts.density is not None:
         os.mkdir(os.path.join(out, "density"))
-    images, anns = [], []
     own = ds.distractor_object_names if "num_distractors" in ds.fields else None
     separate = own is not None and list(own) != list(ds.object_names or [])
     offset = len(names) if separate else 0  # category ids of a separate distractor pack follow the targets'
+    head = {
+        "info": {"description": f"synthcount export of {os.path.abspath(ds.path)}", "version": __version__,
+                 "synthcount_config": ds.config},
+        "licenses": [],
+        "categories": [{"id": c + 1, "name": name, "supercategory": "object"} for c, name in enumerate(names)]
+        + ([{"id": offset + c + 1, "name": name, "supercategory": "distractor"} for c, name in enumerate(own)]
+           if separate else []),
+    }
+    # The image and annotation entries go to two scratch files as they are made, and
+    # instances.json is assembled from them at the end: memory stays flat however many
+    # images (a list of every entry took about 9 KB per image, 9 GB for a million).
+    images = _Entries(os.path.join(scratch, "images.json-part"))
+    anns = _Entries(os.path.join(scratch, "annotations.json-part"))
+    try:
+        n_anns = _entries(ds, its, out, opts, mask_util, offset, images, anns, bar)
+    finally:
+        images.close()
+        anns.close()
+    # The same text as json.dumps of the whole document (indent None): the head's
+    # fields, then each list's entries joined by ", ".
+    text = json.dumps(strict_json(head), allow_nan=False)
+    with atomic_write(os.path.join(out, "instances.json"), "w") as f:
+        f.write(text[:-1] + ', "images": [')
+        images.copy_to(f)
+        f.write('], "annotations": [')
+        anns.copy_to(f)
+        f.write("]}\n")
+    return n_anns
+
+
+def _entries(ds, its, out, opts, mask_util, offset, images, anns, bar) -> int:
+    """Write every image file and add the image and annotation entries; the number of annotations."""
+    h, w = ds.image_size
+    n_anns = 0
     for it in its:
         stem = f"{it.index:09d}"
         entry = {"id": it.index, "file_name": f"images/{stem}.{opts.image_format}", "width": w, "height": h,
@@ -70,7 +105,7 @@ def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
             entry["num_distractors"] = k_d
         if "exemplar_boxes" in full:
             entry["exemplar_boxes"] = exemplars.tolist()
-        images.append(entry)
+        images.add(entry)
         total = it.count + k_d
         if total:
             labels = np.arange(1, total + 1, dtype=np.uint8)
@@ -94,17 +129,35 @@ def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
                        "role": "target" if target else "distractor"}
                 if target:
                     ann["exemplar"] = tuple(box.tolist()) in ex and int(want[k]) > 0
-                anns.append(ann)
+                anns.add(ann)
+                n_anns += 1
         bar.update(1)
-    doc = {
-        "info": {"description": f"synthcount export of {os.path.abspath(ds.path)}", "version": __version__,
-                 "synthcount_config": ds.config},
-        "licenses": [],
-        "categories": [{"id": c + 1, "name": name, "supercategory": "object"} for c, name in enumerate(names)]
-        + ([{"id": offset + c + 1, "name": name, "supercategory": "distractor"} for c, name in enumerate(own)]
-           if separate else []),
-        "images": images,
-        "annotations": anns,
-    }
-    write_json_atomic(os.path.join(out, "instances.json"), doc, indent=None)
-    return len(anns)
+    return n_anns
+
+
+class _Entries:
+    """JSON entries of one list, appended to a scratch file as ``e1, e2, ...``."""
+
+    def __init__(self, path: str):
+        self.path, self.n = path, 0
+        self._f = open(path, "w", encoding="utf-8")
+
+    def add(self, entry: dict) -> None:
+        with self._naming():
+            self._f.write((", " if self.n else "") + json.dumps(strict_json(entry), allow_nan=False))
+        self.n += 1
+
+    def close(self) -> None:
+        with self._naming():
+            self._f.close()
+
+    @contextlib.contextmanager
+    def _naming(self):
+        try:
+            yield
+        except OSError as e:  # a full disk: name the file, as every writer does
+            raise WriteError(e.errno, f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def copy_to(self, f) -> None:
+        with open(self.path, encoding="utf-8") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
