@@ -160,3 +160,38 @@ def test_verify_names_bad_shard(tmp_path):
     assert "cumulative_area" in verify_shard(os.path.join(folder, shard_name(2)))[0]
     os.remove(os.path.join(folder, shard_name(0)))
     assert any(p.startswith("shard-00000.h5: missing") for p in verify_dataset(folder))
+
+
+def test_reader_keeps_a_bounded_number_of_files_open(tmp_path):
+    import subprocess
+    import sys
+
+    from synthcount.config import DatasetConfig, SceneConfig
+    from synthcount.generate import generate_dataset
+    from synthcount.reader import Dataset
+
+    out = str(tmp_path / "ds")
+    generate_dataset(out, DatasetConfig(num_images=120, shard_size=1, seed=3, scene=SceneConfig(size=(16, 16))))
+    ref = open_dataset(out)
+    want = [ref[i] for i in range(120)]
+    ref.close()
+    ds = Dataset(out, max_open=3)
+    order = np.random.default_rng(0).permutation(120)
+    for i in order:  # random access over 120 shards, 3 files open at most
+        np.testing.assert_array_equal(ds[int(i)]["image"], want[i]["image"])
+        assert len(ds._handles) <= 3
+    # iterating while other shards are read between the records: the iterator's file
+    # may be closed under it and is opened again
+    for j, rec in enumerate(ds.iter_records()):
+        np.testing.assert_array_equal(rec["label_map"], want[j]["label_map"])
+        ds[int(order[j])]
+    np.testing.assert_array_equal(ds.read_images(order), np.stack([want[i]["image"] for i in order]))
+    assert len(ds.labels) == 120 and len(ds._handles) <= 3
+    # Under a limit of 64 descriptors (a quarter of macOS's 256), every image still reads.
+    code = ("import resource, sys, synthcount\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "ds = synthcount.open_dataset(sys.argv[1])\n"
+            "print(sum(int(r['count']) for r in ds), sum(int(ds[i]['count']) for i in range(len(ds))))")
+    p = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120)
+    total = sum(int(r["count"]) for r in want)
+    assert p.returncode == 0 and p.stdout.split() == [str(total)] * 2, p.stderr[-2000:]
