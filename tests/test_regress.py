@@ -145,3 +145,24 @@ def test_a_failed_write_keeps_the_earlier_result_whole(tmp_path, monkeypatch):
     assert (out / "regression.md").read_text() == before
     assert json.loads((out / "regression.json").read_text())["n_used"] == int((count > 0).sum())  # whole
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
+
+
+def test_latents_that_are_not_finite_are_refused_before_any_fit(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    rng = np.random.default_rng(4)
+    count, area = _counts_areas(rng, 300)
+    mu = rng.normal(size=(300, 4)).astype(np.float32)
+    mu[7, 1], mu[9, 0] = np.nan, np.inf  # what a diverged model encodes
+    lat = tmp_path / "lat.h5"
+    with h5py.File(lat, "w") as f:
+        f["mu"], f["count"], f["cumulative_area"] = mu, count, area
+    with pytest.raises(ValueError, match=r"mu is not finite in 2 of 300 images \(rows 7, 9\)"):
+        regress.run_regression(str(lat), str(tmp_path / "out"), permutations=2)
+    for args in (["vae", "regress", str(lat), "--out", str(tmp_path / "r")],
+                 ["vae", "probe", str(lat), str(lat), "--out", str(tmp_path / "p")]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and "not finite" in r.output and "Traceback" not in r.output, r.output
+    assert sorted(os.listdir(tmp_path)) == ["lat.h5"]  # no result folder written

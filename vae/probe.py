@@ -75,6 +75,14 @@ def load_latents(path: str) -> Dict[str, np.ndarray]:
                          f"got {out['mu'].shape} and {out['count'].shape}")
     out["mu"] = out["mu"].astype(np.float32)
     out["count"] = out["count"].astype(np.int64)
+    bad = ~np.isfinite(out["mu"]).all(axis=1)
+    if bad.any():
+        # A diverged model gives NaN/inf codes; a probe or a regression on them would
+        # fail late or, worse, report NaN as a result.
+        rows = np.nonzero(bad)[0]
+        raise ValueError(f"latents file {path!r}: mu is not finite in {rows.size} of {len(bad)} images (rows "
+                         f"{', '.join(map(str, rows[:5].tolist()))}{', ...' if rows.size > 5 else ''}); "
+                         "encode with a checkpoint whose loss stayed finite")
     return out
 
 
