@@ -19,8 +19,8 @@ import math
 import os
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "atomic_path", "tmp_name", "is_tmp_name", "write_json_atomic", "write_bytes_atomic",
-           "sha256_file", "strict_json", "fsync_dir", "WriteError"]
+__all__ = ["atomic_write", "atomic_path", "naming", "tmp_name", "is_tmp_name", "write_json_atomic",
+           "write_bytes_atomic", "sha256_file", "strict_json", "fsync_dir", "WriteError"]
 
 TMP_TAG = ".tmp-"
 
@@ -56,6 +56,18 @@ def fsync_dir(folder: str) -> None:
 def _describe(path: str, e: BaseException) -> str:
     what = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
     return f"cannot write {path}: {what}"
+
+
+@contextlib.contextmanager
+def naming(path: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised in the block (a full disk) into a ``WriteError`` naming
+    ``path``, for writers that cannot go through :func:`atomic_write`."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as e:
+        raise WriteError(e.errno, _describe(path, e)) from e
 
 
 @contextlib.contextmanager

@@ -25,9 +25,9 @@ import fcntl
 import os
 import socket
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
-__all__ = ["FolderBusy", "FolderLock", "PathLock", "ShardLock", "LOCK_FILE", "LOCKS_DIR"]
+__all__ = ["FolderBusy", "FolderLock", "PathLock", "ShardLock", "hold_folder", "LOCK_FILE", "LOCKS_DIR"]
 
 LOCK_FILE = ".lock"
 LOCKS_DIR = ".locks"
@@ -170,3 +170,23 @@ class ShardLock(PathLock):
         d = os.path.join(folder, LOCKS_DIR)
         os.makedirs(d, exist_ok=True)
         super().__init__(os.path.join(d, name + ".lock"))
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str, what: str) -> Iterator[None]:
+    """One ``what`` (a training run, a demo) at a time in ``folder``: hold
+    ``folder/.lock`` for the block, or raise ``FolderBusy`` naming the holder. The
+    folder is made if absent, and removed again if the block left it empty (bad input)."""
+    created = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
+    lock = PathLock(os.path.join(folder, LOCK_FILE))
+    try:
+        if not lock.acquired:
+            raise FolderBusy(f"{folder} is in use by another {what} ({lock.holder()}); wait for it to end or choose "
+                             "another folder")
+        yield
+    finally:
+        lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty

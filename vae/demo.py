@@ -27,7 +27,6 @@ every seed). ``report.md`` says it in words (:mod:`vae.report`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -40,7 +39,7 @@ import numpy as np
 from synthcount._io import write_json_atomic
 from synthcount._system import usable_cores
 from synthcount.config import _check, _is_int  # the project's one 'name must be rule, got value' check
-from synthcount.locks import LOCK_FILE, FolderBusy, PathLock
+from synthcount.locks import hold_folder
 from vae.baselines import pca_features
 
 __all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
@@ -202,25 +201,14 @@ def run_demo(out_dir: str, config: Optional[DemoConfig] = None, **kwargs) -> dic
         raise ValueError("give either a DemoConfig or keyword arguments, not both")
     cfg = config if config is not None else DemoConfig(**kwargs)
     _check_out_dir(out_dir)
-    created = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    # One demo per folder at a time; the kernel drops the lock if the holder dies.
-    lock = PathLock(os.path.join(out_dir, LOCK_FILE))
-    threads = cfg.threads or usable_cores()
     old_threads = torch.get_num_threads()
-    try:
-        if not lock.acquired:
-            raise FolderBusy(f"out_dir {out_dir!r} is in use by another demo ({lock.holder()}); "
-                             "wait for it to end or choose another folder")
+    with hold_folder(out_dir, "demo"):  # one demo per folder; the kernel drops the lock if the holder dies
         _check_out_dir(out_dir)  # again under the lock
-        torch.set_num_threads(threads)
-        return _run(out_dir, cfg)
-    finally:
-        torch.set_num_threads(old_threads)
-        lock.release()
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(out_dir)  # only if nothing was written
+        torch.set_num_threads(cfg.threads or usable_cores())
+        try:
+            return _run(out_dir, cfg)
+        finally:
+            torch.set_num_threads(old_threads)
 
 
 def _check_out_dir(out_dir: str) -> None:

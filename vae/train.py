@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from tqdm import tqdm
 
 from synthcount._io import atomic_write, write_json_atomic
-from synthcount.locks import LOCK_FILE, FolderBusy, PathLock
+from synthcount.locks import hold_folder
 
 from . import seeds
 from .checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -202,35 +202,14 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
     # ---------------------------------------------------------------- checks first
     vgg_weights = resolve_vgg_weights(cfg.vgg_weights) if cfg.recon in ("perceptual", "both") else None
     vgg_info = vgg_weights.to_dict() if vgg_weights is not None else None
-    # One training run per RUN_DIR (rank 0 holds it for all ranks under torchrun).
-    with _hold_run_dir(run_dir) if _dist_env()[0] == 0 else contextlib.nullcontext():
+    # One training run per RUN_DIR (rank 0 holds it for all ranks under torchrun): a second
+    # run, or a --resume while the first trains, would mix its checkpoints into the first's.
+    with hold_folder(run_dir, "training run") if _dist_env()[0] == 0 else contextlib.nullcontext():
         if resume:
             _check_resume(run_dir, cfg, vgg_info)
         elif os.path.exists(os.path.join(run_dir, "config.json")) or os.path.exists(checkpoint_path(run_dir, "last")):
             raise ValueError(f"run_dir {run_dir} already holds a run: use --resume or another folder")
         return _train(dataset_path, run_dir, cfg, resume, progress, deadline, vgg_weights, vgg_info)
-
-
-@contextlib.contextmanager
-def _hold_run_dir(run_dir: str):
-    """Lock ``RUN_DIR/.lock`` for the whole run: a second run, or a ``--resume`` started
-    while the first still trains (a requeued cluster job, say), would otherwise mix
-    its checkpoints and metrics into the first's. The kernel releases the lock when the
-    holder dies, kill -9 included. A folder made here and left empty (bad input) is
-    removed again."""
-    created = not os.path.isdir(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    lock = PathLock(os.path.join(run_dir, LOCK_FILE))
-    try:
-        if not lock.acquired:
-            raise FolderBusy(f"run_dir {run_dir} is in use by another training run ({lock.holder()}); "
-                             "wait for it to end or choose another RUN_DIR")
-        yield
-    finally:
-        lock.release()
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(run_dir)  # only if empty
 
 
 def _train(dataset_path: str, run_dir: str, cfg: TrainConfig, resume: bool, progress: bool,

@@ -22,7 +22,7 @@ import re
 import shutil
 from typing import Iterator, List, Tuple
 
-from .._io import TMP_TAG, WriteError, fsync_dir, tmp_name, write_json_atomic
+from .._io import TMP_TAG, fsync_dir, naming, tmp_name, write_json_atomic
 from ..locks import FolderBusy, PathLock
 
 __all__ = ["MARKER", "check_dest", "dest_lock", "put", "staging", "write_marker"]
@@ -33,11 +33,8 @@ MARKER = "export.json"  # written last into every export: what, from where, how 
 def put(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` inside a staging folder (published whole later, so no
     per-file rename; fsynced by :func:`staging`). A failure names the file."""
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+    with naming(path), open(path, "wb") as f:
+        f.write(data)
 
 
 def check_dest(dest: str, dataset: str, overwrite: bool) -> None:

@@ -28,7 +28,6 @@ Layout of DEST::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ import shutil
 import numpy as np
 
 from .. import __version__
-from .._io import WriteError, atomic_write, strict_json
+from .._io import atomic_write, naming, strict_json
 from ._common import ExportError, density_map, distractors_of, encode_image, encode_npy, exemplars_of, require
 from ._staging import put
 
@@ -143,20 +142,13 @@ class _Entries:
         self._f = open(path, "w", encoding="utf-8")
 
     def add(self, entry: dict) -> None:
-        with self._naming():
+        with naming(self.path):  # a full disk names the file, as every writer does
             self._f.write((", " if self.n else "") + json.dumps(strict_json(entry), allow_nan=False))
         self.n += 1
 
     def close(self) -> None:
-        with self._naming():
+        with naming(self.path):
             self._f.close()
-
-    @contextlib.contextmanager
-    def _naming(self):
-        try:
-            yield
-        except OSError as e:  # a full disk: name the file, as every writer does
-            raise WriteError(e.errno, f"cannot write {self.path}: {e.strerror or e}") from e
 
     def copy_to(self, f) -> None:
         with open(self.path, encoding="utf-8") as src:
