@@ -372,6 +372,18 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     figs["traversal"] = os.path.basename(figures.traversal_grid(
         models["trained"], images[start], [r[0] for r in rows], paths("fig3_traversal", ".png"),
         scale=z_std, device=dev, labels=[r[1].split(":")[0] for r in rows]))
+    # the paper's Fig. 3: the best number and the best area candidate moved from the mean code (every other
+    # unit at its mean over the held-out set), so a reader sees what the unit does
+    reg = results["trained"]["regression"]
+    picks = [(kind, u) for kind, u in (("number", reg["best_numerosity_candidate"]),
+                                       ("area", reg["best_area_candidate"])) if u is not None]
+    if picks:
+        figs["unit_traversal"] = os.path.basename(figures.traversal_grid(
+            models["trained"], None, [u["index"] for _, u in picks], paths("fig3_units", ".png"), scale=z_std,
+            base=lat["trained"]["mu"].mean(axis=0), device=dev,
+            labels=[f"{kind}: z_{u['index']}\nR² {u['r2']:.2f}\nb_n {u['b_n']:+.2f} b_a {u['b_a']:+.2f}"
+                    for kind, u in picks],
+            title=f"seed {seed}: best number and area candidates, from the mean code, steps in sd of each unit"))
     timings["total_s"] = round(time.monotonic() - t0, 1)
     return {"seed": seed, "suffix": suffix, "device": str(dev), "latent_dim": int(mcfg.latent_dim),
             "train_config": tcfg.to_dict(),
@@ -418,7 +430,7 @@ def _run(out_dir: str, cfg: DemoConfig) -> dict:
                     for k, v in first["results"].items()},
         "figures": first["figures"],
         "per_seed": per_seed,
-        "summary": report.summarize_seeds(per_seed),
+        "summary": report.summarize_seeds(per_seed, binary=cfg.binary),
     }
     write_json_atomic(os.path.join(out_dir, "demo.json"), summary)
     report.write_report(out_dir, summary, studies)
