@@ -58,9 +58,15 @@ SCALES = {
 # benchmarks/README.md ("Emergence: one factor at a time").
 RECIPES: Dict[str, dict] = {
     "tiny-pixel": dict(model_preset="tiny", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
-                       lr=0.0015, augment=True),
+                       lr=0.0015, augment=True,
+                       departure="a CPU-sized model (the tiny preset at 64x64) and the pixel BCE loss with the plain "
+                                 "ELBO instead of the paper's 161x161 network and VGG-19 perceptual loss; the encoder "
+                                 "flattens its last feature map as the paper's does"),
     "sz": dict(model_preset="sz", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
-               lr=0.0015, augment=True),
+               lr=0.0015, augment=True,
+               departure="a CPU-sized model and the pixel BCE loss with the plain ELBO, as tiny-pixel, and an encoder "
+                         "that averages its last feature map over positions (translation-invariant) where the "
+                         "paper's flattens it"),
 }
 
 

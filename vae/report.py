@@ -250,6 +250,8 @@ def _setup(summary: dict, first: dict) -> List[str]:
         f"{d['eval_count_histogram']}; **corr(log N, log A) = {corr:.3f}** over its images with N ≥ 1. "
         f"Total time {t['all_seeds_total_s'] / 60:.1f} min. " + seeds_note,
         "",
+        f"**Departure from the paper** (recipe `{s['recipe']}`): {rc.get('departure', 'not recorded')}.",
+        "",
     ]
 
 
