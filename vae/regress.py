@@ -30,7 +30,7 @@ import numpy as np
 
 from synthcount._io import atomic_write, write_json_atomic
 
-__all__ = ["LOG_N_MODES", "log_predictors", "fit_units", "select_units", "permutation_baseline",
+__all__ = ["LOG_N_MODES", "DESIGNS", "log_predictors", "fit_units", "select_units", "permutation_baseline",
            "regression_arrays", "run_regression", "summary_text", "summarize"]
 
 LOG_N_MODES = ("exclude-zero", "plus1")
@@ -309,9 +309,12 @@ def summary_text(res: dict) -> str:
 summarize = summary_text  # the old name, kept for compatibility
 
 
+DESIGNS = ("auto", "eq3", "dewind")
+
+
 def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_cut: float = 0.1,
                    log_n: str = "exclude-zero", permutations: int = 20, seed: int = 0,
-                   figures: bool = True) -> dict:
+                   figures: bool = True, design: str = "auto") -> dict:
     """Fit Eq. 3 on a latents file; write ``regression.json``, ``regression.md`` and figures.
 
     Parameters
@@ -325,7 +328,13 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
         See :func:`regression_arrays`.
     figures : bool
         Draw ``fig4_profiles.png`` (response profiles of the selected units, or of
-        the best candidates when none is selected) and ``coefficients.png``.
+        the best candidates when none is selected) and ``coefficients.png`` (and
+        ``dewind.png`` with the DeWind fit).
+    design : {"auto", "eq3", "dewind"}
+        Besides Eq. 3, the three-axis fit on log N, log size and log spacing
+        (:func:`vae.dewind.dewind_arrays`, stored under ``dewind``): ``auto`` when the
+        latents carry what it needs (else ``dewind`` holds the reason), ``dewind``
+        always (bad input when it cannot), ``eq3`` never.
 
     Returns
     -------
@@ -336,18 +345,49 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
     """
     from .probe import load_latents
 
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     lat = load_latents(latents_h5)
     if "cumulative_area" not in lat:
         raise ValueError(f"latents file {latents_h5!r} has no cumulative_area; the regression needs A")
     res = regression_arrays(lat["mu"], lat["count"], lat["cumulative_area"], r2_min=r2_min, coef_cut=coef_cut,
                             log_n=log_n, permutations=permutations, seed=seed)
     res["latents"] = os.path.abspath(latents_h5)
+    if design != "eq3":
+        from .dewind import dewind_arrays
+
+        try:
+            res["dewind"] = dewind_arrays(lat["mu"], lat, r2_min=r2_min, coef_cut=coef_cut,
+                                          permutations=permutations, seed=seed)
+        except ValueError as e:
+            if design == "dewind":
+                raise ValueError(f"latents file {latents_h5!r}: {e}") from None
+            res["dewind"] = {"error": str(e)}
     os.makedirs(out_dir, exist_ok=True)
     if figures:
         from . import figures as figs
 
         res["figures"] = figs.regression_figures(lat["mu"], lat["count"], lat["cumulative_area"], res, out_dir)
+        if "units" in res.get("dewind", {}):
+            from .dewind import dewind_figure
+
+            dewind_figure(res["dewind"], os.path.join(out_dir, "dewind.png"))
+            res["figures"]["dewind"] = "dewind.png"
     write_json_atomic(os.path.join(out_dir, "regression.json"), res, indent=2)
     with atomic_write(os.path.join(out_dir, "regression.md"), "w") as f:
-        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n")
+        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n" + _dewind_md(res))
     return res
+
+
+def _dewind_md(res: dict) -> str:
+    """The DeWind section of ``regression.md`` ('' without the fit)."""
+    d = res.get("dewind")
+    if d is None:
+        return ""
+    if "error" in d:
+        return f"\n## DeWind axes\n\nNot fitted: {d['error']}.\n"
+    from .dewind import dewind_text
+
+    fig = "\n![DeWind axes](dewind.png)\n" if res.get("figures", {}).get("dewind") else ""
+    return ("\n## DeWind axes (after DeWind et al. 2015; angles as Testolin et al. 2020)\n\n" + dewind_text(d) + "\n"
+            + fig)
