@@ -272,6 +272,17 @@ def compare_text(res: dict, name: str = "") -> str:
             f"(train {res['train_accuracy']:.3f}).")
 
 
+def _log_ticks(ax, top: float) -> None:
+    """A log x axis with plain numbers as tick labels."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if t <= top * 1.01]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def compare_figure(results: Dict[str, dict], out_png: str) -> str:
     """Psychometric curves: accuracy against the ratio larger / smaller for each representation, with the
     fitted Weber model; and, with references, P(judged larger than the reference) against the other N."""
@@ -287,7 +298,7 @@ def compare_figure(results: Dict[str, dict], out_png: str) -> str:
         y = [b["correct"] for b in r["by_ratio"]]
         ax.plot(x, y, "o", ms=3, color=f"C{k}")
         ax.plot(rr, weber_p_correct(rr, 1.0, r["w"]), "-", color=f"C{k}", lw=1, label=f"{nm} (w={r['w']:.2f})")
-    ax.set_xscale("log")
+    _log_ticks(ax, rr[-1])
     ax.set_xlabel("ratio larger / smaller", fontsize=8)
     ax.set_ylabel("P(correct)", fontsize=8)
     ax.set_ylim(0.4, 1.02)
@@ -310,7 +321,7 @@ def compare_figure(results: Dict[str, dict], out_png: str) -> str:
                 pc = weber_p_correct(xs, ref, r["w"])
                 ax.plot(xs, np.where(xs > ref, pc, 1 - pc), "-", color=f"C{k}", lw=1)
         ax.axvline(ref, color="0.7", lw=0.6)
-        ax.set_xscale("log")
+        _log_ticks(ax, max(ref * 4, 2))
         ax.set_xlabel(f"numerosity (reference {ref})", fontsize=8)
         ax.set_ylabel("P(judged larger)", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -232,6 +232,7 @@ def demo_numbersense(reps: Dict[str, np.ndarray], props: Dict[str, np.ndarray], 
         full_t[name], full_c[name] = t, c
         rec = {"weber": {k: c[k] for k in ("w", "ci95", "at_bound", "test_accuracy", "pairs_test")},
                "tuning": {"selective_units": t["selective_units"], "share_selective": t["share_selective"],
+                          "monotonic_selective_units": t["monotonic_selective_units"],
                           "two_way": t["two_way"], "preferred_histogram": t["preferred_histogram"],
                           **t["fit_summary"]}}
         try:
@@ -260,7 +261,8 @@ def _ns_row(seed, name: str, r: dict) -> str:
     dw = ("–" if "error" in d else f"{len(d['n_units'])} / {len(d['sz_units'])} / {len(d['sp_units'])}")
     return (f"| {seed} | {_NAMES.get(name, name)} | {w['w']:.3f}{' (bound)' if w['at_bound'] else ''} "
             f"({'–' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'}) | {w['test_accuracy']:.3f} | "
-            f"{len(t['selective_units'])} ({100 * t['share_selective']:.0f}%) | {dw} |")
+            f"{len(t['selective_units'])} ({100 * t['share_selective']:.0f}%; "
+            f"{len(t['monotonic_selective_units'])} monotonic) | {dw} |")
 
 
 def report_lines(studies: List[dict]) -> List[str]:

@@ -205,7 +205,9 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
     -------
     dict
         ``selective_units``, ``share_selective``, ``n_responsive_units`` (p_N < alpha,
-        whatever the set terms), ``preferred_histogram`` ({N: units}),
+        whatever the set terms), ``monotonic_selective_units`` (selective units whose
+        mean rises or falls monotonically with N: they peak at an end of the range),
+        ``preferred_histogram`` ({N: units}),
         ``average_curves`` ({N: normalised mean curve over the numerosities}),
         ``gaussian_fits`` ({N: {"linear": fit, "log": fit}}), ``fit_summary`` (mean
         R^2 on each axis), ``units`` (per unit p values, eta^2, preferred N, sign),
@@ -231,6 +233,9 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
         note = (f"one stimulus set only: one-way ANOVA on numerosity, selective = p_N < {alpha:g}; without control "
                 "sets this cannot rule out units that follow a visual correlate of N")
     vals, means, curves, pref, sign = tuning_curves(z, num)
+    step = np.sign(np.diff(means, axis=0))
+    # monotonic: the mean only rises or only falls with N (summation coding, as Stoianov & Zorzi's units)
+    monotonic = (np.all(step >= 0, axis=0) | np.all(step <= 0, axis=0)) if vals.size > 1 else np.ones(z.shape[1], bool)
     idx = np.flatnonzero(sel)
     hist = {int(v): int(np.sum(pref[idx] == v)) for v in vals}
     avg, fits = {}, {}
@@ -251,7 +256,7 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
     units = []
     for i in range(mu.shape[1]):
         u = {"index": i, "p_n": float(p_n[i]), "eta2_n": float(an["eta2_n"][i]), "preferred": int(pref[i]),
-             "sign": int(sign[i]), "selective": bool(sel[i])}
+             "sign": int(sign[i]), "selective": bool(sel[i]), "monotonic": bool(monotonic[i])}
         if an["two_way"]:
             u.update(p_set=float(an["p_set"][i]), p_int=float(an["p_int"][i]))
         units.append(u)
@@ -259,6 +264,7 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
         "selective_units": idx.tolist(),
         "share_selective": float(idx.size / mu.shape[1]),
         "n_responsive_units": int(np.sum(p_n < alpha)),
+        "monotonic_selective_units": [int(i) for i in idx if monotonic[i]],
         "alpha": float(alpha),
         "two_way": bool(an["two_way"]),
         "stimulus_sets": an["stimulus_sets"],
@@ -285,6 +291,7 @@ def tuning_text(res: dict, name: str = "") -> str:
     fs = res["fit_summary"]
     hist = ", ".join(f"N={v}: {c}" for v, c in res["preferred_histogram"].items() if c)
     s = (f"{who}{k} of {res['latent_dim']} units number-selective ({100 * res['share_selective']:.0f}%; "
+         f"{len(res['monotonic_selective_units'])} of them monotonic in N; "
          f"{res['n_responsive_units']} with p_N < {res['alpha']:g} whatever the set terms). "
          f"Preferred numerosities: {hist or 'none'}.")
     if fs["curves"]:
