@@ -55,6 +55,14 @@ def test_log_gaussian_unit_is_selective_and_a_tsa_unit_is_not():
     one = tuning.tuning_arrays(z1, n)
     assert not one["two_way"] and "one-way" in one["note"]
     assert one["units"][0]["selective"] and not one["units"][1]["selective"]
+    # one set in which TSA grows with N: the one-way ANOVA is fooled by the TSA unit, the covariate test is not
+    fa = rng.uniform(800, 2000, n.size)
+    tsa2 = tsa[s == 0].repeat(2)  # the standard set's areas, aligned with n (pairs of rows share N)
+    z2 = np.column_stack([tuned + 0.1 * rng.normal(size=n.size), _std(np.log(tsa2)) + 0.1 * rng.normal(size=n.size)])
+    cov = tuning.visual_covariates({"cumulative_area": tsa2, "field_area": fa})
+    both = tuning.tuning_arrays(z2, n, covariates=cov)
+    assert both["selective_units"] == [0, 1] and both["covariate_selective_units"] == [0]
+    assert both["covariates"]["names"] == ["log TSA", "log FA"] and both["units"][1]["p_covariates"] < 1e-10
 
 
 def test_anova_equals_the_textbook_sums_of_squares():

@@ -99,8 +99,9 @@ def run_tuning(latents: str, out_dir: str, *, untrained: Optional[str] = None, p
 
     reps, lat = load_representations(latents, untrained=untrained, pca=pca)
     sets = lat.get("stimulus_set")
+    cov = tuning.visual_covariates(lat)
     res = {"representations": {k: tuning.tuning_arrays(mu, lat["count"], sets, alpha=alpha,
-                                                       set_names=lat.get("stimulus_set_names"))
+                                                       set_names=lat.get("stimulus_set_names"), covariates=cov)
                                for k, mu in reps.items()},
            "latents": os.path.abspath(latents), "untrained": untrained and os.path.abspath(untrained), "pca": pca}
     os.makedirs(out_dir, exist_ok=True)
@@ -120,13 +121,16 @@ def _tuning_md(res: dict) -> List[str]:
     names = first.get("stimulus_set_names")
     L = ["# Number-selective units (after Nasr, Viswanathan & Nieder 2019)", "", first["note"] + ".",
          f"Stimulus sets: {names or first['stimulus_sets']}; {first['n_used']} of {first['n_total']} images (N > 0).",
-         "", "| representation | selective units | share | p_N < alpha (any set terms) | mean R² Gaussian, linear N "
-         "| mean R² Gaussian, log N |", "|---|---|---|---|---|---|"]
+         "", "| representation | selective units | share | monotonic | p_N < alpha (any set terms) | selective "
+         "with visual covariates | mean R² Gaussian, linear N | mean R² Gaussian, log N |",
+         "|---|---|---|---|---|---|---|---|"]
     for k, r in reps.items():
         fs = r["fit_summary"]
         f = (lambda v: "–" if v is None else f"{v:.3f}")  # noqa: E731
+        cs = r.get("covariate_selective_units")
         L.append(f"| {_NAMES.get(k, k)} | {len(r['selective_units'])} / {r['latent_dim']} | "
-                 f"{100 * r['share_selective']:.1f}% | {r['n_responsive_units']} | {f(fs['mean_r2_linear'])} | "
+                 f"{100 * r['share_selective']:.1f}% | {len(r['monotonic_selective_units'])} | "
+                 f"{r['n_responsive_units']} | {'–' if cs is None else len(cs)} | {f(fs['mean_r2_linear'])} | "
                  f"{f(fs['mean_r2_log'])} |")
     L += [""] + [tuning.tuning_text(r, _NAMES.get(k, k)) for k, r in reps.items()]
     L += ["", "Published, not measured: Nasr et al. (2019) found 9.6% of the units of an ImageNet-trained network's "
@@ -228,11 +232,12 @@ def demo_numbersense(reps: Dict[str, np.ndarray], props: Dict[str, np.ndarray], 
     for name, mu in reps.items():
         c = compare.compare_arrays(mu, count, pairs=2000 if quick else 20000, bootstrap=20 if quick else 200,
                                    seed=seed)
-        t = tuning.tuning_arrays(mu, count, props.get("stimulus_set"))
+        t = tuning.tuning_arrays(mu, count, props.get("stimulus_set"), covariates=tuning.visual_covariates(props))
         full_t[name], full_c[name] = t, c
         rec = {"weber": {k: c[k] for k in ("w", "ci95", "at_bound", "test_accuracy", "pairs_test")},
                "tuning": {"selective_units": t["selective_units"], "share_selective": t["share_selective"],
                           "monotonic_selective_units": t["monotonic_selective_units"],
+                          "covariate_selective_units": t.get("covariate_selective_units"),
                           "two_way": t["two_way"], "preferred_histogram": t["preferred_histogram"],
                           **t["fit_summary"]}}
         try:
@@ -258,11 +263,12 @@ def demo_numbersense(reps: Dict[str, np.ndarray], props: Dict[str, np.ndarray], 
 def _ns_row(seed, name: str, r: dict) -> str:
     w, t, d = r["weber"], r["tuning"], r["dewind"]
     ci = w["ci95"]
+    cs = "–" if t.get("covariate_selective_units") is None else str(len(t["covariate_selective_units"]))
     dw = ("–" if "error" in d else f"{len(d['n_units'])} / {len(d['sz_units'])} / {len(d['sp_units'])}")
     return (f"| {seed} | {_NAMES.get(name, name)} | {w['w']:.3f}{' (bound)' if w['at_bound'] else ''} "
             f"({'–' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'}) | {w['test_accuracy']:.3f} | "
             f"{len(t['selective_units'])} ({100 * t['share_selective']:.0f}%; "
-            f"{len(t['monotonic_selective_units'])} monotonic) | {dw} |")
+            f"{len(t['monotonic_selective_units'])} monotonic) | {cs} | {dw} |")
 
 
 def report_lines(studies: List[dict]) -> List[str]:
@@ -278,10 +284,11 @@ def report_lines(studies: List[dict]) -> List[str]:
          "Comparison (\"which has more?\"): a logistic read-out on the latents of a pair of held-out images, trained "
          "on pairs from one half of the images and tested on the other half; w is the Weber fraction of P(correct) = "
          "1 - 0.5 erfc(|n1 - n2| / (sqrt(2) w sqrt(n1² + n2²))) with its 95% bootstrap interval (Stoianov & Zorzi "
-         f"2012). Selective units: {ns0['note']}. DeWind axes: units coding log N, log size or log spacing alone "
-         "(R² ≥ 0.05, the other two |b| < 0.1; size and spacing computed from TSA, field area and N).", "",
+         f"2012). Selective units: {ns0['note']}. With visual covariates: N still significant after log total area "
+         "and log field area, and they not after N (p ≥ 0.01). DeWind axes: units coding log N, log size or log "
+         "spacing alone (R² ≥ 0.05, the other two |b| < 0.1; size and spacing from TSA, field area and N).", "",
          "| seed | representation | w (95% interval) | comparison accuracy | number-selective units | "
-         "DeWind units N / Sz / Sp |", "|---|---|---|---|---|---|"]
+         "selective with visual covariates | DeWind units N / Sz / Sp |", "|---|---|---|---|---|---|---|"]
     for s in have:
         for name, r in s["numbersense"]["representations"].items():
             L.append(_ns_row(s["seed"], name, r))

@@ -12,7 +12,9 @@ handled; with a balanced design they equal the textbook ones): SS_N = RSS(set) -
 RSS(N + set), SS_set = RSS(N) - RSS(N + set), SS_NxSet = RSS(N + set) - RSS(cells),
 each F against RSS(cells) over n - cells degrees of freedom. With one stimulus set
 the test is a one-way ANOVA on N, which cannot rule out a unit that follows a
-correlate of N; the results say so.
+correlate of N; the results say so. Where the records give total and field area, a
+covariate test is added (:func:`covariate_test`): N must matter after log TSA and log
+FA, and they must not after N, the single-set counterpart of the control sets.
 
 A latent unit has no sign (a unit may code N by going down), so each unit's tuning
 curve (mean z_i per N) is oriented to make its most extreme mean a peak: the
@@ -31,7 +33,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["anova_units", "tuning_curves", "fit_gaussian", "tuning_arrays", "tuning_text", "tuning_figures"]
+__all__ = ["anova_units", "covariate_test", "visual_covariates", "tuning_curves", "fit_gaussian", "tuning_arrays",
+           "tuning_text", "tuning_figures"]
 
 
 def _rss(design: np.ndarray, z: np.ndarray):
@@ -124,6 +127,72 @@ def anova_units(z: np.ndarray, numerosity: np.ndarray, stimulus_set: Optional[np
     return out
 
 
+def covariate_test(z: np.ndarray, numerosity: np.ndarray, covariates: np.ndarray) -> Dict[str, object]:
+    """Numerosity against continuous visual covariates, for every column of ``z`` (an ANCOVA).
+
+    The single-set counterpart of Nasr et al.'s control sets: N (a factor) is tested
+    after the covariates (e.g. log total area and log field area, which with N span
+    DeWind's size and spacing axes), and the covariates jointly after N.
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape (n, d)
+    numerosity : numpy.ndarray of int, shape (n,)
+    covariates : numpy.ndarray of float, shape (n, c)
+
+    Returns
+    -------
+    dict
+        ``p_n`` (N after the covariates), ``p_cov`` (the covariates after N), arrays
+        (d,); ``df``.
+    """
+    from scipy import stats
+
+    z = np.asarray(z, dtype=np.float64)
+    cov = np.asarray(covariates, dtype=np.float64)
+    num = np.asarray(numerosity)
+    if cov.ndim != 2 or cov.shape[0] != z.shape[0] or num.shape != (z.shape[0],):
+        raise ValueError(f"z (n, d), numerosity (n,) and covariates (n, c) must share n, got {z.shape}, {num.shape} "
+                         f"and {cov.shape}")
+    nv, ni = np.unique(num, return_inverse=True)
+    zc = z - z.mean(axis=0)
+    one = np.ones((z.shape[0], 1))
+    covc = (cov - cov.mean(axis=0)) / np.where(cov.std(axis=0) > 0, cov.std(axis=0), 1)
+    dn = _dummies(ni, nv.size)
+    rss_c, rank_c = _rss(np.hstack([one, covc]), zc)
+    rss_n, rank_n = _rss(np.hstack([one, dn]), zc)
+    rss_nc, rank_nc = _rss(np.hstack([one, dn, covc]), zc)
+    df_err = z.shape[0] - rank_nc
+    if df_err < 1 or rank_nc <= rank_c or rank_nc <= rank_n:
+        raise ValueError("numerosity and the covariates cannot be separated in these images")
+    mse = np.maximum(rss_nc, 0) / df_err
+    const = zc.std(axis=0) <= 1e-12 * (1 + np.abs(z).max(axis=0))
+    tiny = np.where(mse > 0, mse, np.inf)
+    out = {"df": {"n": rank_nc - rank_c, "covariates": rank_nc - rank_n, "error": int(df_err)}}
+    for key, ss, df in (("p_n", rss_c - rss_nc, rank_nc - rank_c), ("p_cov", rss_n - rss_nc, rank_nc - rank_n)):
+        f = np.where(const, 0.0, (np.maximum(ss, 0) / df) / tiny)
+        out[key] = np.where(const, 1.0, stats.f.sf(f, df, df_err))
+    return out
+
+
+def visual_covariates(props: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+    """log total surface area and log field area per image from a latents file's fields (None without them).
+
+    With N, the two span DeWind's size and spacing axes (log ISA = log TSA - log N,
+    log Sparsity = log FA - log N). Images where either is not > 0 get NaN.
+    """
+    tsa = props.get("total_surface_area", props.get("cumulative_area"))
+    fa = props.get("field_area")
+    if tsa is None or fa is None:
+        return None
+    out = {}
+    for name, v in (("log TSA", tsa), ("log FA", fa)):
+        v = np.asarray(v, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[name] = np.where(v > 0, np.log(np.where(v > 0, v, 1)), np.nan)
+    return out
+
+
 def tuning_curves(z: np.ndarray, numerosity: np.ndarray):
     """Mean response per numerosity, oriented and normalised, and the preferred numerosity.
 
@@ -187,7 +256,8 @@ def fit_gaussian(x: np.ndarray, y: np.ndarray, centre: float) -> Optional[dict]:
 
 
 def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.ndarray] = None, *,
-                  alpha: float = 0.01, set_names: Optional[List[str]] = None) -> dict:
+                  alpha: float = 0.01, set_names: Optional[List[str]] = None,
+                  covariates: Optional[Dict[str, np.ndarray]] = None) -> dict:
     """The selectivity test, tuning curves and Gaussian fits for every unit of ``mu``.
 
     Parameters
@@ -200,6 +270,9 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
         Significance level for all three terms (Nasr et al.: 0.01).
     set_names : list of str, optional
         Names of the stimulus sets by code, for the report.
+    covariates : dict of numpy.ndarray, optional
+        Continuous visual properties per image (:func:`visual_covariates`): adds the
+        covariate test (:func:`covariate_test`) over the images where all are finite.
 
     Returns
     -------
@@ -211,7 +284,9 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
         ``average_curves`` ({N: normalised mean curve over the numerosities}),
         ``gaussian_fits`` ({N: {"linear": fit, "log": fit}}), ``fit_summary`` (mean
         R^2 on each axis), ``units`` (per unit p values, eta^2, preferred N, sign),
-        ``two_way``, ``note``.
+        ``two_way``, ``note``; with covariates also ``covariate_selective_units``
+        (p_N < alpha after the covariates, the covariates p >= alpha after N),
+        ``share_covariate_selective``, ``covariates``.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -253,14 +328,27 @@ def tuning_arrays(mu: np.ndarray, count: np.ndarray, stimulus_set: Optional[np.n
         r = [f[axis]["r2"] for f in fits.values() if f[axis] is not None and np.isfinite(f[axis]["r2"])]
         return float(np.mean(r)) if r else None
 
+    cov_res = None
+    if covariates:
+        c = np.column_stack([np.asarray(v, dtype=np.float64)[keep] for v in covariates.values()])
+        fin = np.isfinite(c).all(axis=1)
+        cov_res = covariate_test(z[fin], num[fin], c[fin])
+        cov_res["n_used"] = int(fin.sum())
+        cov_sel = (cov_res["p_n"] < alpha) & (cov_res["p_cov"] >= alpha)
     units = []
     for i in range(mu.shape[1]):
         u = {"index": i, "p_n": float(p_n[i]), "eta2_n": float(an["eta2_n"][i]), "preferred": int(pref[i]),
              "sign": int(sign[i]), "selective": bool(sel[i]), "monotonic": bool(monotonic[i])}
         if an["two_way"]:
             u.update(p_set=float(an["p_set"][i]), p_int=float(an["p_int"][i]))
+        if cov_res is not None:
+            u.update(p_n_given_covariates=float(cov_res["p_n"][i]), p_covariates=float(cov_res["p_cov"][i]))
         units.append(u)
-    return {
+    extra = {} if cov_res is None else {
+        "covariate_selective_units": np.flatnonzero(cov_sel).tolist(),
+        "share_covariate_selective": float(cov_sel.sum() / mu.shape[1]),
+        "covariates": {"names": list(covariates), "n_used": cov_res["n_used"], "df": cov_res["df"]}}
+    return {**extra,
         "selective_units": idx.tolist(),
         "share_selective": float(idx.size / mu.shape[1]),
         "n_responsive_units": int(np.sum(p_n < alpha)),
@@ -294,6 +382,10 @@ def tuning_text(res: dict, name: str = "") -> str:
          f"{len(res['monotonic_selective_units'])} of them monotonic in N; "
          f"{res['n_responsive_units']} with p_N < {res['alpha']:g} whatever the set terms). "
          f"Preferred numerosities: {hist or 'none'}.")
+    if "covariate_selective_units" in res:
+        s += (f" Controlling for {' and '.join(res['covariates']['names'])} (N significant after them, they not "
+              f"after N): {len(res['covariate_selective_units'])} units "
+              f"({100 * res['share_covariate_selective']:.0f}%).")
     if fs["curves"]:
         lin, log = fs["mean_r2_linear"], fs["mean_r2_log"]
         s += (f" Gaussian fits to the {fs['curves']} average curve(s): mean R^2 linear "
