@@ -320,6 +320,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     # reserve for encoding, probes, regressions and figures: measured 16 s at the full scale (6000 images)
     # on a shared 2-core machine with one thread; ~3x that for safety
     reserve = 10.0 if cfg.quick else 20.0 + scale["eval_images"] / 200.0
+    reserve += 15.0 if cfg.binary and not cfg.quick else 0.0  # number sense: 6 s measured for 6000 images, load 5
     t_train = time.monotonic()
     log(f"{tag} 2/5 training ({cfg.recipe_name} recipe: {tcfg.preset} model, pixel BCE, alpha {tcfg.alpha:g}, "
         f"beta {tcfg.beta:g}, lr {tcfg.lr:g}, augment {tcfg.augment}, batch {cfg.batch_size}, device {dev}) for up to "
