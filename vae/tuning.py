@@ -235,13 +235,14 @@ def fit_gaussian(x: np.ndarray, y: np.ndarray, centre: float) -> Optional[dict]:
     -------
     dict or None
         ``mu``, ``sigma`` (> 0), ``a``, ``c``, ``r2`` (goodness of fit); None when
-        fewer than 4 points or the fit does not converge.
+        fewer than 5 points (four parameters would fit 4 points exactly) or the fit
+        does not converge.
     """
     from scipy.optimize import curve_fit
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if x.size < 4:
+    if x.size < 5:
         return None
     span = float(x.max() - x.min()) or 1.0
     try:
