@@ -100,6 +100,16 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
                f"wrote {out_dir}/probe.json and table1.md")
 
 
+def _controls(f):
+    """--untrained and --pca, shared by tuning and compare."""
+    f = click.option("--pca", is_flag=True,
+                     help="Also PCA of the pixels of the same images (needs the synthcount dataset LATENTS was "
+                          "encoded from).")(f)
+    return click.option("--untrained", type=click.Path(exists=True, dir_okay=False), default=None,
+                        help="Latents of the same images under the untrained weights (vae encode --which init), "
+                             "analysed beside LATENTS.")(f)
+
+
 @click.command("regress", short_help="Fit Eq. 3 per latent unit; select number and area units.")
 @click.argument("latents", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -113,33 +123,30 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
               help="Joint shuffles of (N, A) for the chance baseline.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
+@_controls
 @click.option("--design", type=click.Choice(["auto", "eq3", "dewind"]), default="auto", show_default=True,
               help="Also fit z_i on DeWind's log N, log size, log spacing (units coding one axis, angle in the "
                    "size-spacing plane): auto when the latents carry field areas or log_size/log_spacing; "
                    "dewind: required; eq3: Eq. 3 only.")
-def regress(latents, out_dir, r2_min, coef_cut, log_n, permutations, seed, no_figures, design):
+def regress(latents, out_dir, r2_min, coef_cut, log_n, permutations, seed, no_figures, design, untrained, pca):
     """Fit Eq. 3 (z_i = b_n log N + b_a log A) for every latent unit of LATENTS; select number/area units."""
     from vae.dewind import dewind_text
     from vae.regress import run_regression, summary_text
 
     res = _run(run_regression, latents, out_dir, r2_min=r2_min, coef_cut=coef_cut, log_n=log_n,
-               permutations=permutations, seed=seed, figures=not no_figures, design=design)
+               permutations=permutations, seed=seed, figures=not no_figures, design=design, untrained=untrained,
+               pca=pca)
     click.echo(summary_text(res))
     if "units" in res.get("dewind", {}):
         click.echo(dewind_text(res["dewind"]))
     elif res.get("dewind"):
         click.echo(f"DeWind axes not fitted: {res['dewind']['error']}")
+    for name, c in res.get("controls", {}).items():
+        d = c.get("dewind")
+        click.echo(f"{name}: {len(c['numerosity_units'])} numerosity and {len(c['area_units'])} area unit(s)"
+                   + (f"; DeWind N / Sz / Sp units {len(d['n_units'])} / {len(d['sz_units'])} / {len(d['sp_units'])}"
+                      if d else "") + ".")
     click.echo(f"wrote {out_dir}/regression.json")
-
-
-def _controls(f):
-    """--untrained and --pca, shared by tuning and compare."""
-    f = click.option("--pca", is_flag=True,
-                     help="Also PCA of the pixels of the same images (needs the synthcount dataset LATENTS was "
-                          "encoded from).")(f)
-    return click.option("--untrained", type=click.Path(exists=True, dir_okay=False), default=None,
-                        help="Latents of the same images under the untrained weights (vae encode --which init), "
-                             "analysed beside LATENTS.")(f)
 
 
 @click.command("tuning", short_help="Number-selective units (ANOVA), tuning curves, Gaussian fits.")

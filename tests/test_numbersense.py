@@ -156,7 +156,7 @@ def test_dewind_units_and_angles_from_planted_coefficients():
 def _latents(path, mu, count, **extra):
     arrays = {"mu": mu, "sigma": np.ones_like(mu), "count": count, "cumulative_area": extra.pop("tsa"),
               "index": np.arange(len(count)), **extra}
-    write_latents(str(path), arrays, {"dataset": "/nonexistent", "data_kind": "shards"})
+    write_latents(str(path), arrays, {"dataset": str(path.parent / "gone"), "data_kind": "shards"})
 
 
 def test_cli_tuning_compare_and_regress_dewind(tmp_path):
@@ -189,10 +189,13 @@ def test_cli_tuning_compare_and_regress_dewind(tmp_path):
     assert (tmp_path / "c" / "compare_psychometric.png").is_file() and "published" in (
         tmp_path / "c" / "compare.md").read_text()
     res = r.invoke(main, ["vae", "regress", str(lat), "--out", str(tmp_path / "r"), "--design", "dewind",
-                          "--permutations", "1"])
+                          "--permutations", "1", "--untrained", str(unt)])
     assert res.exit_code == 0, res.output
-    d = json.loads((tmp_path / "r" / "regression.json").read_text())["dewind"]
+    reg = json.loads((tmp_path / "r" / "regression.json").read_text())
+    d = reg["dewind"]
     assert d["source"] == "computed" and 0 in d["n_units"] and (tmp_path / "r" / "dewind.png").is_file()
+    assert 0 not in reg["controls"]["untrained"]["dewind"]["n_units"]  # the noise control has no N unit 0
+    assert "Beside the controls" in (tmp_path / "r" / "regression.md").read_text()
     # bad input: one line, exit 2, nothing half-written
     for args, words in (
             (["vae", "regress", str(unt), "--out", str(tmp_path / "x"), "--design", "dewind"], "field_area"),

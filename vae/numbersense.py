@@ -77,7 +77,10 @@ def load_representations(latents: str, *, untrained: Optional[str] = None, pca: 
                              f"{data!r} is not a synthcount dataset here")
         import synthcount
 
-        images = synthcount.open_dataset(data).read_images(lat["index"])
+        try:
+            images = synthcount.open_dataset(data).read_images(lat["index"])
+        except (ValueError, OSError, IndexError) as e:
+            raise ValueError(f"--pca needs the images {latents!r} was encoded from: {e}") from None
         reps["pca"] = pca_features(images, min(int(lat["mu"].shape[1]), 16 * 16 * images.shape[3]))
     return reps, lat
 

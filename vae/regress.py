@@ -314,7 +314,8 @@ DESIGNS = ("auto", "eq3", "dewind")
 
 def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_cut: float = 0.1,
                    log_n: str = "exclude-zero", permutations: int = 20, seed: int = 0,
-                   figures: bool = True, design: str = "auto") -> dict:
+                   figures: bool = True, design: str = "auto", untrained: Optional[str] = None,
+                   pca: bool = False) -> dict:
     """Fit Eq. 3 on a latents file; write ``regression.json``, ``regression.md`` and figures.
 
     Parameters
@@ -335,6 +336,12 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
         (:func:`vae.dewind.dewind_arrays`, stored under ``dewind``): ``auto`` when the
         latents carry what it needs (else ``dewind`` holds the reason), ``dewind``
         always (bad input when it cannot), ``eq3`` never.
+    untrained : str, optional
+        Latents of the same images under the untrained weights: fitted the same way
+        (no permutations), compact results under ``controls["untrained"]``.
+    pca : bool
+        The same for PCA of the images' pixels (``controls["pca"]``; see
+        :func:`vae.numbersense.load_representations`).
 
     Returns
     -------
@@ -363,6 +370,9 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
             if design == "dewind":
                 raise ValueError(f"latents file {latents_h5!r}: {e}") from None
             res["dewind"] = {"error": str(e)}
+    if untrained is not None or pca:
+        res["controls"] = _controls(latents_h5, lat, res, untrained=untrained, pca=pca, r2_min=r2_min,
+                                    coef_cut=coef_cut, log_n=log_n, seed=seed)
     os.makedirs(out_dir, exist_ok=True)
     if figures:
         from . import figures as figs
@@ -375,8 +385,47 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
             res["figures"]["dewind"] = "dewind.png"
     write_json_atomic(os.path.join(out_dir, "regression.json"), res, indent=2)
     with atomic_write(os.path.join(out_dir, "regression.md"), "w") as f:
-        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n" + _dewind_md(res))
+        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n" + _dewind_md(res) + _controls_md(res))
     return res
+
+
+def _controls(latents_h5: str, lat: dict, res: dict, *, untrained, pca, r2_min, coef_cut, log_n, seed) -> dict:
+    """Eq. 3 (and the DeWind fit when the model got one) for the untrained control and PCA, compactly."""
+    from .dewind import dewind_arrays
+    from .numbersense import load_representations
+
+    reps, _ = load_representations(latents_h5, untrained=untrained, pca=pca)
+    out = {}
+    for name, mu in reps.items():
+        if name == "trained":
+            continue
+        r = regression_arrays(mu, lat["count"], lat["cumulative_area"], r2_min=r2_min, coef_cut=coef_cut,
+                              log_n=log_n, permutations=0, seed=seed)
+        c = {k: r[k] for k in ("numerosity_units", "area_units", "best_numerosity_candidate", "best_area_candidate")}
+        if "units" in res.get("dewind", {}):
+            d = dewind_arrays(mu, lat, r2_min=r2_min, coef_cut=coef_cut, permutations=0, seed=seed)
+            c["dewind"] = {k: d[k] for k in ("n_units", "sz_units", "sp_units")}
+            c["dewind"]["angle_deg"] = [u["angle_deg"] for u in d["units"]]
+        out[name] = c
+    return out
+
+
+def _controls_md(res: dict) -> str:
+    """The controls' table of ``regression.md`` ('' without controls)."""
+    if not res.get("controls"):
+        return ""
+    dw = "units" in res.get("dewind", {})
+    rows = [("trained", {**res, "dewind": res.get("dewind")})] + list(res["controls"].items())
+    L = ["", "## Beside the controls", "",
+         "| representation | numerosity units | area units" + (" | DeWind N / Sz / Sp units |" if dw else " |"),
+         "|---|---|---|" + ("---|" if dw else "")]
+    for name, c in rows:
+        line = f"| {name} | {c['numerosity_units'] or '–'} | {c['area_units'] or '–'} |"
+        if dw:
+            d = c["dewind"]
+            line += f" {d['n_units'] or '–'} / {d['sz_units'] or '–'} / {d['sp_units'] or '–'} |"
+        L.append(line)
+    return "\n".join(L) + "\n"
 
 
 def _dewind_md(res: dict) -> str:
