@@ -225,7 +225,7 @@ def compare_arrays(mu: np.ndarray, count: np.ndarray, *, references: Optional[Se
     rng = np.random.default_rng(seed)
     perm = rng.permutation(pos)
     halves = perm[: perm.size // 2], perm[perm.size // 2:]
-    mean, std = mu.mean(axis=0), mu.std(axis=0)
+    mean, std = mu[halves[0]].mean(axis=0), mu[halves[0]].std(axis=0)  # from the training half only
     zs = (mu - mean) / np.where(std > 0, std, 1.0)
     sets = []
     for h in halves:

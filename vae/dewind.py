@@ -159,7 +159,10 @@ def dewind_arrays(mu: np.ndarray, props: Dict[str, np.ndarray], *, r2_min: float
     if not isinstance(permutations, (int, np.integer)) or permutations < 0:
         raise ValueError(f"permutations must be a non-negative integer, got {permutations!r}")
     z = mu[used]
-    fit = fit_units(z, x)
+    try:
+        fit = fit_units(z, x)
+    except ValueError as e:
+        raise ValueError(f"DeWind axes (log N, log Sz, log Sp): {e}") from None
     beta, r2 = fit["beta"], fit["r2"]
     sel = select_dewind_units(r2, beta, r2_min=r2_min, coef_cut=coef_cut)
     ang, norm = unit_angles(beta)
