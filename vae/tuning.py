@@ -245,9 +245,11 @@ def fit_gaussian(x: np.ndarray, y: np.ndarray, centre: float) -> Optional[dict]:
     if x.size < 5:
         return None
     span = float(x.max() - x.min()) or 1.0
+    # narrower than half the closest spacing, a "Gaussian" only threads one point
+    lo_s = max(float(np.diff(np.unique(x)).min()) / 2, span / 200) if np.unique(x).size > 1 else span / 200
     try:
-        p, _ = curve_fit(_gauss, x, y, p0=(1.0, centre, span / 4, 0.0), maxfev=5000,
-                         bounds=([0, x.min() - span, span / 200, -1], [2, x.max() + span, 4 * span, 1]))
+        p, _ = curve_fit(_gauss, x, y, p0=(1.0, centre, max(span / 4, 2 * lo_s), 0.0), maxfev=5000,
+                         bounds=([0, x.min() - span, lo_s, -1], [2, x.max() + span, 4 * span, 1]))
     except (RuntimeError, ValueError):
         return None
     pred = _gauss(x, *p)
@@ -396,7 +398,8 @@ def tuning_text(res: dict, name: str = "") -> str:
 
 def tuning_figures(results: Dict[str, dict], out_dir: str, prefix: str = "") -> Dict[str, str]:
     """``tuning_histogram.png`` (preferred N per representation), ``tuning_curves.png``
-    (average normalised curves per preferred N) and ``tuning_widths.png`` (Gaussian
+    (average normalised curves per preferred N with their Gaussian fits, on linear and
+    log2 N) and ``tuning_widths.png`` (Gaussian
     width against preferred N, linear and log axes). Returns their file names."""
     import os
 
@@ -424,14 +427,18 @@ def tuning_figures(results: Dict[str, dict], out_dir: str, prefix: str = "") -> 
         vals = np.array(r["numerosities"], dtype=np.float64)
         for row, (xv, lab) in enumerate(((vals, "N"), (np.log2(vals), "log2 N"))):
             ax = axes[row, j]
+            fine = np.linspace(xv.min(), xv.max(), 100)
             for k, (v, c) in enumerate(r["average_curves"].items()):
-                ax.plot(xv, c, "o-", ms=3, color=plt.cm.viridis(k / max(1, len(r["average_curves"]) - 1)),
-                        label=f"pref {v}")
+                col = plt.cm.viridis(k / max(1, len(r["average_curves"]) - 1))
+                ax.plot(xv, c, "o", ms=3, color=col, label=f"pref {v}")
+                g = r["gaussian_fits"][v]["linear" if row == 0 else "log"]
+                if g:  # the fitted Gaussian, with its R^2 in the legend of the log row
+                    ax.plot(fine, _gauss(fine, g["a"], g["mu"], g["sigma"], g["c"]), "-", lw=1, color=col)
             ax.set_xlabel(lab, fontsize=8)
             ax.set_ylim(-0.05, 1.05)
             ax.tick_params(labelsize=7)
             if row == 0:
-                ax.set_title(f"{nm}: normalised tuning", fontsize=8)
+                ax.set_title(f"{nm}: normalised tuning, Gaussian fits", fontsize=8)
             if r["average_curves"] and row == 0:
                 ax.legend(fontsize=6)
     fig.tight_layout()
