@@ -210,6 +210,14 @@ def test_demo_binary_uses_the_sz_recipe_and_reads_out_exact_counts(tmp_path):
     assert ex["classes"] == sorted(ex["classes"]) and set(ex["classes"]) <= set(range(1, 9))
     assert ex["chance"] == 1 / len(ex["classes"]) and 0 <= ex["mean_accuracy"] <= 1
     assert "Exact count" in (tmp_path / "demo" / "report.md").read_text()
+    # the number-sense hook: w, selective units and DeWind units for every representation, figures in the report
+    ns = res["numbersense"][0]
+    assert set(ns["representations"]) == {"trained", "untrained", "pca"}
+    for r in ns["representations"].values():
+        assert r["weber"]["w"] > 0 and 0 <= r["tuning"]["share_selective"] <= 1 and "n_units" in r["dewind"]
+    rep = (tmp_path / "demo" / "report.md").read_text()
+    assert "## Number sense" in rep and all((tmp_path / "demo" / f).is_file() for f in ns["figures"].values())
+    assert all(f in rep for f in ns["figures"].values())
 
 
 def test_an_interrupted_demo_is_named_and_a_running_one_is_not_disturbed(tmp_path):

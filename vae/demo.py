@@ -41,6 +41,7 @@ from synthcount._system import usable_cores
 from synthcount.config import _check, _is_int  # the project's one 'name must be rule, got value' check
 from synthcount.locks import hold_folder
 from vae.baselines import pca_features
+from vae.numbersense import demo_numbersense
 
 __all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
 
@@ -298,7 +299,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     from vae.checkpoint import load_model
     from vae.data import ShardImages, split_indices
     from vae.device import resolve_device
-    from vae.encode import encode_model, write_latents
+    from vae.encode import encode_model, record_properties, write_latents
 
     suffix = "" if k == 0 else f"_seed{seed}"
 
@@ -325,6 +326,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     # reserve for encoding, probes, regressions and figures: measured 16 s at the full scale (6000 images)
     # on a shared 2-core machine with one thread; ~3x that for safety
     reserve = 10.0 if cfg.quick else 20.0 + scale["eval_images"] / 200.0
+    reserve += 15.0 if cfg.binary and not cfg.quick else 0.0  # number sense: 6 s measured for 6000 images, load 5
     t_train = time.monotonic()
     log(f"{tag} 2/5 training ({cfg.recipe_name} recipe: {tcfg.preset} model, pixel BCE, alpha {tcfg.alpha:g}, "
         f"beta {tcfg.beta:g}, lr {tcfg.lr:g}, augment {tcfg.augment}, batch {cfg.batch_size}, device {dev}) for up to "
@@ -343,6 +345,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
         model, mcfg, meta = load_model(run_dir, which)
         models[name] = model.to(dev)
         lat[name] = encode_model(model, ds, batch_size=256, device=dev, progress=progress, desc=f"encode {name}")
+        lat[name].update(record_properties(ds.ds, lat[name]["index"]))  # visual properties for vae tuning etc.
         write_latents(paths(f"latents_{name}", ".h5"), lat[name],
                       {"run_dir": os.path.abspath(run_dir), "checkpoint": which, "checkpoint_path": meta["path"],
                        "epoch": meta["epoch"], "dataset": os.path.abspath(data_eval["path"]), "data_kind": "shards",
@@ -361,6 +364,8 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     results = {name: _analyse(name, mu, count, area, split, paths, seed=seed, probe_epochs=scale["probe_epochs"],
                               permutations=scale["permutations"], log=log, progress=progress)
                for name, mu in reps.items()}
+    # the binary demo's number sense: Weber fraction, selective units, DeWind axes (vae.numbersense)
+    ns = demo_numbersense(reps, lat["trained"], paths, seed=seed, quick=cfg.quick) if cfg.binary else None
     timings["analysis_s"] = round(time.monotonic() - t_an, 1)
 
     log(f"{tag} 5/5 figures")
@@ -395,7 +400,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
             "train_config": tcfg.to_dict(),
             "data": {"train": data_train, "eval": data_eval, "eval_count_histogram": np.bincount(count).tolist(),
                      "probe_split": {"train": int(split[0].size), "test": int(split[1].size)}},
-            "training": tr, "timings": timings, "results": results, "figures": figs}
+            "training": tr, "timings": timings, "results": results, "figures": figs, "numbersense": ns}
 
 
 _PROBE_KEYS = ("ap_voc11", "ap", "accuracy", "mean_ap_voc11", "mean_ap", "mean_accuracy", "chance")
@@ -437,6 +442,7 @@ def _run(out_dir: str, cfg: DemoConfig) -> dict:
         "figures": first["figures"],
         "per_seed": per_seed,
         "summary": report.summarize_seeds(per_seed, binary=cfg.binary),
+        "numbersense": [{"seed": s["seed"], **s["numbersense"]} for s in studies if s["numbersense"]],
     }
     write_json_atomic(os.path.join(out_dir, "demo.json"), summary)
     report.write_report(out_dir, summary, studies)

@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from synthcount._io import atomic_write
+from vae.numbersense import report_lines
 
 __all__ = ["seed_record", "summarize_seeds", "write_report", "seeds_table"]
 
@@ -364,6 +365,7 @@ def write_report(out_dir: str, summary: dict, studies: List[dict]) -> str:
         L += _seeds_section(summary)
     L += _findings(summary, first)
     L += ["", "## Count probe", "", table] + _regression_section(first["results"])
+    L += report_lines(studies)  # number sense (binary demo; vae.numbersense)
     L += _figures_and_files(summary, first["results"], studies)
     path = os.path.join(out_dir, "report.md")
     with atomic_write(path, "w") as f:
