@@ -146,6 +146,15 @@ def table(paths) -> str:
     return "\n".join(rows)
 
 
+def _finished_epochs(run_dir: str):
+    """Epochs of a run folder's last checkpoint, or None when there is none."""
+    if not os.path.isfile(os.path.join(run_dir, "checkpoints", "last.pt")):
+        return None
+    from vae.checkpoint import load_model
+
+    return load_model(run_dir, "last")[2]["epoch"]
+
+
 def _row_name(path: str) -> str:
     base = os.path.basename(path)[:-5]
     stem, _, seed = base.rpartition("_s")
@@ -220,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="binary", choices=("binary", "regression", "decorrelated"),
                     help="Scene preset: the binary demo's, or a cut-out scene of the default demo (64x64).")
     ap.add_argument("--scene", nargs="*", default=[], help="SceneConfig FIELD=VALUE over the preset")
+    ap.add_argument("--reuse-run", action="store_true",
+                    help="With --epochs: when OUT.run already holds that many finished epochs, only the final "
+                         "analysis runs (the per-epoch rows are not repeated).")
     ap.add_argument("--seed-table", nargs="+", help="Print the per-factor table over seeds of these files and exit.")
     args = ap.parse_args(argv)
     if args.table:
@@ -273,7 +285,11 @@ def main(argv=None) -> int:
     base["model_overrides"] = {**base["model_overrides"], **model_over}
     cfg = TrainConfig(**base)
     run_dir = args.out + ".run"
-    if os.path.exists(run_dir):
+    reuse = args.reuse_run and _finished_epochs(run_dir) == args.epochs
+    if reuse:
+        print(f"reusing the finished training in {run_dir} ({args.epochs} epochs); per-epoch analysis not repeated",
+              file=sys.stderr)
+    elif os.path.exists(run_dir):
         import shutil
         shutil.rmtree(run_dir)
 
@@ -285,7 +301,12 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     deadline = t0 + 60 * args.minutes
     rows, last, epoch = [], None, 0
-    while True:
+    if reuse:  # the training finished but its analysis was lost (a crash after the last epoch): final only
+        epoch = args.epochs
+        rows = [{"epoch": e, "images_seen": e * n_train, "reused": True} for e in range(1, epoch + 1)]
+        model, _, _ = load_model(run_dir, "last")
+        lat = encode_model(model, ds, progress=False)
+    while not reuse:
         e0 = time.monotonic()
         if args.epochs is not None and epoch >= args.epochs:
             break
