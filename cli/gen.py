@@ -295,10 +295,15 @@ def verify(dataset, quiet):
             click.echo(f"FAIL {p}", err=True)
         fail(f"{dataset}: {len(problems)} problem(s); first: {problems[0]}", 1)
     if os.path.isdir(dataset):
-        from synthcount.shards import read_manifest
+        from synthcount.shards import MANIFEST, read_manifest, scan_shards
 
-        man = read_manifest(dataset)
-        note = "" if man.get("complete", True) else " (incomplete: some planned shards are not made yet)"
+        if os.path.lexists(os.path.join(dataset, MANIFEST)):
+            man = read_manifest(dataset)
+            note = "" if man.get("complete", True) else " (incomplete: some planned shards are not made yet)"
+        else:
+            man = scan_shards(dataset)
+            note = (" (no manifest.json yet: a generate run is writing it or was stopped; its finished shards are "
+                    "good, and rerunning the same generate command lists them)")
         click.echo(f"OK {dataset}: {man['num_images']} images in {len(man['shards'])} shards{note}")
     else:
         click.echo(f"OK {dataset}")
