@@ -488,7 +488,9 @@ def read_manifest(folder: str) -> dict:
 
 def _short(value, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters (an attacker's value may be huge)."""
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else f"an integer of {len(str(value))} digits"
+    if isinstance(value, int) and abs(value) >= 10**limit:
+        return f"an integer of {len(str(value))} digits"
+    text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -755,7 +757,7 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     if image_size is not None and tuple(img.shape[1:3]) != tuple(image_size):
         problems.append(f"{name}: images are {img.shape[1]}x{img.shape[2]}, the dataset's "
                         f"{image_size[0]}x{image_size[1]} (mixed datasets)")
-    if lm.dtype != np.uint8 or lm.shape != img.shape[:3]:
+    if lm.dtype != np.uint8 or lm.shape[1:] != img.shape[1:3] or lm.ndim != 3:
         problems.append(f"{name}: schema: label_maps must be uint8 {img.shape[:3]}, got {lm.dtype} {lm.shape}")
     areas = f["object_areas"]
     if areas.ndim != 2 or areas.shape[1] < 1:
@@ -767,11 +769,12 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
 
     spec = record_spec(cols)
     classes = None
+    wrong_rows: List[str] = []
     for k, d in f.items():
         if k in NAME_DATASETS:
             continue  # checked by _check_names
         if d.shape[:1] != (n,):
-            problems.append(f"{name}: schema: {k} must be a dataset with first axis {n}, got shape {d.shape}")
+            wrong_rows.append(f"{k} {d.shape}")
             continue
         if k in ("images", "label_maps"):
             continue
@@ -785,6 +788,9 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
         if not kind_ok or d.shape[1:] != want[1]:
             problems.append(f"{name}: schema: {k} must be {'integer' if want[0].kind in 'iu' else 'float'} "
                             f"(n{''.join(', ' + str(v) for v in want[1])}), got {d.dtype} {d.shape}")
+    if wrong_rows:
+        problems.insert(0, f"{name}: schema: {len(wrong_rows)} datasets do not have the images' first axis {n}: "
+                           f"{', '.join(wrong_rows[:4])}{' ...' if len(wrong_rows) > 4 else ''}")
     if problems:
         return problems
     first, end = attrs["first_image_index"], attrs["end_image_index"]

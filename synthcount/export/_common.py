@@ -128,27 +128,33 @@ def selection(ds, shards: Optional[Tuple[int, int]], limit: Optional[int]) -> Tu
 
 
 def check_checksums(ds, start: int, stop: int) -> None:
-    """Every shard the images ``start .. stop-1`` come from still has the sha256 recorded
-    when it was written (manifest, or sidecar for a lone shard file): an export never
-    carries silently corrupted pixels into another format.
+    """Every shard the images ``start .. stop-1`` come from passes what ``synthcount
+    verify`` checks, before anything is exported: the sha256 recorded when it was
+    written (manifest, or sidecar for a lone shard file), the schema, and that the label
+    maps agree with the counts and areas. Image chunks are not decoded here: the export
+    decodes each one, and a chunk that fails stops it with nothing published. So a shard
+    that ``verify`` rejects is never exported.
 
     Raises
     ------
     ExportError
-        Naming the first shard that differs.
+        Naming the first shard that fails, and what.
     """
-    from ..shards import read_manifest, read_sidecar, sha256_file
+    from ..shards import read_manifest, read_sidecar, verify_shard
 
     if os.path.isdir(ds.path):
         want = {os.path.join(ds.path, e["file"]): e.get("sha256") for e in read_manifest(ds.path)["shards"]}
     else:
         want = {ds.path: read_sidecar(ds.path)}
     for k, f in enumerate(ds.files):
-        if int(ds.offsets[k + 1]) <= start or int(ds.offsets[k]) >= stop or not want.get(f):
+        if int(ds.offsets[k + 1]) <= start or int(ds.offsets[k]) >= stop:
             continue
-        if sha256_file(f) != want[f]:
-            raise ExportError(f"{os.path.basename(f)}: sha256 differs from the one recorded when it was written "
-                              f"(corrupted?); run synthcount verify")
+        n = int(ds.offsets[k + 1] - ds.offsets[k])
+        problems = verify_shard(f, want.get(f) or None, decode_images=False, expected_n=n)
+        if problems:
+            raise ExportError(f"{os.path.join(os.path.dirname(f), problems[0])}"
+                              f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                              f"run synthcount verify")
 
 
 # ----------------------------------------------------------------------------- per image

@@ -1,0 +1,205 @@
+"""The attacker's reproductions (issue 23): crafted shards and manifests, FIFOs and
+devices in place of files, YAML bombs, bad Dask addresses, interrupted training, kill -9
+leftovers. Each must end in one line naming the file or flag with the documented exit
+code (README "Exit codes"), within seconds, with nothing inconsistent written.
+
+``small`` is ``synthcount generate small --num-images 400 --shard-size 100 --size 64``,
+made once per session; each test tampers with its own copy.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from synthcount._io import sha256_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = [sys.executable, "-m", "cli.main"]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _cli(*args, timeout=60, **kw):
+    """The CLI in a process of its own (a hang fails the test at ``timeout``, not the suite)."""
+    return subprocess.run(CLI + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          **kw)
+
+
+def _one_line_error(res, code, *words):
+    """``res`` (CliRunner result or CompletedProcess) exited ``code`` with one ``Error:``
+    line on stderr holding ``words``, and no traceback."""
+    rc = res.exit_code if hasattr(res, "exit_code") else res.returncode
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    assert rc == code, (rc, err, getattr(res, "exception", None))
+    assert "Traceback" not in err and not isinstance(getattr(res, "exception", None), (AssertionError, TypeError)), err
+    errors = [ln for ln in err.splitlines() if "Error" in ln]
+    assert len(errors) == 1, err
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def small_src(tmp_path_factory):
+    from synthcount.config import DatasetConfig, SceneConfig
+    from synthcount.generate import generate_dataset
+
+    out = str(tmp_path_factory.mktemp("attack") / "small")
+    cfg = DatasetConfig(num_images=400, shard_size=100, scene=SceneConfig(size=(64, 64)))
+    generate_dataset(out, cfg, progress=False)
+    return out
+
+
+@pytest.fixture
+def small(small_src, tmp_path):
+    dst = str(tmp_path / "small")
+    shutil.copytree(small_src, dst)
+    return dst
+
+
+def _tamper(folder, k, change):
+    """Apply ``change(h5py file)`` to shard ``k`` and re-record its sha256 (sidecar and
+    manifest), as an attacker who rewrites them would: only the content checks can tell."""
+    path = os.path.join(folder, f"shard-{k:05d}.h5")
+    with h5py.File(path, "r+") as f:
+        change(f)
+    digest = sha256_file(path)
+    with open(path[:-3] + ".sha256", "w") as s:
+        s.write(digest + "\n")
+    mp = os.path.join(folder, "manifest.json")
+    with open(mp) as f:
+        man = json.load(f)
+    man["shards"][k]["sha256"] = digest
+    with open(mp, "w") as f:
+        json.dump(man, f)
+    return path
+
+
+def _replace(f, key, data=None, **kw):
+    del f[key]
+    if data is None:
+        f.create_group(key)
+    else:
+        f.create_dataset(key, data=data, **kw)
+
+
+# ----------------------------------------------------------------------------- 3, 4: crafted shards
+
+
+CRAFTED = {
+    "images-group": (lambda f: _replace(f, "images"), "images must be datasets"),
+    "images-scalar": (lambda f: _replace(f, "images", np.uint8(3)), "images must be uint8"),
+    "images-50-rows": (lambda f: _replace(f, "images", f["images"][:50]), "images' first axis 50"),
+    "all-emptied": (lambda f: [_replace(f, k, f[k][:0]) for k in list(f.keys())], "images must be uint8 (n >= 1"),
+    "object-ids-2^31-1": (lambda f: f["object_ids"].__setitem__((slice(None), 0), 2**31 - 1),
+                          "object_ids holds 2147483647"),
+    "4-channel": (lambda f: _replace(f, "images", np.zeros(f["images"].shape[:3] + (4,), np.uint8)),
+                  "images must be uint8"),
+    "float-labels": (lambda f: _replace(f, "label_maps", f["label_maps"][()].astype(np.float32)),
+                     "label_maps must be uint8"),
+    "negative-count": (lambda f: f["count"].__setitem__(0, -5), "count + num_distractors outside"),
+    "other-size": (lambda f: [_replace(f, "images", np.zeros((100, 32, 32, 3), np.uint8)),
+                              _replace(f, "label_maps", np.zeros((100, 32, 32), np.uint8))], "32x32"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(CRAFTED))
+def test_crafted_shard_is_refused_by_verify_and_every_reader(small, tmp_path, attack):
+    change, words = CRAFTED[attack]
+    _tamper(small, 1, change)
+    v = _run("verify", small, "--quiet")
+    _one_line_error(v, 1, "shard-00001.h5")
+    said = [v.output]
+    for args in (("export", small, tmp_path / "coco", "--format", "coco", "--quiet"),
+                 ("export", small, tmp_path / "wds", "--format", "webdataset", "--quiet"),
+                 ("preview", small, tmp_path / "p.png", "--n", "400"),
+                 ("inspect", small)):
+        r = _run(*args)
+        said.append(_one_line_error(r, 1, "shard-00001.h5", "run synthcount verify"))
+    assert words in " ".join(said), said
+    assert not os.path.exists(tmp_path / "coco") and not os.path.exists(tmp_path / "wds")
+    assert not os.path.exists(tmp_path / "p.png")
+
+
+def test_shard_whose_labels_disagree_is_never_exported(small, tmp_path):
+    """Schema intact, sha256 re-recorded, but a label map says other areas: verify rejects
+    it, so export refuses before writing (any format, not only COCO's own check)."""
+    def recolour(f):
+        lm = f["label_maps"][()]
+        lm[3] = 0
+        f["label_maps"][...] = lm
+    _tamper(small, 2, recolour)
+    assert "label map of image 3" in _run("verify", small, "--quiet").output
+    for fmt in ("webdataset", "imagefolder"):
+        r = _run("export", small, tmp_path / fmt, "--format", fmt, "--quiet")
+        _one_line_error(r, 1, "shard-00002.h5", "label map of image 3")
+        assert not os.path.exists(tmp_path / fmt)
+
+
+def test_vae_data_loading_goes_through_the_gate(small):
+    pytest.importorskip("torch")
+    from vae.data import ShardImages
+
+    _tamper(small, 0, CRAFTED["float-labels"][0])
+    with pytest.raises(OSError, match="shard-00000.h5: schema: label_maps must be uint8"):
+        ShardImages(small, image_size=(64, 64))[0]
+
+
+# ----------------------------------------------------------------------------- 5: huge numbers
+
+
+@pytest.mark.parametrize("where", ["total", "entry"])
+def test_manifest_with_num_images_10_to_the_30(small, where):
+    mp = os.path.join(small, "manifest.json")
+    with open(mp) as f:
+        man = json.load(f)
+    if where == "total":
+        man["num_images"] = 10**30
+    else:
+        man["shards"][0]["num_images"] = 10**30
+    with open(mp, "w") as f:
+        json.dump(man, f)
+    for args in (("inspect", small), ("inspect", small, "--json")):
+        _one_line_error(_run(*args), 2, "manifest.json", "num_images")
+    _one_line_error(_run("verify", small, "--quiet"), 1, "num_images")
+
+
+# ----------------------------------------------------------------------------- 8: not regular files
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_shard_replaced_by_a_fifo_or_dev_zero(small, tmp_path, kind):
+    path = os.path.join(small, "shard-00001.h5")
+    os.remove(path)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("/dev/zero", path)
+    what = "FIFO" if kind == "fifo" else "device"
+    t0 = time.monotonic()
+    _one_line_error(_cli("inspect", small, timeout=30), 1, "shard-00001.h5", what)
+    _one_line_error(_cli("export", small, tmp_path / "x", "--format", "webdataset", "--quiet", timeout=30), 1,
+                    "shard-00001.h5", what)
+    _one_line_error(_cli("preview", small, tmp_path / "p.png", "--n", "400", timeout=30), 1, "shard-00001.h5", what)
+    v = _cli("verify", small, "--quiet", timeout=30)
+    _one_line_error(v, 1, "shard-00001.h5", what)
+    assert time.monotonic() - t0 < 30
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_manifest_replaced_by_dev_zero_is_not_read_without_bound(small):
+    os.remove(os.path.join(small, "manifest.json"))
+    os.symlink("/dev/zero", os.path.join(small, "manifest.json"))
+    _one_line_error(_cli("inspect", small, timeout=30), 2, "manifest.json", "not a regular file")
