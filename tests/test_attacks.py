@@ -10,7 +10,6 @@ made once per session; each test tampers with its own copy.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
