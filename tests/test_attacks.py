@@ -202,3 +202,41 @@ def test_manifest_replaced_by_dev_zero_is_not_read_without_bound(small):
     os.remove(os.path.join(small, "manifest.json"))
     os.symlink("/dev/zero", os.path.join(small, "manifest.json"))
     _one_line_error(_cli("inspect", small, timeout=30), 2, "manifest.json", "not a regular file")
+
+
+# ----------------------------------------------------------------------------- 6: YAML bombs
+
+
+@pytest.mark.parametrize("key", ["sources.background_classes", "scene.count_probs"])
+def test_yaml_alias_bomb_in_a_known_key_is_refused_in_under_a_second(tmp_path, key):
+    section, field = key.split(".")
+    anchors = ['  x0: &x0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        anchors.append(f"  x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9) + "]")
+    text = "defs:\n" + "\n".join(anchors) + f"\n{section}:\n  {field}: *x8\nnum_images: 10\n"
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text(text)
+    assert cfg.stat().st_size < 1500
+    t0 = time.monotonic()
+    res = _run("generate", tmp_path / "out", "--config", cfg)
+    took = time.monotonic() - t0
+    line = _one_line_error(res, 2, "--config", str(cfg), "alias bomb")
+    assert len(line) < 600 and took < 1.0, (took, line)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_config_bounds_size_cycles_and_quoted_values(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("num_images: 10\n# " + "x" * (2 << 20) + "\n")
+    _one_line_error(_run("generate", tmp_path / "o", "--config", big), 2, "--config", "larger than")
+    cyc = tmp_path / "cycle.yaml"
+    cyc.write_text("num_images: 10\nscene: &s {mode: *s}\n")
+    _one_line_error(_run("generate", tmp_path / "o", "--config", cyc), 2, "--config", "recursive")
+    long = tmp_path / "long.yaml"
+    long.write_text("num_images: 10\nscene:\n  mode: " + "m" * 100_000 + "\n")
+    line = _one_line_error(_run("generate", tmp_path / "o", "--config", long), 2, "mode must be")
+    assert len(line) < 600, len(line)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    _one_line_error(_cli("generate", tmp_path / "o", "--config", fifo, timeout=30), 2, "FIFO")
+    assert not os.path.exists(tmp_path / "o")
