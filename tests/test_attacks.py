@@ -240,3 +240,36 @@ def test_config_bounds_size_cycles_and_quoted_values(tmp_path):
     os.mkfifo(fifo)
     _one_line_error(_cli("generate", tmp_path / "o", "--config", fifo, timeout=30), 2, "FIFO")
     assert not os.path.exists(tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- 7: Dask addresses
+
+
+def _refused_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("attack", ["garbage-scheme", "garbage-file", "file-refused-port", "file-no-address"])
+def test_bad_dask_address_fails_fast_in_one_line(tmp_path, attack):
+    pytest.importorskip("distributed")
+    sched = tmp_path / "scheduler.json"
+    if attack == "garbage-scheme":
+        address, words = "garbage://x", "unknown scheme 'garbage'"
+    else:
+        address = str(sched)
+        text, words = {"garbage-file": ("garbage{", "not a Dask scheduler file"),
+                       "file-refused-port": (json.dumps({"address": f"tcp://127.0.0.1:{_refused_port()}"}),
+                                             "cannot reach a Dask scheduler"),
+                       "file-no-address": ("[1, 2]", "no \"address\"")}[attack]
+        sched.write_text(text)
+    t0 = time.monotonic()
+    res = _cli("generate", tmp_path / "out", "--num-images", "10", "--size", "32", "--quiet", "--dask", address,
+               timeout=60)
+    took = time.monotonic() - t0
+    _one_line_error(res, 2, "--dask", words)
+    assert "Exception ignored" not in res.stderr and took < 20, (took, res.stderr)
+    assert not os.path.exists(tmp_path / "out")
