@@ -10,6 +10,7 @@ made once per session; each test tampers with its own copy.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -273,3 +274,143 @@ def test_bad_dask_address_fails_fast_in_one_line(tmp_path, attack):
     _one_line_error(res, 2, "--dask", words)
     assert "Exception ignored" not in res.stderr and took < 20, (took, res.stderr)
     assert not os.path.exists(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- 1: interrupted first epoch
+
+# The tiny preset at 32x32, 8 latent units, 32 images of 32x32: 4 training steps per epoch.
+STEPS = (1, 2, 4)
+_TRAIN = ["--preset", "tiny", "--image-size", "32", "--latent-dim", "8", "--batch-size", "8", "--recon", "pixel",
+          "--workers", "0", "--recon-every", "0", "--device", "cpu", "--quiet"]
+# One process imports torch once and forks a training per kill point (no torch work in
+# the parent, so forking is safe); each child sends itself SIGKILL at its training step.
+_KILLER = """
+import os, signal, sys
+import torch
+from vae import train as vtrain
+from cli.main import main
+args = sys.argv[2:]
+for i, at in enumerate(int(v) for v in sys.argv[1].split(",")):
+    pid = os.fork()
+    if pid == 0:
+        torch.set_num_threads(1)
+        class Killer(vtrain.VAELoss):
+            calls = 0
+            def forward(self, *a):
+                if torch.is_grad_enabled():
+                    Killer.calls += 1
+                    if Killer.calls == at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                return super().forward(*a)
+        vtrain.VAELoss = Killer
+        try:
+            main(args + (["--resume"] if i else []))
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    print("killed" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL else f"status {status}")
+"""
+
+
+def _weights(run):
+    import torch
+
+    return torch.load(os.path.join(run, "checkpoints", "last.pt"), weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def train_ref(tmp_path_factory):
+    """A first epoch that nothing interrupted: what every recovered run must equal."""
+    torch = pytest.importorskip("torch")
+    from tests.test_vae_data import make_dataset
+
+    ds = make_dataset(n=32, size=32, shard_size=16)
+    run = str(tmp_path_factory.mktemp("ref") / "run")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _run("vae", "train", ds, run, "--epochs", "1", *_TRAIN).exit_code == 0
+    finally:
+        torch.set_num_threads(old)
+    return ds, _weights(run)
+
+
+def _resumes_to_the_reference(ds, run, ref):
+    import torch
+
+    assert not os.path.exists(os.path.join(run, "checkpoints", "last.pt"))
+    r = _run("vae", "train", ds, run, "--epochs", "1", "--resume", *_TRAIN)
+    assert r.exit_code == 0, r.output
+    got = _weights(run)
+    assert all(torch.equal(got[k], ref[k]) for k in ref), "the recovered run differs from an uninterrupted one"
+    assert not [n for n in os.listdir(os.path.join(run, "checkpoints")) if ".tmp-" in n]
+
+
+def _signalled(monkeypatch, sig, step):
+    """Make the next training send itself ``sig`` at its ``step``-th training step."""
+    import torch
+
+    from vae import train as vtrain
+
+    calls = {"n": 0}
+
+    class Signaller(vtrain.VAELoss):
+        def forward(self, *a):
+            if torch.is_grad_enabled():
+                calls["n"] += 1
+                if calls["n"] == step:
+                    os.kill(os.getpid(), getattr(signal, sig))
+            return super().forward(*a)
+
+    monkeypatch.setattr(vtrain, "VAELoss", Signaller)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_at_three_points_of_the_first_epoch_then_resume(train_ref, tmp_path, monkeypatch, sig,
+                                                               one_torch_thread):
+    """Ctrl-C or Slurm's SIGTERM at the first, a middle and the last step of epoch 1 (a
+    requeued job hit again each time): each writes interrupted.pt and says the checkpoint
+    --resume really uses (init.pt), each --resume accepts the folder, and the last one
+    gives the run an uninterrupted one would have."""
+    ds, ref = train_ref
+    run = str(tmp_path / "run")
+    for i, step in enumerate(STEPS):
+        _signalled(monkeypatch, sig, step)
+        r = CliRunner().invoke(main, ["vae", "train", ds, run, "--epochs", "1", *_TRAIN] + (["--resume"] if i else []))
+        assert r.exit_code == (130 if sig == "SIGINT" else 143), r.output
+        assert "--resume continues from checkpoints/init.pt (epoch 0)" in r.output
+        assert os.path.isfile(os.path.join(run, "checkpoints", "interrupted.pt"))
+        monkeypatch.undo()
+    _resumes_to_the_reference(ds, run, ref)
+
+
+def test_kill_9_at_three_points_of_the_first_epoch_then_resume(train_ref, tmp_path, one_torch_thread):
+    ds, ref = train_ref
+    run = str(tmp_path / "run")
+    p = subprocess.run([sys.executable, "-c", _KILLER, ",".join(map(str, STEPS)), "vae", "train", ds, run,
+                        "--epochs", "1", *_TRAIN], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0 and p.stdout.split() == ["killed"] * len(STEPS), (p.stdout, p.stderr)
+    _resumes_to_the_reference(ds, run, ref)
+
+
+def test_sigterm_during_setup_then_resume_starts_afresh(train_ref, tmp_path, monkeypatch, one_torch_thread):
+    """Killed after config.json, before any checkpoint: --resume starts the run afresh
+    (a fresh run without --resume is still refused: the folder holds its settings)."""
+    from vae import train as vtrain
+
+    ds, ref = train_ref
+    real = vtrain.save_checkpoint
+
+    def save(path, state):
+        if path.endswith("init.pt"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(path, state)
+
+    monkeypatch.setattr(vtrain, "save_checkpoint", save)
+    run = str(tmp_path / "run")
+    assert CliRunner().invoke(main, ["vae", "train", ds, run, "--epochs", "1", *_TRAIN]).exit_code == 143
+    assert os.path.isfile(os.path.join(run, "config.json"))
+    assert not os.path.exists(os.path.join(run, "checkpoints", "init.pt"))
+    monkeypatch.undo()
+    assert "already holds a run" in _run("vae", "train", ds, run, "--epochs", "1", *_TRAIN).output
+    _resumes_to_the_reference(ds, run, ref)
