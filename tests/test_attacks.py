@@ -414,3 +414,53 @@ def test_sigterm_during_setup_then_resume_starts_afresh(train_ref, tmp_path, mon
     monkeypatch.undo()
     assert "already holds a run" in _run("vae", "train", ds, run, "--epochs", "1", *_TRAIN).output
     _resumes_to_the_reference(ds, run, ref)
+
+
+# ----------------------------------------------------------------------------- kill -9 leftovers (issue 22)
+
+_KILL_AT_RENAME = """
+import os, signal, sys
+real = os.replace
+def replace(src, dst, *a, **k):
+    if dst.endswith(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is complete, the rename never happens
+    return real(src, dst, *a, **k)
+os.replace = replace
+from cli.main import main
+main(sys.argv[2:])
+"""
+
+
+def _dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_prepare_killed_at_the_rename_then_rerun_removes_its_leftovers(tmp_path, msra_dir):
+    pack = str(tmp_path / "objs.h5")
+    p = subprocess.run([sys.executable, "-c", _KILL_AT_RENAME, "objs.h5", "prepare", msra_dir, pack, "--kind",
+                        "objects", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    left = sorted(os.listdir(tmp_path))
+    assert left and all(n.startswith("objs.h5.tmp-") for n in left), left  # no report without its pack
+    foreign = ["objs.h5.tmp-notes", "objs.h5.tmp-1-zzzzzzzz", f"objs.h5.tmp-{os.getpid()}-0123abcd", "other.tmp-1-ab"]
+    for n in foreign:  # not ours, or a live writer's: kept
+        (tmp_path / n).write_text("x")
+    assert _run("prepare", msra_dir, pack, "--kind", "objects", "--quiet").exit_code == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(["objs.h5", "objs.h5.report.json"] + foreign)
+
+
+def test_encode_rerun_removes_a_killed_encode_leftover(tmp_path):
+    pytest.importorskip("torch")
+    from vae.encode import write_latents
+
+    out = tmp_path / "lat.h5"
+    dead = tmp_path / f"lat.h5.tmp-{_dead_pid()}-0badcafe"
+    dead.write_bytes(b"\x89HDF half a file")
+    keep = tmp_path / "lat.h5.tmp-mine"
+    keep.write_text("x")
+    arrays = {"mu": np.zeros((2, 3)), "sigma": np.ones((2, 3)), "count": np.zeros(2), "cumulative_area": np.zeros(2),
+              "index": np.arange(2)}
+    write_latents(str(out), arrays, {})
+    assert sorted(os.listdir(tmp_path)) == ["lat.h5", "lat.h5.tmp-mine"]
