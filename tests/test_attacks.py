@@ -464,3 +464,34 @@ def test_encode_rerun_removes_a_killed_encode_leftover(tmp_path):
               "index": np.arange(2)}
     write_latents(str(out), arrays, {})
     assert sorted(os.listdir(tmp_path)) == ["lat.h5", "lat.h5.tmp-mine"]
+
+
+# ----------------------------------------------------------------------------- probe / regress inputs
+
+
+def _latents(path, mu, count, area=None):
+    with h5py.File(path, "w") as f:
+        f["mu"] = mu
+        f["count"] = count
+        f["cumulative_area"] = np.arange(len(count)) * 10 + 5 if area is None else area
+    return str(path)
+
+
+@pytest.mark.parametrize("attack", ["float-counts", "one-class", "zero-width-mu", "negative-count"])
+def test_bad_latents_are_refused_naming_the_file(tmp_path, attack):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    mu, count = rng.normal(size=(40, 4)), np.arange(40) % 5
+    bad = {"float-counts": (mu, count + 0.5, "whole numbers"),
+           "one-class": (mu, np.full(40, 2), "only one class"),
+           "zero-width-mu": (np.zeros((40, 0)), count, "d >= 1"),
+           "negative-count": (mu, count - 3, "count must be >= 0")}
+    m, c, words = bad[attack]
+    good = _latents(tmp_path / "good.h5", mu, count)
+    worse = _latents(tmp_path / "bad.h5", m, c)
+    r = _run("vae", "probe", good, worse, "--out", tmp_path / "probe", "--max-epochs", "1")
+    _one_line_error(r, 2, "bad.h5", words)
+    if attack != "one-class":  # regress needs no classes
+        r = _run("vae", "regress", worse, "--out", tmp_path / "reg", "--no-figures", "--permutations", "0")
+        _one_line_error(r, 2, "bad.h5", words)
+    assert not os.path.exists(tmp_path / "probe") and not os.path.exists(tmp_path / "reg")
