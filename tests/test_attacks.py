@@ -495,3 +495,64 @@ def test_bad_latents_are_refused_naming_the_file(tmp_path, attack):
         r = _run("vae", "regress", worse, "--out", tmp_path / "reg", "--no-figures", "--permutations", "0")
         _one_line_error(r, 2, "bad.h5", words)
     assert not os.path.exists(tmp_path / "probe") and not os.path.exists(tmp_path / "reg")
+
+
+# ----------------------------------------------------------------------------- 2: a full disk under hf
+
+
+def test_hf_export_on_a_full_disk_is_one_line(small, tmp_path):
+    """datasets wraps ENOSPC in its DatasetGenerationError (a 60-line traceback before);
+    now one line naming DEST, exit 1, nothing left. A 2 MB tmpfs where mounting works,
+    else a 2 MB file-size limit (EFBIG takes the same path)."""
+    pytest.importorskip("datasets")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True).returncode == 0
+    try:
+        def limit():
+            import resource
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+        dest = disk / "hf"
+        r = _cli("export", small, dest, "--format", "hf", "--quiet", timeout=120,
+                 preexec_fn=None if mounted else limit)
+        _one_line_error(r, 1, "export failed", "cannot write", str(dest))
+        assert not os.listdir(disk)
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# ----------------------------------------------------------------------------- smaller findings
+
+
+def test_rerun_after_a_killed_overwrite_says_it_put_the_export_back(small, tmp_path):
+    """A killed --overwrite leaves the earlier export moved aside in its workspace. The
+    next export puts it back and says so, also when it then refuses (no --overwrite)."""
+    dest = tmp_path / "out"
+    assert _run("export", small, dest, "--format", "imagefolder", "--limit", "5", "--quiet").exit_code == 0
+    work = tmp_path / "out.tmp-999999-0123abcd"  # what kill -9 between the two renames leaves
+    work.mkdir()
+    (work / "out").mkdir()
+    os.rename(dest, work / "old")
+    r = _run("export", small, dest, "--format", "imagefolder", "--limit", "5", "--quiet")
+    assert r.exit_code == 2 and "put back the earlier export" in r.output, r.output
+    assert os.path.isfile(dest / "export.json") and not work.exists()
+
+
+def test_dataset_without_a_manifest_yet(small):
+    """While a run writes (or after a killed first run) there is no manifest.json yet:
+    readers say so (exit 2) instead of "not a synthcount dataset", and verify checks the
+    finished shards against their sidecars (exit 0, saying the manifest is missing)."""
+    os.remove(os.path.join(small, "manifest.json"))
+    _one_line_error(_run("inspect", small), 2, "no manifest.json yet (4 finished shards)", "rerun the same generate")
+    v = _run("verify", small, "--quiet")
+    assert v.exit_code == 0 and "OK" in v.output and "400 images in 4 shards" in v.output, v.output
+    assert "no manifest.json yet" in v.output
+    _tamper_no_manifest = os.path.join(small, "shard-00002.sha256")
+    with open(_tamper_no_manifest, "w") as f:
+        f.write("0" * 64 + "\n")
+    _one_line_error(_run("verify", small, "--quiet"), 1, "shard-00002.h5", "sha256")
