@@ -661,12 +661,10 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
 
 
 def _check_names(f, name: str, problems: List[str]) -> None:
-    """Format version readable; name datasets (format 2) 1-D strings that the ids index."""
+    """Name datasets (format 2) are 1-D strings that the ids index. ``f``: the shard's
+    datasets by name (a dict, or the open file)."""
     import h5py
 
-    version = f.attrs.get("format_version")
-    if version is None or int(version) not in READABLE_VERSIONS:
-        problems.append(f"{name}: format_version {version} is not one this synthcount reads {READABLE_VERSIONS}")
     # (names dataset, the ids that index it, what they are); distractors index their
     # own pack's names where the shard has them.
     checks = [("background_names", f["background_id"][()] if "background_id" in f else None, "background_id")]
@@ -729,17 +727,22 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     """
     import h5py
 
-    missing = [k for k in REQUIRED_DATASETS if k not in f]
-    missing_attrs = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+    # Every object opened once (h5py's lookups cost ~0.1 ms each; this gate runs per shard).
+    links = f.id.links
+    hard = [k for k in f.keys() if links.get_info(k.encode()).type == h5py.h5l.TYPE_HARD]
+    objs = {k: f[k] for k in hard}
+    fattrs = f.attrs
+    attr_names = set(fattrs.keys())
+    missing = [k for k in REQUIRED_DATASETS if k not in objs and k not in f]
+    missing_attrs = [a for a in REQUIRED_ATTRS if a not in attr_names]
     if missing or missing_attrs:
         return [f"{name}: schema: missing datasets {missing} / attributes {missing_attrs}"]
     # Soft and external links could point anywhere (another file, a device): refused.
-    groups = [k for k in f.keys() if not isinstance(f.get(k, getlink=True), h5py.HardLink)
-              or not isinstance(f[k], h5py.Dataset)]
+    groups = [k for k in f.keys() if k not in objs or not isinstance(objs[k], h5py.Dataset)]
     if groups:
         return [f"{name}: schema: {', '.join(groups[:5])} must be datasets (not groups or links)"]
     try:
-        attrs = {a: int(f.attrs[a]) for a in ("format_version", "seed", "shard_index", "first_image_index",
+        attrs = {a: int(fattrs[a]) for a in ("format_version", "seed", "shard_index", "first_image_index",
                                                "end_image_index")}
     except (TypeError, ValueError, OverflowError):
         return [f"{name}: schema: attributes format_version, seed, shard_index, first_image_index and "
@@ -747,7 +750,7 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     if attrs["format_version"] not in READABLE_VERSIONS:
         return [f"{name}: format_version {attrs['format_version']} is not one this synthcount reads "
                 f"{READABLE_VERSIONS}"]
-    img, lm = f["images"], f["label_maps"]
+    img, lm = objs["images"], objs["label_maps"]
     if img.dtype != np.uint8 or img.ndim != 4 or img.shape[3] != 3 or img.shape[0] < 1:
         return [f"{name}: schema: images must be uint8 (n >= 1, H, W, 3), got {img.dtype} {img.shape}"]
     n = img.shape[0]
@@ -759,7 +762,7 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
                         f"{image_size[0]}x{image_size[1]} (mixed datasets)")
     if lm.dtype != np.uint8 or lm.shape[1:] != img.shape[1:3] or lm.ndim != 3:
         problems.append(f"{name}: schema: label_maps must be uint8 {img.shape[:3]}, got {lm.dtype} {lm.shape}")
-    areas = f["object_areas"]
+    areas = objs["object_areas"]
     if areas.ndim != 2 or areas.shape[1] < 1:
         return problems + [f"{name}: schema: object_areas must be (n, M) with M >= 1, got {areas.shape}"]
     cols = areas.shape[1]
@@ -770,7 +773,7 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     spec = record_spec(cols)
     classes = None
     wrong_rows: List[str] = []
-    for k, d in f.items():
+    for k, d in objs.items():
         if k in NAME_DATASETS:
             continue  # checked by _check_names
         if d.shape[:1] != (n,):
@@ -794,27 +797,27 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     if problems:
         return problems
     first, end = attrs["first_image_index"], attrs["end_image_index"]
-    if end - first != n or not np.array_equal(f["index"][()], np.arange(first, end)):
+    if end - first != n or not np.array_equal(objs["index"][()], np.arange(first, end)):
         problems.append(f"{name}: index does not run {first}..{end - 1} over its {n} images")
-    count = f["count"][()].astype(np.int64)
-    k = f["num_distractors"][()].astype(np.int64) if "num_distractors" in f else np.zeros_like(count)
+    count = objs["count"][()].astype(np.int64)
+    k = objs["num_distractors"][()].astype(np.int64) if "num_distractors" in objs else np.zeros_like(count)
     bad = np.nonzero((count < 0) | (k < 0) | (count + k > cols))[0]
     if bad.size:
         problems.append(f"{name}: count + num_distractors outside 0..{cols} (the object columns) at image "
                         f"{int(bad[0])} ({bad.size} images)")
     for key in ("object_ids", "background_id"):
-        if key in f:
-            ids = f[key][()]
+        if key in objs:
+            ids = objs[key][()]
             low = -1
             if ids.size and int(ids.min()) < low:
                 problems.append(f"{name}: {key} holds {int(ids.min())}, below -1")
-            elif ids.size and "object_names" not in f and key == "object_ids" and int(ids.max()) >= _MAX_V1_IDS:
+            elif ids.size and "object_names" not in objs and key == "object_ids" and int(ids.max()) >= _MAX_V1_IDS:
                 problems.append(f"{name}: object_ids holds {int(ids.max())}, more objects than a pack can hold")
     try:
-        json.loads(f.attrs["config"])
+        json.loads(fattrs["config"])
     except (TypeError, ValueError, RecursionError):
         problems.append(f"{name}: attribute config is not JSON")
-    _check_names(f, name, problems)
+    _check_names(objs, name, problems)
     return problems
 
 
