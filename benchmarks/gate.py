@@ -2,8 +2,8 @@
 
 ``python -m benchmarks.gate [--quick] [--out FILE.json] [--images N] [--repeats R]``
 
-One dataset (``--images`` 2,000 at 64x64 in shards of 200: the attack report's
-``base``) is read three ways, each with the gate (``Dataset._gate``:
+One dataset (``--images`` 2,000 at ``--size`` 64x64 in shards of 200: the attack
+report's ``base``) is read three ways, each with the gate (``Dataset._gate``:
 :func:`synthcount.shards.check_schema` once per shard when it is first opened) and
 with the gate replaced by a no-op, medians over ``--repeats``:
 
@@ -32,7 +32,7 @@ from synthcount.config import DatasetConfig, SceneConfig
 from synthcount.generate import generate_dataset
 from synthcount.shards import check_schema, read_manifest, sha256_file
 
-from ._common import emit, machine, parser
+from ._common import emit, format_table, machine, parser
 
 
 def _median(fn, repeats):
@@ -48,13 +48,14 @@ def main(argv=None) -> dict:
     ap = parser(__doc__)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--size", type=int, default=64, help="image side (64: the attack report's base; 161: paper)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats = 1
     n = 400 if args.quick else args.images
     tmp = tempfile.mkdtemp(prefix="bench-gate-")
     path = os.path.join(tmp, "base")
-    generate_dataset(path, DatasetConfig(num_images=n, shard_size=200, scene=SceneConfig(size=(64, 64))),
+    generate_dataset(path, DatasetConfig(num_images=n, shard_size=200, scene=SceneConfig(size=(args.size, args.size))),
                      progress=False)
     rng = np.random.default_rng(0)
     picks = rng.integers(0, n, n)
@@ -78,7 +79,8 @@ def main(argv=None) -> dict:
     def no_gate(self, f, k):
         self._checked.add(k)
 
-    out = {"images": n, "shards": n // 200, "image_size": [64, 64], "repeats": args.repeats, "seconds": {}}
+    out = {"benchmark": "gate", "quick": args.quick, "images": n,
+           "shards": n // 200, "image_size": [args.size, args.size], "repeats": args.repeats, "seconds": {}}
     for name, fn in (("open+labels", open_labels), ("iterate", iterate), ("random", random)):
         with_gate = _median(fn, args.repeats)
         reader.Dataset._gate = no_gate
@@ -105,12 +107,14 @@ def main(argv=None) -> dict:
     export_dataset(path, os.path.join(tmp, "wds"), "webdataset")
     out["export_webdataset_s"] = time.perf_counter() - t0
     out["machine"] = machine()
-    rows = [f"{k:12s} gate {v['gate']:.3f} s, no gate {v['no_gate']:.3f} s ({v['gate_cost_percent']:+.1f}%)"
-            for k, v in out["seconds"].items()]
-    rows += [f"check_schema {out['check_schema_ms_per_shard']:.2f} ms/shard; export pre-check "
-             f"{out['export_precheck_s']:.3f} s (sha256 alone {out['sha256_only_s']:.3f} s); whole webdataset "
-             f"export {out['export_webdataset_s']:.2f} s"]
-    emit(out, ["\n".join(rows)], args.out)
+    table = format_table([{"read": k, "gate_s": v["gate"], "no_gate_s": v["no_gate"],
+                           "gate_cost_percent": v["gate_cost_percent"]} for k, v in out["seconds"].items()],
+                         ["read", "gate_s", "no_gate_s", "gate_cost_percent"], title=f"{n} images, medians")
+    extra = format_table([{"check_schema_ms_per_shard": out["check_schema_ms_per_shard"],
+                           "export_precheck_s": out["export_precheck_s"], "sha256_only_s": out["sha256_only_s"],
+                           "export_webdataset_s": out["export_webdataset_s"]}],
+                         ["check_schema_ms_per_shard", "export_precheck_s", "sha256_only_s", "export_webdataset_s"])
+    emit(out, [table, extra], args.out)
     return out
 
 

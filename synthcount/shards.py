@@ -680,7 +680,7 @@ def _check_names(f, name: str, problems: List[str]) -> None:
         if key not in f:
             continue
         d = f[key]
-        if not isinstance(d, h5py.Dataset) or d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
+        if not hasattr(d, "dtype") or d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
             problems.append(f"{name}: schema: {key} must be a 1-D string dataset")
         elif ids is not None and ids.size and int(ids.max()) >= d.shape[0]:
             problems.append(f"{name}: {what} holds {int(ids.max())} but {key} has only {d.shape[0]} entries")
@@ -727,10 +727,14 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     """
     import h5py
 
-    # Every object opened once (h5py's lookups cost ~0.1 ms each; this gate runs per shard).
+    # Every object looked at once, through h5py's low-level ids: a high-level f[k] costs
+    # ~0.1-0.2 ms, and this gate runs on every shard a reader opens.
     links = f.id.links
-    hard = [k for k in f.keys() if links.get_info(k.encode()).type == h5py.h5l.TYPE_HARD]
-    objs = {k: f[k] for k in hard}
+    objs = {}
+    for k in f.keys():
+        if links.get_info(k.encode()).type == h5py.h5l.TYPE_HARD:
+            oid = h5py.h5o.open(f.id, k.encode())
+            objs[k] = _Header(f, k, oid) if isinstance(oid, h5py.h5d.DatasetID) else oid
     fattrs = f.attrs
     attr_names = set(fattrs.keys())
     missing = [k for k in REQUIRED_DATASETS if k not in objs and k not in f]
@@ -738,7 +742,7 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     if missing or missing_attrs:
         return [f"{name}: schema: missing datasets {missing} / attributes {missing_attrs}"]
     # Soft and external links could point anywhere (another file, a device): refused.
-    groups = [k for k in f.keys() if k not in objs or not isinstance(objs[k], h5py.Dataset)]
+    groups = [k for k in f.keys() if not isinstance(objs.get(k), _Header)]
     if groups:
         return [f"{name}: schema: {', '.join(groups[:5])} must be datasets (not groups or links)"]
     try:
@@ -819,6 +823,19 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
         problems.append(f"{name}: attribute config is not JSON")
     _check_names(objs, name, problems)
     return problems
+
+
+class _Header:
+    """What :func:`check_schema` needs of a dataset (shape, dtype) from its low-level id;
+    ``d[()]`` reads it through h5py as usual."""
+
+    def __init__(self, f, name: str, oid):
+        self._f, self._name = f, name
+        self.shape, self.dtype = tuple(oid.shape), oid.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, sel):
+        return self._f[self._name][sel]
 
 
 _MAX_V1_IDS = 1 << 20  # format 1 stores no names: ids past a million objects are no pack's
