@@ -75,6 +75,7 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "check_schema",
+    "label_map_problem",
     "verify_shard",
     "verify_dataset",
     "scan_shards",
@@ -598,8 +599,10 @@ def _check_exemplars(f, name: str, role: np.ndarray, areas: np.ndarray, problems
                         f"{ex.shape[1]} visible targets ({bad.size} images)")
 
 
-def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
-    """Label maps agree with count, roles, object_areas, object_full_areas and cumulative_area."""
+def _check_labels(f, name: str, problems: List[str], block: int = 256, maps: bool = True) -> None:
+    """Label maps agree with count, roles, object_areas, object_full_areas and cumulative_area
+    (``maps`` False: everything but the label maps' pixel counts, which a reader that
+    decodes every map anyway checks as it goes: :func:`label_map_problem`)."""
     count = f["count"][()].astype(np.int64)
     areas = f["object_areas"][()].astype(np.int64)
     full = f["object_full_areas"][()].astype(np.int64)
@@ -641,6 +644,8 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
         bad = np.nonzero((cc < 0).any(axis=1) | (cc.sum(axis=1) != count))[0]
         if bad.size:
             problems.append(f"{name}: class_counts do not add up to count at image {int(bad[0])} ({bad.size} images)")
+    if not maps:
+        return
     lm = f["label_maps"]
     for s in range(0, n, block):
         maps = lm[s:s + block]  # (b, H, W), a block at a time: never the whole shard
@@ -841,15 +846,30 @@ class _Header:
 _MAX_V1_IDS = 1 << 20  # format 1 stores no names: ids past a million objects are no pack's
 
 
+def label_map_problem(label_map: np.ndarray, object_areas: np.ndarray) -> Optional[str]:
+    """Why one label map (H, W) disagrees with its row of ``object_areas`` (M,), or None:
+    the per-image form of :func:`verify_shard`'s label check, for readers that decode
+    every map anyway (an export)."""
+    m = int(object_areas.shape[0])
+    top = int(label_map.max(initial=0))
+    if top > m:
+        return f"label map has label {top} > {m} (max_count + the most distractors)"
+    hist = np.bincount(label_map.ravel(), minlength=m + 1)
+    if not np.array_equal(hist[1:], object_areas):
+        return f"label map has object pixel counts {hist[1:].tolist()} but object_areas {object_areas.tolist()}"
+    return None
+
+
 def verify_shard(path: str, expected_sha256: Optional[str] = None, *, decode_images: bool = True,
-                 expected_n: Optional[int] = None) -> List[str]:
+                 expected_n: Optional[int] = None, label_maps: bool = True) -> List[str]:
     """Problems found in one shard file (empty list: the shard is good).
 
     Checks: that it is a regular file, the sha256 (if ``expected_sha256``), that HDF5
     opens it, the schema (:func:`check_schema`: datasets, dtypes, shapes, row counts,
     index and id ranges, attributes), that every image chunk decodes (unless
-    ``decode_images`` is False: an export decodes them anyway), and that the label maps
-    agree with the stored counts and areas.
+    ``decode_images`` is False: an export decodes them anyway), and that the records
+    agree with each other and the label maps with the counts and areas (the maps'
+    pixel counts not if ``label_maps`` is False: an export checks each as it reads it).
     """
     import h5py
 
@@ -875,7 +895,7 @@ def verify_shard(path: str, expected_sha256: Optional[str] = None, *, decode_ima
                 img = f["images"]
                 for s in range(0, img.shape[0], 256):
                     img[s:s + 256]
-            _check_labels(f, name, problems)
+            _check_labels(f, name, problems, maps=label_maps)
     except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
         problems.append(f"{name}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
     return problems
