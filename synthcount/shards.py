@@ -916,14 +916,15 @@ def _strip_sources(cfg) -> dict:
 
 def _identity_config(folder: str, problems: List[str]) -> Optional[dict]:
     """The config recorded in ``folder/dataset.json`` (None if there is none)."""
+    from ._io import read_text_bounded
+
     path = os.path.join(folder, "dataset.json")
-    try:
-        with open(path) as f:
-            ident = json.load(f)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as e:
-        problems.append(f"dataset.json: unreadable ({e})")
+    try:
+        ident = json.loads(read_text_bounded(path, 16 << 20, "dataset.json"))
+    except (OSError, ValueError, RecursionError) as e:
+        problems.append(f"dataset.json: unreadable ({' '.join(str(e).split())[:200]})")
         return None
     cfg = ident.get("config") if isinstance(ident, dict) else None
     if not isinstance(cfg, dict):
