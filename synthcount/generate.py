@@ -588,7 +588,10 @@ def _check_kept_shard(out_dir: str, k: int, cfg: DatasetConfig) -> None:
 
     name = shard_name(k)
     path = os.path.join(out_dir, name)
+    from ._io import check_regular
+
     try:
+        check_regular(path, "shard")  # a FIFO in its place would hang h5py
         with h5py.File(path, "r") as f:
             a = f.attrs
             ok = (int(a["shard_index"]) == k and int(a["first_image_index"]) == cfg.shard_range(k)[0]

@@ -204,6 +204,10 @@ def test_shard_replaced_by_a_fifo_or_dev_zero(small, tmp_path, kind):
     _one_line_error(_cli("preview", small, tmp_path / "p.png", "--n", "400", timeout=30), 1, "shard-00001.h5", what)
     v = _cli("verify", small, "--quiet", timeout=30)
     _one_line_error(v, 1, "shard-00001.h5", what)
+    # A resume takes it for a missing shard and makes it again (the link or FIFO replaced).
+    g = _cli("generate", small, "--num-images", "400", "--shard-size", "100", "--size", "64", "--quiet", timeout=30)
+    assert g.returncode == 0 and "1 shards (3 kept)" in g.stdout, g.stdout + g.stderr
+    assert os.path.isfile(path) and not os.path.islink(path) and _run("verify", small, "--quiet").exit_code == 0
     assert time.monotonic() - t0 < 30
     assert not os.path.exists(tmp_path / "x")
 
