@@ -66,6 +66,7 @@ class Dataset:
         import h5py
 
         self.path = str(path)
+        ref = None  # (image size, object columns) when the lone shard file was checked here
         if os.path.isdir(self.path):
             man = read_manifest(self.path)
             self.files = [os.path.join(self.path, e["file"]) for e in man["shards"]]
@@ -83,6 +84,7 @@ class Dataset:
                     if problems:
                         raise ValueError(problems[0])
                     sizes = [int(f["images"].shape[0])]
+                    ref = (tuple(int(v) for v in f["images"].shape[1:3]), int(f["object_areas"].shape[1]))
             except _Newer as e:
                 raise ValueError(str(e)) from None
             except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
@@ -100,8 +102,10 @@ class Dataset:
         self._labels: Optional[np.ndarray] = None
         self._meta: Optional[dict] = None
         self._sizes = [int(v) for v in sizes]
-        self._checked: set = set()  # shards that passed check_schema (once per shard, not per image)
-        self._ref: Optional[tuple] = None  # (image size, object columns) of the first shard checked
+        # Shards that passed check_schema (once per shard, not per image), and the (image
+        # size, object columns) of the first shard checked, which the others must share.
+        self._checked: set = set() if ref is None else {0}
+        self._ref: Optional[tuple] = ref
 
     # ------------------------------------------------------------------ handles
     def _file(self, k: int):
