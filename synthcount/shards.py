@@ -710,13 +710,14 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     export, preview, inspect and the VAE's data loading) and the first step of
     :func:`verify_shard`. It reads attributes, dataset headers and the small per-image
     columns it checks (``index``, ``count``, ``num_distractors``, ``object_ids``,
-    ``background_id``), never an image or a label map, so it costs about a millisecond
-    per shard. Checks: required datasets and attributes are there and are datasets (not
-    groups); ``format_version`` is readable; ``images`` uint8 (n >= 1, H, W, 3) and
-    ``label_maps`` uint8 (n, H, W); every per-image dataset has first axis n and the
-    dtype kind and per-image shape of :func:`synthcount.schema.record_spec`; ``index``
-    runs ``first_image_index .. end_image_index - 1``; ``count`` and
-    ``num_distractors`` fit the M object columns; ids index the names; ``config`` is JSON.
+    ``background_id``), never an image or a label map: a few milliseconds per shard
+    (benchmarks/README.md, "Readers' validation gate"). Checks: required datasets and
+    attributes are there and are datasets (not groups or links); ``format_version`` is
+    readable; ``images`` uint8 (n >= 1, H, W, 3) and ``label_maps`` uint8 (n, H, W);
+    every per-image dataset has first axis n and the dtype kind and per-image shape of
+    :func:`synthcount.schema.record_spec`; ``index`` runs ``first_image_index ..
+    end_image_index - 1``; ``count`` and ``num_distractors`` fit the M object columns;
+    ids index the names; ``config`` is JSON.
 
     Parameters
     ----------
@@ -817,8 +818,7 @@ def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Opt
     for key in ("object_ids", "background_id"):
         if key in objs:
             ids = objs[key][()]
-            low = -1
-            if ids.size and int(ids.min()) < low:
+            if ids.size and int(ids.min()) < -1:
                 problems.append(f"{name}: {key} holds {int(ids.min())}, below -1")
             elif ids.size and "object_names" not in objs and key == "object_ids" and int(ids.max()) >= _MAX_V1_IDS:
                 problems.append(f"{name}: object_ids holds {int(ids.max())}, more objects than a pack can hold")
