@@ -653,7 +653,18 @@ def _loader(ds, batch_size: int, sampler, workers: int, seed: int, device: torch
     gen = torch.Generator().manual_seed(seed)  # base seed of the workers (torch derives one per worker)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
                       pin_memory=device.type == "cuda", generator=gen,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=_worker_ignores_sigterm if workers > 0 else None)
+
+
+def _worker_ignores_sigterm(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the main process (Slurm signals every process
+    of the job): a worker that died of it first would surface as a RuntimeError in the
+    main process instead of the interrupt that saves ``interrupted.pt``. They still end
+    with the main process (torch's watchdog) or at the SIGKILL that follows."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _evaluate(run: _Run, ds, seed: int) -> Dict[str, float]:
