@@ -578,3 +578,19 @@ def test_dataset_without_a_manifest_yet(small):
     with open(_tamper_no_manifest, "w") as f:
         f.write("0" * 64 + "\n")
     _one_line_error(_run("verify", small, "--quiet"), 1, "shard-00002.h5", "sha256")
+
+
+def test_the_gate_runs_once_per_shard_not_per_image(small, monkeypatch):
+    import synthcount
+    from synthcount import reader
+
+    calls = []
+    real = reader.check_schema
+    monkeypatch.setattr(reader, "check_schema", lambda f, name, *a: calls.append(name) or real(f, name, *a))
+    with synthcount.open_dataset(small) as ds:
+        for i in range(0, len(ds), 7):
+            ds[i]
+        ds.close()  # handles reopened later are not checked again
+        sum(1 for _ in ds.iter_records())
+        ds.labels
+    assert sorted(os.path.basename(c) for c in calls) == [f"shard-{k:05d}.h5" for k in range(4)]
