@@ -54,15 +54,13 @@ def export(dataset, dest, fmt, shards_text, limit, points, density, image_format
     try:
         res = export_dataset(dataset, dest, fmt, shards=shards, limit=limit, points=points, density=density,
                              image_format=image_format, test_fraction=test_fraction, tar_size=tar_size,
-                             overwrite=overwrite, progress=not quiet)
+                             overwrite=overwrite, progress=not quiet, notes=lambda line: click.echo(line, err=True))
     except MissingExtraError as e:
         fail(str(e), 2)
     except ValueError as e:
         usage(_flagify(str(e)))
     except (OSError, ExportError) as e:
         fail(f"export failed: {e}", 1)
-    for line in res.recovered:
-        click.echo(line, err=True)
     click.echo(f"{dest}: {res.num_images} images ({res.num_objects} objects) as {fmt} in {res.seconds:.1f} s: "
                f"{res.images_per_second:.0f} images/s")
 

@@ -253,11 +253,14 @@ def _open(path):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def inspect(dataset, as_json):
     """Count histogram, area statistics, corr(log N, log A) and shards of DATASET."""
+    from synthcount.reader import ShardReadError
     from synthcount.stats import format_summary, summarize
 
     with _open(dataset) as ds:
         try:
             s = summarize(ds)
+        except ShardReadError as e:  # names the shard and says to run verify
+            fail(e, 1)
         except (OSError, KeyError, ValueError) as e:
             fail(f"{dataset}: cannot read ({e}); run synthcount verify", 1)
     click.echo(json.dumps(s) if as_json else format_summary(s))
@@ -270,11 +273,14 @@ def inspect(dataset, as_json):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the tile choice.")
 def preview(dataset, out_png, n, seed):
     """Contact sheet PNG of DATASET with counts and object outlines."""
+    from synthcount.reader import ShardReadError
     from synthcount.stats import preview as _preview
 
     with _open(dataset) as ds:
         try:
             _preview(ds, out_png, n=n, seed=seed)
+        except ShardReadError as e:  # names the shard and says to run verify
+            fail(e, 1)
         except ValueError as e:
             usage(str(e))
         except OSError as e:
@@ -295,10 +301,15 @@ def verify(dataset, quiet):
             click.echo(f"FAIL {p}", err=True)
         fail(f"{dataset}: {len(problems)} problem(s); first: {problems[0]}", 1)
     if os.path.isdir(dataset):
-        from synthcount.shards import read_manifest
+        from synthcount.shards import MANIFEST, read_manifest, scan_shards
 
-        man = read_manifest(dataset)
-        note = "" if man.get("complete", True) else " (incomplete: some planned shards are not made yet)"
+        if os.path.lexists(os.path.join(dataset, MANIFEST)):
+            man = read_manifest(dataset)
+            note = "" if man.get("complete", True) else " (incomplete: some planned shards are not made yet)"
+        else:
+            man = scan_shards(dataset)
+            note = (" (no manifest.json yet: a generate run is writing it or was stopped; its finished shards are "
+                    "good, and rerunning the same generate command lists them)")
         click.echo(f"OK {dataset}: {man['num_images']} images in {len(man['shards'])} shards{note}")
     else:
         click.echo(f"OK {dataset}")

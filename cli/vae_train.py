@@ -4,9 +4,9 @@
 Exit codes: 0 success; 2 bad usage or input (one line on stderr, e.g. missing VGG
 weights, a bad dataset, a resume with different settings, RUN_DIR in use by another
 run); 1 the run failed (loss became NaN/inf, or a file could not be written, a full
-disk say: the last good checkpoint is kept); 130 interrupted (Ctrl-C, after
-saving a checkpoint). torch is imported only inside the commands, so the CLI loads
-without the [vae] extra.
+disk say: the last good checkpoint is kept); 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM, as Slurm sends), each after saving checkpoints/interrupted.pt. torch is
+imported only inside the commands, so the CLI loads without the [vae] extra.
 """
 
 from __future__ import annotations
@@ -99,14 +99,15 @@ def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quie
         if resume:
             # The stored settings, with only the options given now replacing them.
             path = os.path.join(run_dir, "config.json")
-            if not os.path.isfile(path):
-                fail(f"--resume: {run_dir} holds no run (no config.json)", 2)
-            with open(path) as f:
-                stored = json.load(f)["train"]
-            if "model_overrides" in given:
-                given["model_overrides"] = {**stored.get("model_overrides", {}), **given["model_overrides"]}
-            stored.update({_FIELDS[k]: v for k, v in given.items()})
-            cfg = TrainConfig.from_dict(stored)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    stored = json.load(f)["train"]
+                if "model_overrides" in given:
+                    given["model_overrides"] = {**stored.get("model_overrides", {}), **given["model_overrides"]}
+                stored.update({_FIELDS[k]: v for k, v in given.items()})
+                cfg = TrainConfig.from_dict(stored)
+            else:  # interrupted before its settings were saved: train() starts it afresh
+                cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
         else:
             cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
@@ -120,7 +121,12 @@ def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quie
         fail(e, 1)
     except (ValueError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from vae.train import Terminated
+
+        if isinstance(e, Terminated):
+            click.echo("terminated (SIGTERM)", err=True)
+            sys.exit(143)
         click.echo("interrupted", err=True)
         sys.exit(130)
     if int(os.environ.get("RANK", "0")) != 0:

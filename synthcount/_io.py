@@ -17,16 +17,106 @@ import hashlib
 import json
 import math
 import os
-from typing import IO, Iterator
+import re
+import stat
+from typing import IO, Iterator, List
 
 __all__ = ["atomic_write", "atomic_path", "naming", "tmp_name", "is_tmp_name", "write_json_atomic",
-           "write_bytes_atomic", "sha256_file", "strict_json", "fsync_dir", "WriteError"]
+           "write_bytes_atomic", "sha256_file", "strict_json", "fsync_dir", "WriteError", "NotRegularFile",
+           "check_regular", "open_regular", "read_text_bounded", "remove_stale_tmps"]
 
 TMP_TAG = ".tmp-"
 
 
 class WriteError(OSError):
     """Writing a file failed (disk full, permissions, I/O error); the message names the file."""
+
+
+class NotRegularFile(OSError):
+    """A path that must be a regular file is a FIFO, a device, a folder or missing: reading
+    it could block forever (a FIFO) or never end (``/dev/zero``). The message names it."""
+
+
+def check_regular(path: str, what: str = "file") -> os.stat_result:
+    """``os.stat`` of ``path`` (symlinks followed), raising :class:`NotRegularFile`
+    naming it unless it is a regular file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotRegularFile(f"{path}: missing ({what})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a socket or special file")
+        raise NotRegularFile(f"{path}: not a regular file but {kind} ({what})")
+    return st
+
+
+def open_regular(path: str, what: str = "file") -> IO[bytes]:
+    """Open ``path`` for binary reading only if it is a regular file. Opened without
+    blocking (a FIFO swapped in between the check and the open cannot hang it) and
+    checked again on the open descriptor."""
+    check_regular(path, what)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{path}: not a regular file ({what})")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text_bounded(path: str, limit: int, what: str = "file") -> str:
+    """The UTF-8 text of the regular file ``path``, refused (``ValueError`` naming it)
+    when it holds more than ``limit`` bytes: small metadata files are never read
+    without bound."""
+    with open_regular(path, what) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: larger than {limit:,} bytes, too large for a {what}")
+    return data.decode("utf-8", errors="replace")
+
+
+def remove_stale_tmps(path: str) -> List[str]:
+    """Remove temporary files of ``path`` (``<path>.tmp-<pid>-<8 hex>``, the names
+    :func:`tmp_name` makes) whose writer is gone: debris of a process killed outright.
+
+    Only regular files of exactly that pattern are touched (never a foreign file), and
+    only those whose pid is not a live process on this machine. Returns the removed paths.
+    """
+    folder, base = os.path.split(os.path.abspath(path))
+    pattern = re.compile(re.escape(base + TMP_TAG) + r"(\d+)-[0-9a-f]{8}")
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if not m:
+            continue
+        full = os.path.join(folder, name)
+        if os.path.islink(full) or not os.path.isfile(full) or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(full)
+            removed.append(full)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process here (its temporary file may be in use)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # no such pid can exist
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def tmp_name(path: str) -> str:
@@ -158,9 +248,10 @@ def write_json_atomic(path: str, obj, *, indent: int = 1) -> None:
 
 
 def sha256_file(path: str, block: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    """Hex sha256 of a regular file's bytes, read in 4 MiB blocks (:class:`NotRegularFile`
+    for anything else)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "to hash") as f:  # a FIFO or /dev/zero would hang or never end
         for chunk in iter(lambda: f.read(block), b""):
             h.update(chunk)
     return h.hexdigest()

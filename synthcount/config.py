@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Tuple
 
@@ -39,9 +40,24 @@ AREA_MODES = ("independent", "decorrelated")
 UNFIT = ("error", "redraw")
 
 
+# Config input is bounded: a file's size, the nodes of its YAML with every alias expanded
+# (a "billion laughs" alias bomb of 1 KB expands to 387 million), and what an error quotes.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000
+_SHOW = reprlib.Repr()
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlist, _SHOW.maxtuple, _SHOW.maxdict, _SHOW.maxlevel = 60, 60, 8, 8, 8, 3
+_SHOW.maxlong = 40
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for an error message, cut short (at most about 200 characters)."""
+    text = _SHOW.repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _check(cond: bool, name: str, rule: str, value: Any) -> None:
     if not cond:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+        raise ValueError(f"{name} must be {rule}, got {_show(value)}")
 
 
 def _is_int(v: Any) -> bool:
@@ -68,7 +84,7 @@ def parse_size(text: Any) -> Tuple[int, int]:
         _check(len(text) == 2 and all(_is_int(v) for v in text), "size", "an integer or HxW", text)
         h, w = (int(v) for v in text)
     elif isinstance(text, bool) or text is None:
-        raise ValueError(f"size must be an integer or HxW, got {text!r}")
+        raise ValueError(f"size must be an integer or HxW, got {_show(text)}")
     elif _is_int(text):
         h = w = text
     else:
@@ -80,7 +96,7 @@ def parse_size(text: Any) -> Tuple[int, int]:
             else:
                 h = w = int(s)
         except ValueError:
-            raise ValueError(f"size must be an integer or HxW, got {text!r}") from None
+            raise ValueError(f"size must be an integer or HxW, got {_show(text)}") from None
     _check(8 <= h <= 8192 and 8 <= w <= 8192, "size", "between 8 and 8192 pixels per side", text)
     return (h, w)
 
@@ -414,7 +430,7 @@ class DatasetConfig:
         sources = d.pop("sources", {}) or {}
         for name, sub, klass in (("scene", scene, SceneConfig), ("sources", sources, SourceConfig)):
             if not isinstance(sub, dict):
-                raise ValueError(f"{name} must be a mapping of settings, got {sub!r}")
+                raise ValueError(f"{name} must be a mapping of settings, got {_show(sub)}")
             bad = set(sub) - {f.name for f in dataclasses.fields(klass)}
             if bad:
                 raise ValueError(f"unknown {name} config keys: {sorted(bad)}")
@@ -456,11 +472,11 @@ class DatasetConfig:
         scene, sources = d.pop("scene", None) or {}, d.pop("sources", None) or {}
         for name, sub in (("scene", scene), ("sources", sources)):
             if not isinstance(sub, dict):
-                raise ValueError(f"{name} in {file} must be a mapping of settings, got {sub!r}")
+                raise ValueError(f"{name} in {file} must be a mapping of settings, got {_show(sub)}")
         scene, sources = dict(scene), dict(sources)
         if preset is not None:
             if preset not in PRESETS:
-                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {_show(preset)}")
             scene.update(PRESETS[preset])
         scene_keys = {f.name for f in dataclasses.fields(SceneConfig)}
         source_keys = {f.name for f in dataclasses.fields(SourceConfig)}
@@ -488,18 +504,75 @@ class DatasetConfig:
 
 
 def load_config_file(path: str) -> dict:
-    """The mapping in a YAML or JSON config file (``.json``: JSON, else YAML)."""
+    """The mapping in a YAML or JSON config file (``.json``: JSON, else YAML).
+
+    Bounded input: a regular file of at most ``MAX_CONFIG_BYTES``, and YAML of at most
+    ``MAX_CONFIG_NODES`` nodes with every alias expanded (counted on the composed node
+    graph before anything is built, so an alias bomb is refused in milliseconds);
+    recursive aliases are refused.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--config PATH`` and why.
+    """
     import yaml
 
+    from ._io import read_text_bounded
+
     try:
-        with open(path) as f:
-            text = f.read()
-        d = json.loads(text) if str(path).lower().endswith(".json") else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
+        text = read_text_bounded(path, MAX_CONFIG_BYTES, "config file")
+        if str(path).lower().endswith(".json"):
+            d = json.loads(text)
+        else:
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                if node is not None:
+                    _count_nodes(node, path)
+                d = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:
+        first = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"--config {path}: cannot read it ({first[:200]})") from None
     if not isinstance(d, dict):
         raise ValueError(f"--config {path}: must hold a mapping of DatasetConfig fields, got {type(d).__name__}")
     return d
+
+
+def _count_nodes(root, path: str) -> int:
+    """Nodes of a composed YAML document with aliases expanded (each use of an anchor
+    counts its whole subtree); ``ValueError`` past ``MAX_CONFIG_NODES`` or on a cycle."""
+    import yaml
+
+    sizes: dict = {}
+    on_path: set = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise ValueError("recursive YAML aliases are not allowed in a config")
+        on_path.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [x for pair in node.value for x in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_NODES:
+                raise ValueError(f"more than {MAX_CONFIG_NODES:,} values once YAML aliases are expanded "
+                                 f"(an alias bomb?)")
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
 
 
 def _tuples(d: dict) -> dict:
@@ -530,5 +603,5 @@ PRESETS = {
 def preset(name: str, **overrides: Any) -> SceneConfig:
     """A SceneConfig from a named preset (see ``PRESETS``) with overrides."""
     if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {_show(name)}")
     return SceneConfig(**{**PRESETS[name], **overrides})

@@ -44,6 +44,7 @@ with more threads runs its shards one after the other.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -154,12 +155,19 @@ def require_distributed():
 
 # ----------------------------------------------------------------------------- connecting
 
+# Schemes Dask's comm layer speaks (distributed.comm.registry); anything else is refused
+# before a Client exists: a failed Client waits about 60 s in its destructor at exit.
+SCHEMES = ("tcp", "tls", "inproc", "ws", "wss", "ucx")
+MAX_SCHEDULER_FILE_BYTES = 1 << 20
+
+
 def parse_address(address: str) -> Tuple[str, object]:
     """``("local", n_workers)``, ``("file", scheduler_file)`` or ``("address", address)``.
 
     ``local`` is a LocalCluster with one worker process per usable core, ``local:N``
     one of N; a path ending in ``.json`` is a scheduler file (``dask scheduler
-    --scheduler-file``); anything else a scheduler address such as ``tcp://host:8786``.
+    --scheduler-file``); anything else a scheduler address such as ``tcp://host:8786``
+    (schemes: ``SCHEMES``).
     """
     a = str(address).strip()
     if a == "local" or a.startswith("local:"):
@@ -167,27 +175,62 @@ def parse_address(address: str) -> Tuple[str, object]:
             return "local", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         n = a[len("local:"):]
         if not n.isdigit() or int(n) < 1:
-            raise ValueError(f"--dask local:N needs a positive number of worker processes N, got {address!r}")
+            raise ValueError(f"--dask local:N needs a positive number of worker processes N, got {address!r:.80}")
         return "local", int(n)
     if a.lower().endswith(".json"):
         if not os.path.isfile(a):
             raise ValueError(f"--dask {address}: no such scheduler file")
         return "file", a
-    if not re.fullmatch(r"([a-z]+://)?[^\s/:]+(:\d+)?|[a-z]+://\[[0-9a-fA-F:]+\](:\d+)?", a):
-        raise ValueError(f"--dask must be tcp://HOST:PORT, local, local:N or a scheduler file (.json), got {address!r}")
+    _check_address(a, f"--dask {address}")
     return "address", a
 
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast when nothing listens at a TCP scheduler ``address`` (no threads started,
-    nothing written; ``connect`` makes the real connection later).
+def _check_address(a: str, what: str) -> None:
+    m = re.fullmatch(r"(?:([a-z]+)://)?(?:[^\s/:\[\]]+(:\d+)?|\[[0-9a-fA-F:]+\](:\d+)?)", a)
+    if not m:
+        raise ValueError(f"{what}: must be tcp://HOST:PORT, local, local:N or a scheduler file (.json)")
+    if m.group(1) is not None and m.group(1) not in SCHEMES:
+        raise ValueError(f"{what}: unknown scheme {m.group(1)!r}; Dask speaks {', '.join(SCHEMES)} "
+                         f"(e.g. tcp://HOST:8786)")
 
-    Raises :class:`SchedulerUnreachable` if the connection is refused or times out; does
-    nothing for ``local``, scheduler files and non-TCP schemes.
+
+def scheduler_address(path: str) -> str:
+    """The scheduler address in a scheduler file (``{"address": "tcp://..."}``), read
+    with a bound and checked like ``--dask ADDRESS``.
+
+    Raises
+    ------
+    ValueError
+        Not a JSON object with a valid ``address`` (one line naming the file).
+    """
+    from ._io import read_text_bounded
+
+    what = f"--dask {path}"
+    try:
+        info = json.loads(read_text_bounded(path, MAX_SCHEDULER_FILE_BYTES, "scheduler file"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{what}: not a Dask scheduler file ({' '.join(str(e).split())[:160]})") from None
+    addr = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(addr, str):
+        raise ValueError(f"{what}: not a Dask scheduler file (no \"address\" string)")
+    _check_address(addr.strip(), f"{what}: address {addr.strip()[:80]!r}")
+    return addr.strip()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at a TCP scheduler ``address`` or at the address
+    of a scheduler file (no threads started, nothing written; ``connect`` makes the real
+    connection later).
+
+    Raises :class:`SchedulerUnreachable` if the connection is refused or times out, and
+    ``ValueError`` for a scheduler file that holds no valid address; does nothing for
+    ``local`` and non-TCP schemes.
     """
     kind, what = parse_address(address)
-    if kind != "address":
+    if kind == "local":
         return
+    if kind == "file":
+        what = scheduler_address(what)
     m = re.fullmatch(r"(?:(tcp|tls)://)?\[?([^\s/\]]+?)\]?(?::(\d+))?", what)
     if not m:
         return
@@ -195,8 +238,9 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
-        raise SchedulerUnreachable(f"--dask {address}: cannot reach a Dask scheduler there ({e.strerror or e}); start "
-                                   f"one with 'dask scheduler' or use --dask local") from None
+        via = f" (from the scheduler file: {what})" if kind == "file" else ""
+        raise SchedulerUnreachable(f"--dask {address}: cannot reach a Dask scheduler there{via} ({e.strerror or e}); "
+                                   f"start one with 'dask scheduler' or use --dask local") from None
 
 
 def connect(address: str, *, timeout: Optional[float] = None, dashboard: bool = True):
@@ -235,7 +279,9 @@ def connect(address: str, *, timeout: Optional[float] = None, dashboard: bool = 
             cluster = dd.LocalCluster(n_workers=what, threads_per_worker=1, processes=True,
                                       dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR)
         return dd.Client(cluster, set_as_default=False), cluster
-    kw = {"scheduler_file": what} if kind == "file" else {"address": what}
+    # The address of a scheduler file, read and checked here (Dask's own reading of a
+    # garbled file fails with an AssertionError and leaves a Client that hangs at exit).
+    kw = {"address": scheduler_address(what) if kind == "file" else what}
     try:
         return dd.Client(timeout=timeout if timeout is not None else dd.client.no_default, set_as_default=False,
                          **kw), None

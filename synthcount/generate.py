@@ -165,12 +165,14 @@ def _differences(old, new, prefix: str = "") -> List[str]:
 
 def read_identity(out_dir: str) -> Optional[dict]:
     """``OUT_DIR/dataset.json``, None if absent, ``{"unreadable": True}`` if garbled."""
-    try:
-        with open(os.path.join(out_dir, IDENTITY_FILE)) as f:
-            d = json.load(f)
-    except FileNotFoundError:
+    from ._io import read_text_bounded
+
+    path = os.path.join(out_dir, IDENTITY_FILE)
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError):
+    try:
+        d = json.loads(read_text_bounded(path, 16 << 20, "dataset.json"))  # a FIFO or /dev/zero: garbled
+    except (OSError, ValueError, RecursionError):
         return {"unreadable": True}
     return d if isinstance(d, dict) else {"unreadable": True}
 
@@ -586,7 +588,10 @@ def _check_kept_shard(out_dir: str, k: int, cfg: DatasetConfig) -> None:
 
     name = shard_name(k)
     path = os.path.join(out_dir, name)
+    from ._io import check_regular
+
     try:
+        check_regular(path, "shard")  # a FIFO in its place would hang h5py
         with h5py.File(path, "r") as f:
             a = f.attrs
             ok = (int(a["shard_index"]) == k and int(a["first_image_index"]) == cfg.shard_range(k)[0]

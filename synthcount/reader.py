@@ -22,12 +22,17 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .shards import NAME_DATASETS, READABLE_VERSIONS, read_manifest
+from ._io import NotRegularFile, check_regular
+from .shards import NAME_DATASETS, READABLE_VERSIONS, check_schema, read_manifest
 
 __all__ = ["Dataset", "ShardReadError", "open_dataset"]
 
 _BIG = ("images", "label_maps")
 _NOT_RECORDS = _BIG + NAME_DATASETS  # datasets that are not small per-image fields
+
+
+class _Newer(Exception):
+    """A shard of a newer format (its own message: upgrade synthcount)."""
 
 
 class ShardReadError(OSError):
@@ -61,17 +66,31 @@ class Dataset:
         import h5py
 
         self.path = str(path)
+        ref = None  # (image size, object columns) when the lone shard file was checked here
         if os.path.isdir(self.path):
             man = read_manifest(self.path)
             self.files = [os.path.join(self.path, e["file"]) for e in man["shards"]]
             sizes = [int(e["num_images"]) for e in man["shards"]]
-        elif os.path.isfile(self.path):
-            self.files = [self.path]
+        elif os.path.lexists(self.path):
             try:
+                check_regular(self.path, "shard")
                 with h5py.File(self.path, "r") as f:
+                    if "format_version" in f.attrs:
+                        try:
+                            _check_version(f, self.path)
+                        except ValueError as e:
+                            raise _Newer(str(e)) from None
+                    problems = check_schema(f, self.path)
+                    if problems:
+                        raise ValueError(problems[0])
                     sizes = [int(f["images"].shape[0])]
-            except (OSError, KeyError) as e:
-                raise ValueError(f"{self.path}: not a readable synthcount shard ({e})") from None
+                    ref = (tuple(int(v) for v in f["images"].shape[1:3]), int(f["object_areas"].shape[1]))
+            except _Newer as e:
+                raise ValueError(str(e)) from None
+            except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+                raise ValueError(f"{self.path}: not a readable synthcount shard "
+                                 f"({' '.join(str(e).split())[:300]}); run synthcount verify") from None
+            self.files = [self.path]
         else:
             raise ValueError(f"dataset path must be a dataset folder or a shard file, got {self.path!r} (not found)")
         self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
@@ -82,6 +101,11 @@ class Dataset:
         self._records: "OrderedDict[int, Dict[str, np.ndarray]]" = OrderedDict()
         self._labels: Optional[np.ndarray] = None
         self._meta: Optional[dict] = None
+        self._sizes = [int(v) for v in sizes]
+        # Shards that passed check_schema (once per shard, not per image), and the (image
+        # size, object columns) of the first shard checked, which the others must share.
+        self._checked: set = set() if ref is None else {0}
+        self._ref: Optional[tuple] = ref
 
     # ------------------------------------------------------------------ handles
     def _file(self, k: int):
@@ -100,13 +124,38 @@ class Dataset:
                 _, old = self._handles.popitem(last=False)
                 with contextlib.suppress(Exception):
                     old.close()
+            try:
+                check_regular(self.files[k], "shard")  # a FIFO would hang h5py, a device never end
+            except NotRegularFile as e:
+                raise ShardReadError(f"{e}; run synthcount verify") from None
             with self._naming(k):
                 f = h5py.File(self.files[k], "r")
-            _check_version(f, self.files[k])
+            try:
+                _check_version(f, self.files[k])
+                if k not in self._checked:
+                    self._gate(f, k)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    f.close()
+                raise
             self._handles[k] = f
         else:
             self._handles.move_to_end(k)
         return f
+
+    def _gate(self, f, k: int) -> None:
+        """The readers' validation gate: shard ``k`` must pass :func:`~synthcount.shards.check_schema`
+        (what ``verify`` checks of its structure, with the row count the manifest lists and
+        the image size and object columns of the other shards) before anything reads it."""
+        size, m = self._ref if self._ref is not None else (None, None)
+        with self._naming(k):
+            problems = check_schema(f, self.files[k], self._sizes[k], size, m)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ShardReadError(f"{problems[0]}{more}; run synthcount verify")
+        if self._ref is None:
+            self._ref = (tuple(int(v) for v in f["images"].shape[1:3]), int(f["object_areas"].shape[1]))
+        self._checked.add(k)
 
     @contextlib.contextmanager
     def _naming(self, k: int):
@@ -114,7 +163,9 @@ class Dataset:
         that names the file."""
         try:
             yield
-        except (OSError, KeyError, RuntimeError) as e:
+        except ShardReadError:
+            raise
+        except (OSError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ShardReadError(f"{self.files[k]}: unreadable shard ({first}); run synthcount verify") from None
 

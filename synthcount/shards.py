@@ -74,8 +74,11 @@ __all__ = [
     "write_json_atomic",
     "read_manifest",
     "write_manifest",
+    "check_schema",
+    "label_map_problem",
     "verify_shard",
     "verify_dataset",
+    "scan_shards",
 ]
 
 FORMAT_VERSION = 2
@@ -86,6 +89,8 @@ NAME_DATASETS = ("object_names", "background_names", "distractor_object_names") 
 # LZF's bytes; levels 1-2 store 10-20% more, levels 4 and 6 take 1.5-2x as long.
 LABEL_GZIP_LEVEL = 3
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 256 << 20  # ~1.5 million shard entries; a larger manifest.json is refused, not read
+MAX_IMAGES = 1 << 48  # num_images beyond this is no dataset's (and would overflow int64 sums)
 REQUIRED_DATASETS = ("images", "label_maps", "index", "count", "object_areas", "object_full_areas",
                      "cumulative_area")
 REQUIRED_ATTRS = ("format_version", "synthcount_version", "config", "seed", "shard_index",
@@ -116,9 +121,11 @@ def _write_sidecar(path: str, digest: str) -> None:
 
 def read_sidecar(path: str) -> Optional[str]:
     """The sha256 recorded next to finished shard ``path``, or None if absent/garbled."""
+    from ._io import open_regular
+
     try:
-        with open(_sidecar(path)) as f:
-            text = f.read().strip()
+        with open_regular(_sidecar(path), "sha256 sidecar") as f:
+            text = f.read(200).decode("ascii", errors="replace").strip()  # 64 hex digits: never read more
     except OSError:
         return None
     return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
@@ -443,14 +450,20 @@ def read_manifest(folder: str) -> dict:
     ValueError
         If the manifest is missing or not valid JSON of the expected shape.
     """
+    from ._io import read_text_bounded
+
     path = os.path.join(folder, MANIFEST)
-    try:
-        with open(path) as f:
-            man = json.load(f)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
+        found = scan_shard_names(folder)
+        if found or os.path.exists(os.path.join(folder, "dataset.json")):
+            raise ValueError(f"{folder}: no {MANIFEST} yet ({len(found)} finished shards): a generate run is "
+                             f"writing this dataset or was stopped before listing them; rerun the same generate "
+                             f"command (it keeps finished shards) or wait for it, then read it") from None
         raise ValueError(f"{folder}: not a synthcount dataset (no {MANIFEST})") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable manifest ({e})") from None
+    try:
+        man = json.loads(read_text_bounded(path, MAX_MANIFEST_BYTES, "manifest"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: unreadable manifest ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(man, dict) or not isinstance(man.get("shards"), list):
         raise ValueError(f"{path}: manifest must be an object with a 'shards' list")
     for i, e in enumerate(man["shards"]):
@@ -459,18 +472,42 @@ def read_manifest(folder: str) -> dict:
         if not isinstance(e, dict) or not isinstance(e.get("file"), str) or shard_index_of(e["file"]) is None \
                 or os.path.basename(e["file"]) != e["file"]:
             raise ValueError(f"{path}: shards[{i}] must be an object whose 'file' is a shard name such as "
-                             f"shard-00000.h5 in this folder, got {e!r:.80}")
+                             f"shard-00000.h5 in this folder, got {_short(e)}")
         n = e.get("num_images")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"{path}: shards[{i}] ({e['file']}): num_images must be a non-negative integer, got {n!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_IMAGES:
+            raise ValueError(f"{path}: shards[{i}] ({e['file']}): num_images must be an integer in "
+                             f"0..{MAX_IMAGES}, got {_short(n)}")
         sha = e.get("sha256")
         if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
             raise ValueError(f"{path}: shards[{i}] ({e['file']}): sha256 must be 64 hex digits or null, "
                              f"got {sha!r:.80}")
     total = man.get("num_images")
-    if not isinstance(total, int) or isinstance(total, bool):
-        raise ValueError(f"{path}: num_images must be an integer, got {total!r}")
+    if not isinstance(total, int) or isinstance(total, bool) or not 0 <= total <= MAX_IMAGES:
+        raise ValueError(f"{path}: num_images must be an integer in 0..{MAX_IMAGES}, got {_short(total)}")
     return man
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an attacker's value may be huge)."""
+    if isinstance(value, int) and abs(value) >= 10**limit:
+        return f"an integer of {len(str(value))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def scan_shard_names(folder: str) -> List[str]:
+    """Names of the finished shards (``shard-XXXXX.h5``) in ``folder``, sorted."""
+    try:
+        return sorted(n for n in os.listdir(folder) if shard_index_of(n) is not None)
+    except OSError:
+        return []
+
+
+def scan_shards(folder: str) -> dict:
+    """A manifest of ``folder`` made from its finished shards, without writing it:
+    what :func:`write_manifest` would list (no missing sidecar is hashed). For
+    ``verify`` while a run writes or after one was killed before its manifest."""
+    return _manifest_of(folder, None, hash_missing=False)
 
 
 def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_missing: bool = True) -> dict:
@@ -480,7 +517,15 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
     ``sha256`` (from the sidecar written with the shard; hashed and the sidecar
     written if absent and ``hash_missing``). ``num_images`` is their total.
     """
+    man = _manifest_of(folder, num_shards_planned, hash_missing)
+    write_json_atomic(os.path.join(folder, MANIFEST), man)
+    return man
+
+
+def _manifest_of(folder: str, num_shards_planned: Optional[int], hash_missing: bool) -> dict:
     import h5py
+
+    from ._io import check_regular
 
     entries = []
     for name in sorted(os.listdir(folder)):
@@ -488,6 +533,7 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
         if idx is None or (num_shards_planned is not None and idx >= num_shards_planned):
             continue
         path = os.path.join(folder, name)
+        check_regular(path, "shard")  # a FIFO would hang h5py
         digest = read_sidecar(path)
         if digest is None and hash_missing:
             digest = sha256_file(path)
@@ -496,7 +542,7 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
             with h5py.File(path, "r") as f:
                 first = int(f.attrs["first_image_index"])
                 n = int(f["images"].shape[0])
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise OSError(f"{path}: unreadable shard ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); run synthcount verify") from None
         entries.append({"file": name, "shard_index": idx, "first_image_index": first,
@@ -507,7 +553,6 @@ def write_manifest(folder: str, num_shards_planned: Optional[int] = None, hash_m
            "num_shards_planned": num_shards_planned,
            "complete": num_shards_planned is not None and len(entries) == num_shards_planned,
            "shards": entries}
-    write_json_atomic(os.path.join(folder, MANIFEST), man)
     return man
 
 
@@ -554,8 +599,10 @@ def _check_exemplars(f, name: str, role: np.ndarray, areas: np.ndarray, problems
                         f"{ex.shape[1]} visible targets ({bad.size} images)")
 
 
-def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
-    """Label maps agree with count, roles, object_areas, object_full_areas and cumulative_area."""
+def _check_labels(f, name: str, problems: List[str], block: int = 256, maps: bool = True) -> None:
+    """Label maps agree with count, roles, object_areas, object_full_areas and cumulative_area
+    (``maps`` False: everything but the label maps' pixel counts, which a reader that
+    decodes every map anyway checks as it goes: :func:`label_map_problem`)."""
     count = f["count"][()].astype(np.int64)
     areas = f["object_areas"][()].astype(np.int64)
     full = f["object_full_areas"][()].astype(np.int64)
@@ -597,6 +644,8 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
         bad = np.nonzero((cc < 0).any(axis=1) | (cc.sum(axis=1) != count))[0]
         if bad.size:
             problems.append(f"{name}: class_counts do not add up to count at image {int(bad[0])} ({bad.size} images)")
+    if not maps:
+        return
     lm = f["label_maps"]
     for s in range(0, n, block):
         maps = lm[s:s + block]  # (b, H, W), a block at a time: never the whole shard
@@ -617,12 +666,10 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
 
 
 def _check_names(f, name: str, problems: List[str]) -> None:
-    """Format version readable; name datasets (format 2) 1-D strings that the ids index."""
+    """Name datasets (format 2) are 1-D strings that the ids index. ``f``: the shard's
+    datasets by name (a dict, or the open file)."""
     import h5py
 
-    version = f.attrs.get("format_version")
-    if version is None or int(version) not in READABLE_VERSIONS:
-        problems.append(f"{name}: format_version {version} is not one this synthcount reads {READABLE_VERSIONS}")
     # (names dataset, the ids that index it, what they are); distractors index their
     # own pack's names where the shard has them.
     checks = [("background_names", f["background_id"][()] if "background_id" in f else None, "background_id")]
@@ -638,7 +685,7 @@ def _check_names(f, name: str, problems: List[str]) -> None:
         if key not in f:
             continue
         d = f[key]
-        if not isinstance(d, h5py.Dataset) or d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
+        if not hasattr(d, "dtype") or d.ndim != 1 or h5py.check_string_dtype(d.dtype) is None:
             problems.append(f"{name}: schema: {key} must be a 1-D string dataset")
         elif ids is not None and ids.size and int(ids.max()) >= d.shape[0]:
             problems.append(f"{name}: {what} holds {int(ids.max())} but {key} has only {d.shape[0]} entries")
@@ -655,18 +702,184 @@ def _distractor_threshold(f) -> np.ndarray:
     return t if dm is None else np.full_like(t, float(np.float32(dm)))
 
 
-def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
-    """Problems found in one shard file (empty list: the shard is good).
+def check_schema(f, name: str, expected_n: Optional[int] = None, image_size: Optional[Tuple[int, int]] = None,
+                 m: Optional[int] = None) -> List[str]:
+    """Problems of an open shard's structure and metadata (empty list: usable).
 
-    Checks: the sha256 (if ``expected_sha256``), that HDF5 opens it, the schema
-    (required datasets, dtypes, first axes, attributes, index range), that every
-    image chunk decodes, and that the label maps agree with the stored counts and areas.
+    The one validation gate of every reader (:class:`synthcount.reader.Dataset`, hence
+    export, preview, inspect and the VAE's data loading) and the first step of
+    :func:`verify_shard`. It reads attributes, dataset headers and the small per-image
+    columns it checks (``index``, ``count``, ``num_distractors``, ``object_ids``,
+    ``background_id``), never an image or a label map: a few milliseconds per shard
+    (benchmarks/README.md, "Readers' validation gate"). Checks: required datasets and
+    attributes are there and are datasets (not groups or links); ``format_version`` is
+    readable; ``images`` uint8 (n >= 1, H, W, 3) and ``label_maps`` uint8 (n, H, W);
+    every per-image dataset has first axis n and the dtype kind and per-image shape of
+    :func:`synthcount.schema.record_spec`; ``index`` runs ``first_image_index ..
+    end_image_index - 1``; ``count`` and ``num_distractors`` fit the M object columns;
+    ids index the names; ``config`` is JSON.
+
+    Parameters
+    ----------
+    f : h5py.File
+    name : str
+        How messages name the shard.
+    expected_n : int, optional
+        Rows the manifest lists for it.
+    image_size : (int, int), optional
+        (H, W) every shard of the dataset shares.
+    m : int, optional
+        Object columns M every shard of the dataset shares.
     """
     import h5py
 
+    # Every object looked at once, through h5py's low-level ids: a high-level f[k] costs
+    # ~0.1-0.2 ms, and this gate runs on every shard a reader opens.
+    links = f.id.links
+    objs = {}
+    for k in f.keys():
+        if links.get_info(k.encode()).type == h5py.h5l.TYPE_HARD:
+            oid = h5py.h5o.open(f.id, k.encode())
+            objs[k] = _Header(f, k, oid) if isinstance(oid, h5py.h5d.DatasetID) else oid
+    fattrs = f.attrs
+    attr_names = set(fattrs.keys())
+    missing = [k for k in REQUIRED_DATASETS if k not in objs and k not in f]
+    missing_attrs = [a for a in REQUIRED_ATTRS if a not in attr_names]
+    if missing or missing_attrs:
+        return [f"{name}: schema: missing datasets {missing} / attributes {missing_attrs}"]
+    # Soft and external links could point anywhere (another file, a device): refused.
+    groups = [k for k in f.keys() if not isinstance(objs.get(k), _Header)]
+    if groups:
+        return [f"{name}: schema: {', '.join(groups[:5])} must be datasets (not groups or links)"]
+    try:
+        attrs = {a: int(fattrs[a]) for a in ("format_version", "seed", "shard_index", "first_image_index",
+                                               "end_image_index")}
+    except (TypeError, ValueError, OverflowError):
+        return [f"{name}: schema: attributes format_version, seed, shard_index, first_image_index and "
+                f"end_image_index must be integers"]
+    if attrs["format_version"] not in READABLE_VERSIONS:
+        return [f"{name}: format_version {attrs['format_version']} is not one this synthcount reads "
+                f"{READABLE_VERSIONS}"]
+    img, lm = objs["images"], objs["label_maps"]
+    if img.dtype != np.uint8 or img.ndim != 4 or img.shape[3] != 3 or img.shape[0] < 1:
+        return [f"{name}: schema: images must be uint8 (n >= 1, H, W, 3), got {img.dtype} {img.shape}"]
+    n = img.shape[0]
+    problems: List[str] = []
+    if expected_n is not None and n != expected_n:
+        problems.append(f"{name}: holds {n} images, manifest says {expected_n}")
+    if image_size is not None and tuple(img.shape[1:3]) != tuple(image_size):
+        problems.append(f"{name}: images are {img.shape[1]}x{img.shape[2]}, the dataset's "
+                        f"{image_size[0]}x{image_size[1]} (mixed datasets)")
+    if lm.dtype != np.uint8 or lm.shape[1:] != img.shape[1:3] or lm.ndim != 3:
+        problems.append(f"{name}: schema: label_maps must be uint8 {img.shape[:3]}, got {lm.dtype} {lm.shape}")
+    areas = objs["object_areas"]
+    if areas.ndim != 2 or areas.shape[1] < 1:
+        return problems + [f"{name}: schema: object_areas must be (n, M) with M >= 1, got {areas.shape}"]
+    cols = areas.shape[1]
+    if m is not None and cols != m:
+        problems.append(f"{name}: {cols} object columns, the dataset's {m} (mixed datasets)")
+    from .schema import record_spec
+
+    spec = record_spec(cols)
+    classes = None
+    wrong_rows: List[str] = []
+    for k, d in objs.items():
+        if k in NAME_DATASETS:
+            continue  # checked by _check_names
+        if d.shape[:1] != (n,):
+            wrong_rows.append(f"{k} {d.shape}")
+            continue
+        if k in ("images", "label_maps"):
+            continue
+        want = spec.get(k)
+        if k in ("class_counts", "class_ids"):
+            classes = d.shape[1:] if classes is None else classes
+            want = (np.dtype(np.int32), classes if len(classes) == 1 else (-1,))
+        if want is None:
+            continue  # a field this version does not know: read as it is
+        kind_ok = d.dtype.kind in ("iu" if want[0].kind in "iu" else "f")
+        if not kind_ok or d.shape[1:] != want[1]:
+            problems.append(f"{name}: schema: {k} must be {'integer' if want[0].kind in 'iu' else 'float'} "
+                            f"(n{''.join(', ' + str(v) for v in want[1])}), got {d.dtype} {d.shape}")
+    if wrong_rows:
+        problems.insert(0, f"{name}: schema: {len(wrong_rows)} datasets do not have the images' first axis {n}: "
+                           f"{', '.join(wrong_rows[:4])}{' ...' if len(wrong_rows) > 4 else ''}")
+    if problems:
+        return problems
+    first, end = attrs["first_image_index"], attrs["end_image_index"]
+    if end - first != n or not np.array_equal(objs["index"][()], np.arange(first, end)):
+        problems.append(f"{name}: index does not run {first}..{end - 1} over its {n} images")
+    count = objs["count"][()].astype(np.int64)
+    k = objs["num_distractors"][()].astype(np.int64) if "num_distractors" in objs else np.zeros_like(count)
+    bad = np.nonzero((count < 0) | (k < 0) | (count + k > cols))[0]
+    if bad.size:
+        problems.append(f"{name}: count + num_distractors outside 0..{cols} (the object columns) at image "
+                        f"{int(bad[0])} ({bad.size} images)")
+    for key in ("object_ids", "background_id"):
+        if key in objs:
+            ids = objs[key][()]
+            if ids.size and int(ids.min()) < -1:
+                problems.append(f"{name}: {key} holds {int(ids.min())}, below -1")
+            elif ids.size and "object_names" not in objs and key == "object_ids" and int(ids.max()) >= _MAX_V1_IDS:
+                problems.append(f"{name}: object_ids holds {int(ids.max())}, more objects than a pack can hold")
+    try:
+        json.loads(fattrs["config"])
+    except (TypeError, ValueError, RecursionError):
+        problems.append(f"{name}: attribute config is not JSON")
+    _check_names(objs, name, problems)
+    return problems
+
+
+class _Header:
+    """What :func:`check_schema` needs of a dataset (shape, dtype) from its low-level id;
+    ``d[()]`` reads it through h5py as usual."""
+
+    def __init__(self, f, name: str, oid):
+        self._f, self._name = f, name
+        self.shape, self.dtype = tuple(oid.shape), oid.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, sel):
+        return self._f[self._name][sel]
+
+
+_MAX_V1_IDS = 1 << 20  # format 1 stores no names: ids past a million objects are no pack's
+
+
+def label_map_problem(label_map: np.ndarray, object_areas: np.ndarray) -> Optional[str]:
+    """Why one label map (H, W) disagrees with its row of ``object_areas`` (M,), or None:
+    the per-image form of :func:`verify_shard`'s label check, for readers that decode
+    every map anyway (an export)."""
+    m = int(object_areas.shape[0])
+    top = int(label_map.max(initial=0))
+    if top > m:
+        return f"label map has label {top} > {m} (max_count + the most distractors)"
+    hist = np.bincount(label_map.ravel(), minlength=m + 1)
+    if not np.array_equal(hist[1:], object_areas):
+        return f"label map has object pixel counts {hist[1:].tolist()} but object_areas {object_areas.tolist()}"
+    return None
+
+
+def verify_shard(path: str, expected_sha256: Optional[str] = None, *, decode_images: bool = True,
+                 expected_n: Optional[int] = None, label_maps: bool = True) -> List[str]:
+    """Problems found in one shard file (empty list: the shard is good).
+
+    Checks: that it is a regular file, the sha256 (if ``expected_sha256``), that HDF5
+    opens it, the schema (:func:`check_schema`: datasets, dtypes, shapes, row counts,
+    index and id ranges, attributes), that every image chunk decodes (unless
+    ``decode_images`` is False: an export decodes them anyway), and that the records
+    agree with each other and the label maps with the counts and areas (the maps'
+    pixel counts not if ``label_maps`` is False: an export checks each as it reads it).
+    """
+    import h5py
+
+    from ._io import NotRegularFile, check_regular
+
     name = os.path.basename(path)
-    if not os.path.isfile(path):
-        return [f"{name}: missing"]
+    try:
+        check_regular(path, "shard")
+    except NotRegularFile as e:
+        return [f"{name}: missing" if not os.path.lexists(path) else f"{name}: {str(e).split(': ', 1)[-1]}"]
     if expected_sha256 is not None:
         got = sha256_file(path)
         if got != expected_sha256:
@@ -674,39 +887,16 @@ def verify_shard(path: str, expected_sha256: Optional[str] = None) -> List[str]:
     problems: List[str] = []
     try:
         with h5py.File(path, "r") as f:
-            missing = [k for k in REQUIRED_DATASETS if k not in f]
-            missing_attrs = [a for a in REQUIRED_ATTRS if a not in f.attrs]
-            if missing or missing_attrs:
-                return [f"{name}: schema: missing datasets {missing} / attributes {missing_attrs}"]
-            img, lm = f["images"], f["label_maps"]
-            n = img.shape[0]
-            if img.dtype != np.uint8 or img.ndim != 4 or img.shape[3] != 3:
-                problems.append(f"{name}: schema: images must be uint8 (n, H, W, 3), got {img.dtype} {img.shape}")
-            if lm.dtype != np.uint8 or lm.shape != img.shape[:3]:
-                problems.append(f"{name}: schema: label_maps must be uint8 {img.shape[:3]}, got {lm.dtype} {lm.shape}")
-            for k, d in f.items():
-                if k in NAME_DATASETS:
-                    continue  # checked by _check_names
-                if not isinstance(d, h5py.Dataset) or d.shape[:1] != (n,):
-                    problems.append(f"{name}: schema: {k} must be a dataset with first axis {n}")
-            _check_names(f, name, problems)
-            for k in ("count", "object_areas", "object_full_areas", "cumulative_area", "index"):
-                if f[k].dtype.kind not in "iu":
-                    problems.append(f"{name}: schema: {k} must be integer, got {f[k].dtype}")
-            first, end = int(f.attrs["first_image_index"]), int(f.attrs["end_image_index"])
-            if end - first != n or not np.array_equal(f["index"][()], np.arange(first, end)):
-                problems.append(f"{name}: index does not run {first}..{end - 1} over its {n} images")
-            try:
-                json.loads(f.attrs["config"])
-            except (TypeError, ValueError):
-                problems.append(f"{name}: attribute config is not JSON")
+            problems = check_schema(f, name, expected_n)
             if problems:
                 return problems
-            # Decode every chunk (catches filter/compression corruption without a manifest).
-            for s in range(0, n, 256):
-                img[s:s + 256]
-            _check_labels(f, name, problems)
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+            if decode_images:
+                # Decode every chunk (catches filter/compression corruption without a manifest).
+                img = f["images"]
+                for s in range(0, img.shape[0], 256):
+                    img[s:s + 256]
+            _check_labels(f, name, problems, maps=label_maps)
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
         problems.append(f"{name}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
     return problems
 
@@ -726,14 +916,15 @@ def _strip_sources(cfg) -> dict:
 
 def _identity_config(folder: str, problems: List[str]) -> Optional[dict]:
     """The config recorded in ``folder/dataset.json`` (None if there is none)."""
+    from ._io import read_text_bounded
+
     path = os.path.join(folder, "dataset.json")
-    try:
-        with open(path) as f:
-            ident = json.load(f)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as e:
-        problems.append(f"dataset.json: unreadable ({e})")
+    try:
+        ident = json.loads(read_text_bounded(path, 16 << 20, "dataset.json"))
+    except (OSError, ValueError, RecursionError) as e:
+        problems.append(f"dataset.json: unreadable ({' '.join(str(e).split())[:200]})")
         return None
     cfg = ident.get("config") if isinstance(ident, dict) else None
     if not isinstance(cfg, dict):
@@ -759,7 +950,9 @@ def verify_dataset(path: str, progress: bool = False) -> List[str]:
     listed shard exists, its sha256 matches the manifest, its ``config`` attribute
     matches ``dataset.json`` and :func:`verify_shard` finds nothing; finished shards
     missing from the manifest are reported too. Each problem is one line naming the
-    bad shard. ``progress`` shows a tqdm bar (images checked) on stderr.
+    bad shard. ``progress`` shows a tqdm bar (images checked) on stderr. A folder with
+    finished shards but no ``manifest.json`` yet (a run writing it, or killed before
+    it listed them) has those shards checked against their sidecars (:func:`scan_shards`).
     """
     if os.path.isfile(path):
         return verify_shard(path, read_sidecar(path))  # the sidecar holds the sha256 made at writing
@@ -768,7 +961,14 @@ def verify_dataset(path: str, progress: bool = False) -> List[str]:
     try:
         man = read_manifest(path)
     except ValueError as e:
-        return [str(e)]
+        if os.path.lexists(os.path.join(path, MANIFEST)) or not scan_shard_names(path):
+            return [str(e)]
+        # No manifest yet (a run is writing, or was killed first): check the finished shards
+        # against their sidecars; the totals are theirs.
+        try:
+            man = scan_shards(path)
+        except OSError as e2:
+            return [str(e2)]
     problems: List[str] = []
     listed = [e.get("file") for e in man["shards"]]
     total = 0

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._io import write_json_atomic
+from ._io import remove_stale_tmps, write_json_atomic
 from ._system import mem_available
 from .config import SourceConfig
 from .pack import AssetPack, ObjectAsset, load_pack, pack_decoded_bytes, save_pack
@@ -615,14 +615,21 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
         "skipped": [{"file": f, "reason": r} for f, r in pack.skipped],
         "fingerprint": pack.fingerprint(),
     }
-    # The report first, the pack last (both atomic): a pack on disk always has its
-    # report, and a failed write (disk full) leaves neither behind.
+    # Temporary files of an earlier prepare to the same pack killed outright (kill -9)
+    # go first: only ours (``<out>.tmp-<pid>-<hex>``, the pid gone), never a foreign file.
     report_path = out + ".report.json"
-    write_json_atomic(report_path, report)
+    for path in (out, report_path):
+        remove_stale_tmps(path)
+    # The pack first, the report last (both atomic): a report on disk always describes
+    # the pack beside it (a prepare killed in between leaves the pack without a report,
+    # never a report without its pack), and a failed report write removes the new pack.
+    with contextlib.suppress(OSError):
+        os.remove(report_path)  # the old report describes the old pack, which goes now
+    save_pack(pack, out)
     try:
-        save_pack(pack, out)
+        write_json_atomic(report_path, report)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.remove(report_path)
+            os.remove(out)
         raise
     return pack

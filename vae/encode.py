@@ -41,7 +41,7 @@ from typing import Dict, Optional, Union
 import h5py
 import numpy as np
 
-from synthcount._io import atomic_path
+from synthcount._io import atomic_path, remove_stale_tmps
 
 __all__ = ["FORMAT", "open_images", "encode_model", "encode_dataset", "write_latents", "resolve_device",
            "IMAGE_EXTS", "PROPERTY_FIELDS", "record_properties"]
@@ -205,6 +205,7 @@ def write_latents(out_h5: str, arrays: Dict[str, np.ndarray], attrs: dict, *, na
     """Write a latents file atomically (temporary name, fsync, then rename; a failed
     write leaves an earlier file as it was and raises ``WriteError`` naming it)."""
     os.makedirs(os.path.dirname(os.path.abspath(out_h5)) or ".", exist_ok=True)
+    remove_stale_tmps(out_h5)  # left by an encode to the same file killed outright (kill -9)
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
         for k in ("mu", "sigma"):
             f.create_dataset(k, data=arrays[k].astype(np.float32))

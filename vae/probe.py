@@ -75,11 +75,28 @@ def load_latents(path: str) -> Dict[str, np.ndarray]:
             out["attrs"] = dict(f.attrs)
     except OSError as e:
         raise ValueError(f"latents file {path!r} is not a readable HDF5 file ({e})") from None
-    if out["mu"].ndim != 2 or out["count"].shape != (out["mu"].shape[0],):
-        raise ValueError(f"latents file {path!r}: mu must be (n, d) and count (n,), "
+    if out["mu"].ndim != 2 or out["count"].shape != (out["mu"].shape[0],) or min(out["mu"].shape) < 1:
+        raise ValueError(f"latents file {path!r}: mu must be (n >= 1, d >= 1) and count (n,), "
                          f"got {out['mu'].shape} and {out['count'].shape}")
+    if out["mu"].dtype.kind not in "fiu" or out["count"].dtype.kind not in "fiu":
+        raise ValueError(f"latents file {path!r}: mu and count must be numbers, got {out['mu'].dtype} and "
+                         f"{out['count'].dtype}")
+    for key in ("cumulative_area", "sigma", "index"):
+        if key in out and (out[key].shape[:1] != (out["mu"].shape[0],) or out[key].dtype.kind not in "fiu"):
+            raise ValueError(f"latents file {path!r}: {key} must be numbers with one row per image, got "
+                             f"{out[key].dtype} {out[key].shape}")
+    count = out["count"]
+    if count.dtype.kind == "f":
+        bad = ~np.isfinite(count) | (count != np.round(count))
+        if bad.any():
+            # astype(int64) would truncate silently: 2.5 objects would become 2.
+            i = int(np.nonzero(bad)[0][0])
+            raise ValueError(f"latents file {path!r}: count must hold whole numbers, got {count[i]!r} at row {i} "
+                             f"({int(bad.sum())} rows)")
+    if count.size and count.min() < 0:
+        raise ValueError(f"latents file {path!r}: count must be >= 0, got {count.min()!r}")
     out["mu"] = out["mu"].astype(np.float32)
-    out["count"] = out["count"].astype(np.int64)
+    out["count"] = count.astype(np.int64)
     bad = ~np.isfinite(out["mu"]).all(axis=1)
     if bad.any():
         # A diverged model gives NaN/inf codes; a probe or a regression on them would
@@ -498,6 +515,12 @@ def run_probe(train_h5: str, test_h5: str, out_dir: str, *, seed: int = 0, hidde
     """
     tr = load_latents(train_h5)
     te = load_latents(test_h5)
+    for path, lat in ((train_h5, tr), (test_h5, te)):
+        classes = np.unique(metrics.to_classes(lat["count"], NUM_CLASSES))
+        if classes.size < 2:
+            # One class: every metric is degenerate (a table of 100% or NaN says nothing).
+            raise ValueError(f"latents file {path!r}: its counts fall in only one class "
+                             f"({CLASS_NAMES[int(classes[0])]}); a probe needs at least two")
     res = probe_arrays(tr["mu"], tr["count"], te["mu"], te["count"], seed=seed, hidden=hidden, weighted=weighted,
                        device=device, progress=progress, logistic=logistic, **fit_kwargs)
     res["train_latents"] = os.path.abspath(train_h5)

@@ -63,7 +63,7 @@ from .losses import VAELoss
 from .model import VAE, num_parameters
 from .vgg import build_vgg, resolve_vgg_weights
 
-__all__ = ["train", "TrainingDiverged", "METRIC_COLUMNS", "resolve_device", "default_workers"]
+__all__ = ["train", "TrainingDiverged", "Terminated", "METRIC_COLUMNS", "resolve_device", "default_workers"]
 
 METRIC_COLUMNS = ["epoch", "loss", "kl", "rec", "test_loss", "lr", "images_per_s", "data_s", "compute_s",
                   "test_kl", "test_rec", "natural_share", "natural_images", "test_loss_natural"]
@@ -171,7 +171,10 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
         Output folder; must not hold a run unless ``resume``.
     cfg : TrainConfig
     resume : bool
-        Continue ``run_dir`` from ``checkpoints/last.pt`` up to ``cfg.epochs``.
+        Continue ``run_dir`` from ``checkpoints/last.pt`` up to ``cfg.epochs``; from
+        ``checkpoints/init.pt`` when it was interrupted during its first epoch; afresh
+        when nothing was saved yet (killed during setup). SIGTERM, like Ctrl-C, writes
+        ``checkpoints/interrupted.pt`` and raises :class:`Terminated` (a KeyboardInterrupt).
     progress : bool
         tqdm bars (stderr) with images/s.
     deadline : float, optional
@@ -204,17 +207,68 @@ def train(dataset_path: str, run_dir: str, cfg: TrainConfig, *, resume: bool = F
     vgg_info = vgg_weights.to_dict() if vgg_weights is not None else None
     # One training run per RUN_DIR (rank 0 holds it for all ranks under torchrun): a second
     # run, or a --resume while the first trains, would mix its checkpoints into the first's.
-    with hold_folder(run_dir, "training run") if _dist_env()[0] == 0 else contextlib.nullcontext():
+    with hold_folder(run_dir, "training run") if _dist_env()[0] == 0 else contextlib.nullcontext(), \
+            _sigterm_interrupts():
+        source = None
         if resume:
-            _check_resume(run_dir, cfg, vgg_info)
+            source = _check_resume(run_dir, cfg, vgg_info)
+            if _dist_env()[0] == 0:
+                _remove_debris(run_dir)
+            if source is None:
+                print(f"--resume: nothing was saved in {run_dir} yet (no checkpoint): starting the run afresh",
+                      file=sys.stderr)
         elif os.path.exists(os.path.join(run_dir, "config.json")) or os.path.exists(checkpoint_path(run_dir, "last")):
             raise ValueError(f"run_dir {run_dir} already holds a run: use --resume or another folder")
-        return _train(dataset_path, run_dir, cfg, resume, progress, deadline, vgg_weights, vgg_info)
+        return _train(dataset_path, run_dir, cfg, source, progress, deadline, vgg_weights, vgg_info)
 
 
-def _train(dataset_path: str, run_dir: str, cfg: TrainConfig, resume: bool, progress: bool,
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm sends before SIGKILL) during training: handled like Ctrl-C
+    (``checkpoints/interrupted.pt`` is written, ``--resume`` continues)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Turn SIGTERM into :class:`Terminated` for the block (main thread only; the
+    previous handler is restored after)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum} (SIGTERM)")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _remove_debris(run_dir: str) -> None:
+    """Temporary files of the run's own files left by a process killed outright (kill -9
+    while it wrote them): a resume removes them."""
+    from synthcount._io import remove_stale_tmps
+
+    for name in ("config.json", "metadata.json", "split.json", "metrics.csv"):
+        remove_stale_tmps(os.path.join(run_dir, name))
+    ckpt = os.path.join(run_dir, "checkpoints")
+    if os.path.isdir(ckpt):
+        for name in os.listdir(ckpt):
+            if name.endswith(".pt"):
+                remove_stale_tmps(os.path.join(ckpt, name))
+        for which in ("last", "init", "interrupted"):
+            remove_stale_tmps(checkpoint_path(run_dir, which))
+
+
+def _train(dataset_path: str, run_dir: str, cfg: TrainConfig, source: Optional[str], progress: bool,
            deadline: Optional[float], vgg_weights, vgg_info: Optional[dict]) -> dict:
-    """The body of :func:`train`, once the checks passed and RUN_DIR is held."""
+    """The body of :func:`train`, once the checks passed and RUN_DIR is held. ``source``:
+    the checkpoint a resume continues from ("last" or "init"), None for a new run."""
+    resume = source is not None
     dataset = _open_dataset(dataset_path)  # the one handle of the run
     try:
         if resume:
@@ -225,7 +279,7 @@ def _train(dataset_path: str, run_dir: str, cfg: TrainConfig, resume: bool, prog
             run = _build_run(cfg, run_dir, dataset_path, dataset, device=device, rank=rank, world=world,
                              vgg_weights=vgg_weights, vgg_info=vgg_info)
             if resume:
-                _load_state(run)
+                _load_state(run, source)
             if run.main:
                 _write_run_files(run, resume)
             if run.distributed:
@@ -260,8 +314,10 @@ def _epochs(run: _Run, progress: bool, deadline: Optional[float]) -> bool:
         if run.main:
             path = checkpoint_path(run.run_dir, "interrupted")
             save_checkpoint(path, run.state(run.epoch, interrupted=True, step=run.step))
+            whole = "last" if os.path.isfile(checkpoint_path(run.run_dir, "last")) else "init"
+            done = run.epoch if whole == "last" else 0
             print(f"\ninterrupted: weights at the interruption saved to {path}; "
-                  f"--resume continues from checkpoints/last.pt (epoch {run.epoch}) so the result "
+                  f"--resume continues from checkpoints/{whole}.pt (epoch {done}) so the result "
                   "matches an uninterrupted run", file=sys.stderr)
         raise
     return False
@@ -453,9 +509,10 @@ def _build_run(cfg: TrainConfig, run_dir: str, dataset_path: str, dataset, *, de
                 config_dict={"model": model_cfg.to_dict(), "train": cfg.to_dict()})
 
 
-def _load_state(run: _Run) -> None:
-    """Continue from ``checkpoints/last.pt``: weights, optimiser, scheduler, RNG, metrics."""
-    st = load_checkpoint(checkpoint_path(run.run_dir, "last"), map_location=run.device)
+def _load_state(run: _Run, source: str = "last") -> None:
+    """Continue from ``checkpoints/<source>.pt`` (``last``, or ``init`` when the first
+    epoch never finished): weights, optimiser, scheduler, RNG, metrics."""
+    st = load_checkpoint(checkpoint_path(run.run_dir, source), map_location=run.device)
     run.model.load_state_dict(st["model"])
     run.optimizer.load_state_dict(st["optimizer"])
     run.scheduler.load_state_dict(st["scheduler"])
@@ -525,13 +582,24 @@ def _metadata(run: _Run, resume: bool) -> dict:
     }
 
 
-def _check_resume(run_dir: str, cfg: TrainConfig, vgg_info: Optional[dict]) -> None:
-    """Refuse a resume that would change the result: other settings or VGG weights."""
+def _check_resume(run_dir: str, cfg: TrainConfig, vgg_info: Optional[dict]) -> Optional[str]:
+    """The checkpoint a resume continues from: ``"last"`` (the last whole epoch),
+    ``"init"`` (interrupted during the first epoch: the state before its first step), or
+    None when nothing was saved (the run starts afresh). Refuses a resume that would
+    change the result: other settings or VGG weights."""
     path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path) or not os.path.isfile(checkpoint_path(run_dir, "last")):
-        raise ValueError(f"--resume: {run_dir} holds no run to resume (config.json and checkpoints/last.pt needed)")
-    with open(path) as f:
-        stored = json.load(f)
+    last, init = (os.path.isfile(checkpoint_path(run_dir, w)) for w in ("last", "init"))
+    if not os.path.isfile(path):
+        if last:
+            raise ValueError(f"--resume: {run_dir} has checkpoints/last.pt but no config.json (not a whole run)")
+        return None
+    if not (last or init):
+        return None
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"--resume: {path} is not readable JSON ({e})") from None
     # Compare as JSON (tuples and lists alike), the form config.json keeps.
     old = json.loads(json.dumps(TrainConfig.from_dict(stored["train"]).to_dict()))
     new = json.loads(json.dumps(cfg.to_dict()))
@@ -544,6 +612,7 @@ def _check_resume(run_dir: str, cfg: TrainConfig, vgg_info: Optional[dict]) -> N
     if vgg_info is not None and old_meta and old_vgg.get("sha256") != vgg_info.get("sha256"):
         raise ValueError(f"--resume: VGG weights differ from the run's ({old_vgg.get('sha256')} -> "
                          f"{vgg_info.get('sha256')})")
+    return "last" if last else "init"
 
 
 def _check_resume_dataset(run_dir: str, dataset_path: str, dataset) -> None:
@@ -584,7 +653,18 @@ def _loader(ds, batch_size: int, sampler, workers: int, seed: int, device: torch
     gen = torch.Generator().manual_seed(seed)  # base seed of the workers (torch derives one per worker)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
                       pin_memory=device.type == "cuda", generator=gen,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=_worker_ignores_sigterm if workers > 0 else None)
+
+
+def _worker_ignores_sigterm(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the main process (Slurm signals every process
+    of the job): a worker that died of it first would surface as a RuntimeError in the
+    main process instead of the interrupt that saves ``interrupted.pt``. They still end
+    with the main process (torch's watchdog) or at the SIGKILL that follows."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _evaluate(run: _Run, ds, seed: int) -> Dict[str, float]:

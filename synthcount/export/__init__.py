@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from .. import __version__
 from ._common import (
@@ -54,7 +54,8 @@ def _check(ok: bool, name: str, rule: str, value) -> None:
 def export_dataset(dataset: str, dest: str, format: str = "coco", *, shards: Optional[Tuple[int, int]] = None,
                    limit: Optional[int] = None, points: bool = False, density: Optional[float] = None,
                    image_format: str = "png", test_fraction: float = 0.0, split_seed: int = 0,
-                   tar_size: int = 1000, overwrite: bool = False, progress: bool = False) -> ExportResult:
+                   tar_size: int = 1000, overwrite: bool = False, progress: bool = False,
+                   notes: Optional[Callable[[str], None]] = None) -> ExportResult:
     """Export images of a dataset to DEST in another format.
 
     Parameters
@@ -82,6 +83,9 @@ def export_dataset(dataset: str, dest: str, format: str = "coco", *, shards: Opt
         Images per tar shard (webdataset).
     progress : bool
         A tqdm progress bar on stderr (off by default; the CLI turns it on).
+    notes : callable, optional
+        Called at once with each line of what was recovered before the export started
+        (``ExportResult.recovered``), so that it is said even when the export then fails.
 
     Returns
     -------
@@ -118,6 +122,8 @@ def export_dataset(dataset: str, dest: str, format: str = "coco", *, shards: Opt
             raise ValueError(f"dataset {dataset!r} holds no images to export")
         check_dest(dest, dataset, overwrite)  # before anything is created
         with dest_lock(dest) as recovered:
+            for line in recovered if notes is not None else ():
+                notes(line)
             check_dest(dest, dataset, overwrite)  # again under the lock: another export may have finished meanwhile
             check_checksums(ds, start, stop)
             names = categories(ds)

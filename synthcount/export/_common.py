@@ -128,27 +128,35 @@ def selection(ds, shards: Optional[Tuple[int, int]], limit: Optional[int]) -> Tu
 
 
 def check_checksums(ds, start: int, stop: int) -> None:
-    """Every shard the images ``start .. stop-1`` come from still has the sha256 recorded
-    when it was written (manifest, or sidecar for a lone shard file): an export never
-    carries silently corrupted pixels into another format.
+    """Every shard the images ``start .. stop-1`` come from passes what ``synthcount
+    verify`` checks, before anything is exported: the sha256 recorded when it was
+    written (manifest, or sidecar for a lone shard file), the schema, and that the
+    records agree with each other. Two checks of verify happen as the export reads
+    instead of in a second pass: each image chunk decodes (a failure stops the export)
+    and each label map's pixel counts equal its ``object_areas`` (:func:`items`). An
+    export that fails publishes nothing, so a shard that ``verify`` rejects is never
+    exported.
 
     Raises
     ------
     ExportError
-        Naming the first shard that differs.
+        Naming the first shard that fails, and what.
     """
-    from ..shards import read_manifest, read_sidecar, sha256_file
+    from ..shards import read_manifest, read_sidecar, verify_shard
 
     if os.path.isdir(ds.path):
         want = {os.path.join(ds.path, e["file"]): e.get("sha256") for e in read_manifest(ds.path)["shards"]}
     else:
         want = {ds.path: read_sidecar(ds.path)}
     for k, f in enumerate(ds.files):
-        if int(ds.offsets[k + 1]) <= start or int(ds.offsets[k]) >= stop or not want.get(f):
+        if int(ds.offsets[k + 1]) <= start or int(ds.offsets[k]) >= stop:
             continue
-        if sha256_file(f) != want[f]:
-            raise ExportError(f"{os.path.basename(f)}: sha256 differs from the one recorded when it was written "
-                              f"(corrupted?); run synthcount verify")
+        n = int(ds.offsets[k + 1] - ds.offsets[k])
+        problems = verify_shard(f, want.get(f) or None, decode_images=False, expected_n=n, label_maps=False)
+        if problems:
+            raise ExportError(f"{os.path.join(os.path.dirname(f), problems[0])}"
+                              f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                              f"run synthcount verify")
 
 
 # ----------------------------------------------------------------------------- per image
@@ -241,10 +249,18 @@ def per_object_fields(ds) -> List[str]:
 
 
 def items(ds, start: int, stop: int, opts: ExportOptions) -> Iterator[Item]:
-    """:class:`Item` of every image ``start .. stop-1``, read in blocks."""
+    """:class:`Item` of every image ``start .. stop-1``, read in blocks; an image whose
+    label map disagrees with its ``object_areas`` stops the export (ExportError)."""
+    from ..shards import label_map_problem
+
     per_object = set(per_object_fields(ds))
-    for rec in ds.iter_records(start, stop):
+    for pos, rec in enumerate(ds.iter_records(start, stop), start):
         image, label_map = rec.pop("image"), rec.pop("label_map")
+        why = label_map_problem(label_map, np.asarray(rec["object_areas"]))
+        if why is not None:  # verify's label check, on the map already decoded for the export
+            k = int(np.searchsorted(ds.offsets, pos, side="right")) - 1
+            raise ExportError(f"{ds.files[k]}: image {pos - int(ds.offsets[k])} (index {int(rec['index'])}): {why}; "
+                              f"run synthcount verify")
         n, areas, boxes, points, cats = objects_of(rec)
         cut = {k: (v[:n] if k in per_object else v) for k, v in rec.items()}
         index = int(rec["index"])

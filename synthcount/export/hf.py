@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 
-from ._common import density_map, encode_image, per_object_fields, require
+from .._io import TMP_TAG, WriteError
+from ._common import ExportError, density_map, encode_image, per_object_fields, require
 
 NEEDS = "datasets"
 
@@ -88,7 +89,26 @@ def write(ds, its, out: str, scratch: str, opts, names, bar) -> int:
                                                fingerprint=f"synthcount-export-{os.getpid()}-{id(its)}")
         dset.save_to_disk(out)
         del dset
+    except Exception as e:  # noqa: BLE001 - datasets wraps every failure in its own exceptions
+        raise _unwrapped(e, out) from None
     finally:
         if was_on:
             datasets.enable_progress_bars()
     return n_obj[0]
+
+
+def _unwrapped(e: BaseException, out: str) -> BaseException:
+    """What really stopped ``datasets`` (it wraps errors, a full disk included, in its
+    ``DatasetGenerationError`` with a long traceback): ours (a shard that failed to
+    read, an ExportError) as they are, an OS error as a WriteError naming DEST."""
+    dest = os.path.dirname(out).rsplit(TMP_TAG, 1)[0]
+    seen, cur = set(), e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (WriteError, ExportError)) or type(cur).__module__.startswith("synthcount"):
+            return cur
+        if isinstance(cur, OSError):
+            return WriteError(cur.errno, f"cannot write {dest}: {cur.strerror or ' '.join(str(cur).split())}")
+        cur = cur.__cause__ or cur.__context__
+    first = str(e).splitlines()[0] if str(e) else ""
+    return ExportError(f"hf export to {dest} failed ({type(e).__name__}: {first[:200]})")
