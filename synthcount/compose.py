@@ -61,6 +61,7 @@ import numpy as np
 from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
+from .properties import derived, field_area, object_perimeter
 from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, ImageStreams, uniform_from
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
 from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
@@ -274,25 +275,6 @@ class Draw:
     def k(self) -> int:
         """Distractors pasted."""
         return 0 if self.distractors is None else len(self.distractors.ids)
-
-
-def field_area(label_map: np.ndarray) -> float:
-    """Area of the convex hull through the centres of all object pixels (field area).
-
-    The hull of a pixel set equals the hull of each row's leftmost and rightmost
-    pixels, so only those (at most 2 H points) go to ``cv2.convexHull``.
-    """
-    m = label_map > 0
-    rows = np.flatnonzero(m.any(axis=1))
-    if rows.size == 0:
-        return 0.0
-    sub = m[rows]
-    k = rows.size
-    pts = np.empty((2 * k, 2), np.int32)  # the leftmost pixel of each row, then the rightmost
-    pts[:k, 0] = sub.argmax(axis=1)  # (argmax is fastest on bool; a contiguous flip beats sub[:, ::-1])
-    pts[k:, 0] = m.shape[1] - 1 - cv2.flip(sub.view(np.uint8), 1).view(bool).argmax(axis=1)
-    pts[:k, 1] = pts[k:, 1] = rows
-    return float(cv2.contourArea(cv2.convexHull(pts)))
 
 
 class Composer:
@@ -782,7 +764,7 @@ class Composer:
         if nd:
             rec["object_ids"][row, n:n + nd] = draw.distractors.ids
             rec["object_role"][row, n:n + nd] = ROLE_DISTRACTOR
-        total = 0
+        total, perimeter = 0, 0.0
         box = [label_map.shape[0], label_map.shape[1], 0, 0]  # union of the target patches, for the hull
         for k, c in enumerate(draw.copies):
             (py, px), patch = c.pos, c.patch
@@ -809,6 +791,8 @@ class Composer:
                 bx, by, bw, bh = cv2.boundingRect(vis)
                 rec["object_boxes"][row, k] = (py + by, px + bx, py + by + bh, px + bx + bw)
                 rec["object_centroids"][row, k] = (py + mo["m01"] / area, px + mo["m10"] / area)
+                if k < n:
+                    perimeter += object_perimeter(vis[by:by + bh, bx:bx + bw])
         if n == 0:
             return  # A, A / N and the field area stay 0: there are no targets
         rec["cumulative_area"][row] = total
@@ -816,7 +800,12 @@ class Composer:
         hull = label_map[box[0]:box[2], box[1]:box[3]]
         if nd:
             hull = (hull <= n).view(np.uint8) * hull  # the targets' pixels only (labels 1..n)
-        rec["field_area"][row] = field_area(hull)
+        fa = field_area(hull)
+        rec["field_area"][row] = fa
+        rec["total_surface_area"][row] = total
+        rec["total_perimeter"][row] = perimeter
+        for key, v in derived(n, float(total), fa).items():
+            rec[key][row] = v
 
     def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, stream: ImageStreams, index: int,
                         n: int) -> None:

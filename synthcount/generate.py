@@ -46,6 +46,7 @@ from ._io import is_tmp_name, write_bytes_atomic
 from ._system import mem_available
 from .config import DatasetConfig
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
+from .properties import stimulus_set_names
 from .schema import new_records
 from .shards import FORMAT_VERSION, ShardWriter, _strip_sources, pack_names, shard_index_of, shard_name, write_manifest
 from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)
@@ -416,6 +417,7 @@ class _ShardMaker:
                 "first_image_index": first,
                 "end_image_index": end,
                 "layout_budget": composer.layout_budget,
+                "stimulus_sets": json.dumps(stimulus_set_names(cfg.scene)),
             }
             self._jobs.put(("open", k, (path, n, composer.scene.size, attrs),
                             dict(compression=cfg.compression, label_compression=cfg.label_compression,
