@@ -173,6 +173,8 @@ def _smallest_count(sc) -> int:
 
 def _try_pair(composer, obj: int, n: int) -> PairResult:
     sc = composer.scene
+    if sc.design is not None:
+        return _try_design_pair(composer, obj, n)
     H, W = sc.size
     rng = _pair_rng(obj, n)
     t = sc.visible_threshold(n)
@@ -192,6 +194,25 @@ def _try_pair(composer, obj: int, n: int) -> PairResult:
         trials += 1
         fits += copies is not None
     return PairResult(obj, n, trials, fits)
+
+
+def _try_design_pair(composer, obj: int, n: int) -> PairResult:
+    """A designed scene: trials at each (ISA, FA) corner of the design for this N
+    (``Composer.design_extremes``); the hardest corner is the pair's result."""
+    sc = composer.scene
+    rng = _pair_rng(obj, n)
+    others = np.array([i for i in range(len(composer.mips)) if i != obj], np.int64)
+    worst = None
+    for isa, fa in composer.design_extremes(n):
+        fits = trials = 0
+        while trials < MAX_TRIALS and fits < SUCCESSES:
+            ids, _ = _trial_ids(sc, rng, obj, n, others)
+            fits += composer.design_layout(rng, ids, isa, fa)[0] is not None
+            trials += 1
+        r = PairResult(obj, n, trials, fits)
+        if worst is None or (r.fit, r.p_lower) < (worst.fit, worst.p_lower):
+            worst = r
+    return worst
 
 
 def _survey_object(composer, obj: int, counts: Sequence[int], monotone: bool) -> List[PairResult]:
@@ -249,7 +270,7 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
     if not counts:
         return LayoutSurvey(budget=1, failure_prob=fp)
     ts = [sc.visible_threshold(n) for n in counts]
-    monotone = sc.area_mode == "independent" and all(a <= b for a, b in zip(ts, ts[1:]))
+    monotone = sc.area_mode == "independent" and sc.design is None and all(a <= b for a, b in zip(ts, ts[1:]))
     tasks = [(i, counts, monotone) for i in range(len(composer.mips))]
     results: List[PairResult] = []
     if workers > 1 and len(tasks) > 1:
