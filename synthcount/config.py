@@ -563,6 +563,8 @@ class DatasetConfig:
                 sources[k] = list(v) if k == "background_classes" else v
             else:
                 scene[k] = parse_size(v) if k == "size" else v
+        if ov.get("match") and "design" not in ov:
+            scene["design"] = "match"  # --match implies the match design, over a preset's or file's
         if scene.get("design") or scene.get("match"):
             # A design draws N from design_count, not from the count distribution (a
             # preset's, say): max_count follows it unless a flag gives it.

@@ -34,6 +34,10 @@ with fewer need no more layouts than. Images with N = 0 are not surveyed when so
 is: their distractors alone are a subset of what an image with the smallest N lays
 out, at sizes no larger than the survey's (pure clutter, ``max_count`` 0, is surveyed
 as N = 0).
+A designed scene (``SceneConfig.design``) is surveyed at the smallest and the largest
+N of its ``design_count``, each pair at every (item area, field area) corner the design
+can draw at that N (``Composer.design_extremes``); the pair's result is its hardest
+corner's.
 Failing trial layouts are cheap (a copy is warped only when its turn comes), so the
 survey costs about ``SUCCESSES / p`` layouts per pair. Images larger than
 ``SURVEY_MAX_SIDE`` pixels on their shorter side are surveyed on the scene scaled
@@ -264,6 +268,10 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
     fp = float(sc.layout_failure_prob if failure_prob is None else failure_prob)
     probs = sc.count_distribution()
     counts = [n for n in range(1, sc.max_count + 1) if probs[n] > 0]
+    if sc.design is not None:
+        # A design is surveyed at its extreme N, at every corner of its sizes and
+        # fields (``_try_design_pair``): the hardest layouts are there.
+        counts = sorted(set(sc.design_count))
     if not counts and sc.max_distractors:
         counts = [0]  # pure clutter: the distractors alone
     t0 = time.perf_counter()
