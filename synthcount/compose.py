@@ -129,11 +129,11 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
     """
     if not objects.objects:
         raise ValueError("no objects to paste")
+    if scene.classes and scene.classes > len(objects.objects):
+        raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, got {scene.classes}")
     if scene.design is not None:
         _check_design(scene)
         return
-    if scene.classes and scene.classes > len(objects.objects):
-        raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, got {scene.classes}")
     if scene.max_distractors:
         _check_distractor_pool(scene, objects, distractor_objects)
     H, W = scene.size
@@ -520,7 +520,10 @@ class Composer:
                                                                                                         assign, ids)
         target_id = (int(ids[0]) if n else first) if sc.mode == "same" else -1
         if sc.design is not None:
-            return self._sample_design(rng, index, n, t, bid, crop, ids, redraws, target_id)
+            draw = self._sample_design(rng, index, n, t, bid, crop, ids, redraws, target_id)
+            if class_ids is not None:
+                draw.class_ids, draw.class_counts = class_ids, np.bincount(assign, minlength=len(class_ids))
+            return draw
         target = math.nan
         if sc.area_mode == "decorrelated" and n:
             target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W)

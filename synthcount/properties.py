@@ -11,7 +11,7 @@ Every record holds, about the targets (labels 1..N; distractors never count):
 - ``total_perimeter``: the summed length of the boundaries (outer and of holes) of
   each target's visible pixels, traced through boundary-pixel centres
   (``cv2.findContours`` with every point kept, ``cv2.arcLength``) on the object's
-  bounding box with a one-pixel empty border;
+  bounding box, as if it had a one-pixel empty border;
 - ``log_size`` = log TSA + log ISA and ``log_spacing`` = log FA + log sparsity
   (natural logs: DeWind's size and spacing axes).
 
@@ -61,11 +61,23 @@ def field_area(label_map: np.ndarray) -> float:
     return float(cv2.contourArea(cv2.convexHull(pts)))
 
 
+def _borders_traced() -> bool:
+    """Whether this OpenCV's findContours traces pixels on the image border (a full
+    3 x 3 mask has the 8-long boundary): then no empty border need be added."""
+    c, _ = cv2.findContours(np.ones((3, 3), np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    return len(c) == 1 and cv2.arcLength(c[0], True) == 8.0
+
+
+_PAD = not _borders_traced()
+
+
 def object_perimeter(tight: np.ndarray) -> float:
     """Boundary length of the 0/1 uint8 mask ``tight`` (cropped to its bounding box):
-    outer boundaries and holes, through boundary-pixel centres."""
-    padded = cv2.copyMakeBorder(tight, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    contours, _ = cv2.findContours(padded, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    outer boundaries and holes, through boundary-pixel centres (as if the mask had an
+    empty border: added where this OpenCV would not trace border pixels)."""
+    if _PAD:
+        tight = cv2.copyMakeBorder(tight, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    contours, _ = cv2.findContours(tight, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     return float(sum(cv2.arcLength(c, True) for c in contours))
 
 
