@@ -582,6 +582,21 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256) -> None:
     if bad.size:
         problems.append(f"{name}: cumulative_area differs from the sum of the targets' object_areas at image "
                         f"{int(bad[0])} ({bad.size} images)")
+    if "total_surface_area" in f:
+        bad = np.nonzero(f["total_surface_area"][()].astype(np.int64) != cum)[0]
+        if bad.size:
+            problems.append(f"{name}: total_surface_area differs from cumulative_area at image {int(bad[0])} "
+                            f"({bad.size} images)")
+    if "stimulus_set" in f:
+        try:
+            sets = len(json.loads(f.attrs.get("stimulus_sets", '["standard"]')))
+        except (TypeError, ValueError):
+            sets = 0
+            problems.append(f"{name}: attribute stimulus_sets is not a JSON list")
+        st = f["stimulus_set"][()]
+        bad = np.nonzero((st < 0) | (st >= sets))[0]
+        if bad.size and sets:
+            problems.append(f"{name}: stimulus_set outside the {sets} stimulus_sets at image {int(bad[0])}")
     bad = np.nonzero((full < areas).any(axis=1))[0]
     if bad.size:
         problems.append(f"{name}: object_full_areas < object_areas at image {int(bad[0])} ({bad.size} images)")

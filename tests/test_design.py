@@ -185,6 +185,21 @@ def test_generate_cli_design_and_bad_flags(tmp_path):
     assert list(ds.labels["stimulus_set"]) == [0, 1, 2, 0, 1, 2]
     r = run("inspect", out)
     assert "stimulus sets" in r.output and "log Spacing" in r.output
+    # verify: the set index within the named sets, TSA equal to cumulative_area
+    import shutil
+
+    import h5py
+
+    from synthcount.shards import verify_shard
+
+    bad = str(tmp_path / "bad.h5")
+    shutil.copy(out / "shard-00000.h5", bad)
+    assert verify_shard(bad) == []
+    with h5py.File(bad, "r+") as f:
+        f["stimulus_set"][2] = 3
+        f["total_surface_area"][1] += 1
+    problems = " ".join(verify_shard(bad))
+    assert "stimulus_set outside the 3" in problems and "total_surface_area differs" in problems
     for args, flag in [(["--match", "volume"], "--match"), (["--design-count", "4"], "--design-count"),
                        (["--design", "dewind", "--item-area", "a:b"], "--item-area"),
                        (["--design", "dewind", "--field-area", "0.6:0.9"], "field_area_range")]:
