@@ -206,3 +206,20 @@ def test_generate_cli_design_and_bad_flags(tmp_path):
         r = CliRunner().invoke(main, ["generate", str(tmp_path / "bad"), "--num-images", "3", *args])
         assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_design_benchmark_quick(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "design.json"
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "benchmarks.design", "--quick", "--images", "20", "--out", str(out)],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res == json.loads(out.read_text()) and res["benchmark"] == "design"
+    for row in res["results"]:
+        assert row["images"] == 20 and row["size_err_max"] <= row["tolerance"] + 1e-6
+        assert row["spacing_err_max"] <= row["tolerance"] + 1e-6 and row["images_per_s"] > 0
