@@ -33,7 +33,7 @@ from typing import Dict, List
 import cv2
 import numpy as np
 
-__all__ = ["PROPERTY_FIELDS", "LOG_FIELDS", "object_perimeter", "derived", "visual_properties",
+__all__ = ["PROPERTY_FIELDS", "LOG_FIELDS", "object_contours", "object_perimeter", "derived", "visual_properties",
            "stimulus_set_names", "field_area"]
 
 # The record fields this module defines (besides field_area, which older records have).
@@ -69,6 +69,15 @@ def _borders_traced() -> bool:
 
 
 _PAD = not _borders_traced()
+
+
+def object_contours(mask: np.ndarray) -> tuple:
+    """Every boundary (outer and holes) of the 0/1 uint8 ``mask``, as point arrays in
+    its coordinates, as if it had an empty border."""
+    if _PAD:
+        mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        return cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE, offset=(-1, -1))[0]
+    return cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)[0]
 
 
 def object_perimeter(tight: np.ndarray) -> float:
