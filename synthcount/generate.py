@@ -277,6 +277,11 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
     if survey.unfit and config.scene.unfit == "error":
         pairs = survey.unfit_pairs([o.name for o in objects.objects])
         more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        if config.scene.design is not None:
+            raise ValueError(f"the design cannot be laid out (fewer than 4 of 2000 trial layouts fitted at its hardest "
+                             f"item and field area): {'; '.join(pairs[:3])}{more}; narrow item_area_range / "
+                             f"field_area_range / design_count (--item-area / --field-area / --design-count): small "
+                             f"fields with large items are too dense, large fields do not fit the image")
         raise ValueError(f"objects that cannot be laid out (fewer than 4 of 2000 trial layouts fitted): "
                          f"{'; '.join(pairs[:3])}{more}; lower the object sizes or min_visible, or set unfit: redraw "
                          f"(--unfit redraw) to draw another object for such images")
