@@ -50,6 +50,26 @@ def _parse_distractors(text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def _parse_pair(text, flag, kind=float):
+    """``A:B`` -> (A, B); the ranges are checked by SceneConfig."""
+    if text is None:
+        return None
+    try:
+        parts = [kind(v) for v in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) != 2:
+        raise click.BadParameter(f"must be A:B ({'integers' if kind is int else 'numbers'}), got {text!r}",
+                                 param_hint=flag)
+    return tuple(parts)
+
+
+def _parse_match(values):
+    """Repeatable and comma-separated ``--match`` -> a tuple of names (checked by SceneConfig)."""
+    out = tuple(v.strip() for text in values or () for v in text.split(",") if v.strip())
+    return out or None
+
+
 def _check_distractor_objects(ctx, param, value):
     if value is not None and value != "builtin" and not os.path.exists(value):
         raise click.BadParameter(f"must be 'builtin' or an existing folder or pack, got {value!r}")
@@ -60,7 +80,9 @@ def _check_distractor_objects(ctx, param, value):
 _FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "--max-count", "min_gap": "--min-gap",
                 "num_images": "--num-images", "shard_size": "--shard-size", "seed": "--seed", "mode": "--mode",
                 "distractors": "--distractors", "distractor_min_visible": "--distractor-min-visible",
-                "distractor_objects": "--distractor-objects", "classes": "--classes"}
+                "distractor_objects": "--distractor-objects", "classes": "--classes", "design": "--design",
+                "match": "--match", "design_count": "--design-count", "item_area_range": "--item-area",
+                "field_area_range": "--field-area", "design_tolerance": "--design-tolerance"}
 
 
 def _flagify(msg: str) -> str:
@@ -129,8 +151,27 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--classes", type=int, default=None, metavar="C",
               help="--mode mixed: each image's targets are copies of C objects; class_counts (n, C) is stored "
                    "and count stays the total.")
+@click.option("--design", type=click.Choice(["dewind", "match"]), default=None,
+              help="Designed stimulus space: dewind (log N, log Size, log Spacing drawn independently and "
+                   "uniformly) or match (a standard set and the --match control sets); stimulus_set and "
+                   "design_target are recorded.")
+@click.option("--match", "match_texts", multiple=True, metavar="PROPERTY",
+              help="Control sets holding one property constant across N: total-area, item-area, field-area, "
+                   "density (repeatable or comma-separated; implies --design match).")
+@click.option("--design-count", "design_count_text", default=None, metavar="A:B",
+              help="N range of a design (log-uniform; A >= 2); --max-count defaults to B.  [default: 4:16]")
+@click.option("--item-area", "item_area_text", default=None, metavar="A:B",
+              help="Design: item area as a fraction of the image at the geometric-mean N (dewind: sets the Size "
+                   "range).  [default: 0.003:0.006]")
+@click.option("--field-area", "field_area_text", default=None, metavar="A:B",
+              help="Design: field area (convex hull) as a fraction of the image at the geometric-mean N (dewind: "
+                   "sets the Spacing range).  [default: 0.15:0.3]")
+@click.option("--design-tolerance", type=float, default=None, metavar="F",
+              help="Design: largest relative error of the achieved Size and Spacing; layouts that miss are "
+                   "redrawn.  [default: 0.05]")
 @click.option("--preset", "preset_name", default=None,
-              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary, fsc.")
+              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary, fsc, stoianov-zorzi, "
+                   "dewind.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
 @click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,
@@ -144,7 +185,7 @@ def build_config(config_file=None, preset_name=None, **flags):
                    "every worker mounts at the same path. Needs the [dask] extra.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
-             distractors_text, **flags):
+             distractors_text, match_texts, design_count_text, item_area_text, field_area_text, **flags):
     """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
     from synthcount.compose import PlacementError
     from synthcount.generate import plan_generation, run_plan
@@ -152,6 +193,10 @@ def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file,
     shards = _parse_shards(shards_text)
     flags["min_visible"] = _parse_min_visible(flags["min_visible"])
     flags["distractors"] = _parse_distractors(distractors_text)
+    flags["match"] = _parse_match(match_texts)
+    flags["design_count"] = _parse_pair(design_count_text, "--design-count", int)
+    flags["item_area_range"] = _parse_pair(item_area_text, "--item-area")
+    flags["field_area_range"] = _parse_pair(field_area_text, "--field-area")
     if dask_address is not None:
         from synthcount.distributed import check_reachable, require_distributed
 

@@ -27,7 +27,8 @@ from .pack import AssetPack, ObjectAsset, load_pack, save_pack  # noqa: E402
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 # Imported on first use (PEP 562): ``import synthcount`` stays light (no OpenCV, no h5py).
-_LAZY = {"generate_dataset": ".generate", "GenerateResult": ".generate", "export_dataset": ".export"}
+_LAZY = {"generate_dataset": ".generate", "GenerateResult": ".generate", "export_dataset": ".export",
+         "visual_properties": ".properties"}
 
 
 def __getattr__(name):
@@ -64,4 +65,5 @@ __all__ = [
     "open_dataset",
     "preset",
     "save_pack",
+    "visual_properties",
 ]

@@ -61,6 +61,7 @@ import numpy as np
 from .config import SceneConfig
 from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
+from .properties import derived, field_area, object_contours
 from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, ImageStreams, uniform_from
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
 from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
@@ -130,6 +131,9 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
         raise ValueError("no objects to paste")
     if scene.classes and scene.classes > len(objects.objects):
         raise ValueError(f"classes must be at most the {len(objects.objects)} objects of the pack, got {scene.classes}")
+    if scene.design is not None:
+        _check_design(scene)
+        return
     if scene.max_distractors:
         _check_distractor_pool(scene, objects, distractor_objects)
     H, W = scene.size
@@ -191,6 +195,26 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
             raise ValueError(f"objects cannot fit: {n} copies{with_d} at the smallest allowed size need about "
                              f"{need:.0f} px but the image has {budget} usable: lower ref_side_range/"
                              f"area_fraction_range, min_visible or distractors")
+
+
+def _check_design(scene: SceneConfig) -> None:
+    """Refuse design ranges no layout can meet: a field disc wider than the image, or
+    items under 2 pixels. The layout survey finds what is merely too hard."""
+    H, W = scene.size
+    lo, hi = scene.design_count
+    ng = math.sqrt(lo * hi)
+    (il, ih), (fl, fh) = scene.item_area_range, scene.field_area_range
+    if scene.design == "dewind":
+        fa_max, isa_min = fh * math.sqrt(hi / ng), il * math.sqrt(ng / hi)
+    else:
+        fa_max = max(fh, math.sqrt(fl * fh) * hi / ng) if "density" in scene.match else fh
+        isa_min = min(il, math.sqrt(il * ih) * ng / hi) if "total-area" in scene.match else il
+    if fa_max * H * W >= math.pi / 4 * min(H, W) ** 2:
+        raise ValueError(f"field_area_range: the largest field area ({fa_max:.3g} of the image, at N = {hi}) is a "
+                         f"disc wider than the {H}x{W} image; lower field_area_range (--field-area)")
+    if isa_min * H * W < 2:
+        raise ValueError(f"item_area_range: the smallest item ({isa_min * H * W:.2g} px, at N = {hi}) is under 2 "
+                         f"pixels; raise item_area_range (--item-area) or the image size")
 
 
 def _check_distractor_pool(scene: SceneConfig, objects: AssetPack, distractor_objects: Optional[AssetPack]) -> None:
@@ -269,30 +293,13 @@ class Draw:
     target_id: int = -1         # same mode: the counted object (also when n = 0); -1 in mixed mode
     class_ids: Optional[np.ndarray] = None     # classes mode: object pack index per class, (C,)
     class_counts: Optional[np.ndarray] = None  # classes mode: targets per class, (C,)
+    stimulus_set: int = 0                       # design: the image's stimulus set
+    design_target: Optional[Tuple[float, float, float]] = None  # design: log N, log Size, log Spacing aimed at
 
     @property
     def k(self) -> int:
         """Distractors pasted."""
         return 0 if self.distractors is None else len(self.distractors.ids)
-
-
-def field_area(label_map: np.ndarray) -> float:
-    """Area of the convex hull through the centres of all object pixels (field area).
-
-    The hull of a pixel set equals the hull of each row's leftmost and rightmost
-    pixels, so only those (at most 2 H points) go to ``cv2.convexHull``.
-    """
-    m = label_map > 0
-    rows = np.flatnonzero(m.any(axis=1))
-    if rows.size == 0:
-        return 0.0
-    sub = m[rows]
-    k = rows.size
-    pts = np.empty((2 * k, 2), np.int32)  # the leftmost pixel of each row, then the rightmost
-    pts[:k, 0] = sub.argmax(axis=1)  # (argmax is fastest on bool; a contiguous flip beats sub[:, ::-1])
-    pts[k:, 0] = m.shape[1] - 1 - cv2.flip(sub.view(np.uint8), 1).view(bool).argmax(axis=1)
-    pts[:k, 1] = pts[k:, 1] = rows
-    return float(cv2.contourArea(cv2.convexHull(pts)))
 
 
 class Composer:
@@ -512,6 +519,11 @@ class Composer:
             redraws = self._redraw_unfit(rng, ids) if class_ids is None else self._redraw_unfit_classes(rng, class_ids,
                                                                                                         assign, ids)
         target_id = (int(ids[0]) if n else first) if sc.mode == "same" else -1
+        if sc.design is not None:
+            draw = self._sample_design(rng, index, n, t, bid, crop, ids, redraws, target_id)
+            if class_ids is not None:
+                draw.class_ids, draw.class_counts = class_ids, np.bincount(assign, minlength=len(class_ids))
+            return draw
         target = math.nan
         if sc.area_mode == "decorrelated" and n:
             target = float(np.exp(rng.uniform(*np.log(sc.area_fraction_range))) * H * W)
@@ -562,6 +574,249 @@ class Composer:
                 k += copies
         ids[:] = class_ids[assign]
         return k
+
+    # -- designs (SceneConfig.design) ----------------------------------------
+    def _sample_design(self, rng: np.random.Generator, index: int, n: int, t: float, bid: int,
+                       crop: Tuple[int, int, int, int], ids: np.ndarray, redraws: int, target_id: int) -> Draw:
+        """The rest of a designed image: its targets (set, ISA, FA), then layouts until
+        one meets them (``design_layout``)."""
+        sset, isa, fa, aim = self.design_targets(rng, index, n)
+        maps = 0
+        sc = self.scene
+        for tries in range(1, self.layout_budget + 1):
+            if tries > 1 and sc.mode == "mixed" and not sc.classes:
+                # Mixed items are drawn per layout: some shapes cannot make up an area
+                # to a pixel at small sizes, and another draw of them can.
+                ids = rng.choice(len(self.mips), size=n, replace=n > len(self.mips)).astype(np.int64)
+            copies, m = self.design_layout(rng, ids, isa, fa)
+            maps += m
+            if copies is not None:
+                break
+        else:
+            raise PlacementError(
+                f"image {index}: no layout of {n} items met the design (item area {isa:.1f} px, field area "
+                f"{fa:.1f} px, tolerance {self.scene.design_tolerance:g}) in {self.layout_budget} tries; narrow "
+                f"item_area_range / field_area_range (--item-area / --field-area)")
+        return Draw(n=n, t=t, bid=bid, crop=crop, ids=ids, copies=copies, ref_side=math.nan, target=n * isa,
+                    tries=tries, maps=maps, redraws=redraws, target_id=target_id, stimulus_set=sset,
+                    design_target=aim)
+
+    def design_targets(self, rng: np.random.Generator, index: int, n: int
+                       ) -> Tuple[int, float, float, Tuple[float, float, float]]:
+        """An image's design: ``(stimulus_set, ISA px, FA px, (log N, log Size, log Spacing))``.
+
+        Two uniforms are drawn whatever the set, so every set uses the stream alike.
+        ``dewind``: log Size and log Spacing uniform over their ranges (see
+        ``SceneConfig.item_area_range``), ISA = sqrt(Size / N), FA = sqrt(Spacing N).
+        ``match``: the set is ``index`` modulo the number of sets (balanced); the
+        standard set draws ISA and FA log-uniformly (independent of N); a matched set
+        holds its property at the standard set's geometric midpoint at N_g (total
+        area N_g ISA_g, item area ISA_g, field area FA_g, density N_g / FA_g) and
+        draws the other of ISA / FA as the standard set does.
+        """
+        sc = self.scene
+        H, W = sc.size
+        area = float(H * W)
+        lo, hi = sc.design_count
+        ng = math.sqrt(lo * hi)
+        (il, ih), (fl, fh) = sc.item_area_range, sc.field_area_range
+        u = rng.random(2)
+        ln = math.log(n)
+        sset = 0
+        if sc.design == "dewind":
+            log_sz = float(uniform_from(u[0], math.log(il * il * ng), math.log(ih * ih * ng))) + 2 * math.log(area)
+            log_sp = float(uniform_from(u[1], math.log(fl * fl / ng), math.log(fh * fh / ng))) + 2 * math.log(area)
+            isa, fa = math.exp((log_sz - ln) / 2), math.exp((log_sp + ln) / 2)
+        else:
+            sets = ["standard"] + list(sc.match)
+            sset = index % len(sets)
+            isa = math.exp(float(uniform_from(u[0], math.log(il), math.log(ih)))) * area
+            fa = math.exp(float(uniform_from(u[1], math.log(fl), math.log(fh)))) * area
+            isa_g, fa_g = math.sqrt(il * ih) * area, math.sqrt(fl * fh) * area
+            name = sets[sset]
+            if name == "total-area":
+                isa = ng * isa_g / n
+            elif name == "item-area":
+                isa = isa_g
+            elif name == "field-area":
+                fa = fa_g
+            elif name == "density":
+                fa = n * fa_g / ng
+            log_sz, log_sp = math.log(n * isa) + math.log(isa), 2 * math.log(fa) - ln
+        return sset, isa, fa, (ln, log_sz, log_sp)
+
+    def design_extremes(self, n: int) -> List[Tuple[float, float]]:
+        """The (ISA, FA) corners an image with ``n`` items can draw, every set included
+        (the layout survey tries each: the hardest decides)."""
+        sc = self.scene
+        area = float(np.prod(sc.size))
+        lo, hi = sc.design_count
+        ng = math.sqrt(lo * hi)
+        (il, ih), (fl, fh) = sc.item_area_range, sc.field_area_range
+        if sc.design == "dewind":
+            return [(math.sqrt(i * i * ng / n) * area, math.sqrt(f * f * n / ng) * area) for i in (il, ih)
+                    for f in (fl, fh)]
+        isa_g, fa_g = math.sqrt(il * ih) * area, math.sqrt(fl * fh) * area
+        isas = {"standard": (il * area, ih * area), "total-area": (ng * isa_g / n,), "item-area": (isa_g,),
+                "field-area": (il * area, ih * area), "density": (il * area, ih * area)}
+        fas = {"standard": (fl * area, fh * area), "total-area": (fl * area, fh * area),
+               "item-area": (fl * area, fh * area), "field-area": (fa_g,), "density": (n * fa_g / ng,)}
+        out = []
+        for name in ["standard"] + list(sc.match):
+            out += [(i, f) for i in isas[name] for f in fas[name] if (i, f) not in out]
+        return out
+
+    def _fit_patch(self, mip: MipAsset, area: float, angle: float, flip: bool, scan: bool = False
+                   ) -> Tuple[Optional[Patch], float]:
+        """The copy of ``mip`` at ``angle`` / ``flip`` whose footprint is closest to
+        ``area`` pixels, and its (float32) scale: secant steps on the scale, then,
+        with ``scan``, a scan of nearby scales (footprints move in steps of pixels)."""
+        sc = self.scene
+
+        def warp(s):
+            return transform_patch(mip, s, angle, flip, sc.blend, sc.feather_sigma)
+
+        s = float(np.float32(math.sqrt(area / max(mip.footprint_area, 1))))
+        best, best_s = None, s
+        for _ in range(4):
+            p = warp(s)
+            if p is None or p.full_area == 0:
+                s = float(np.float32(s * 1.25))
+                continue
+            if best is None or abs(p.full_area - area) < abs(best.full_area - area):
+                best, best_s = p, s
+            if abs(p.full_area - area) <= 0.5:
+                return best, best_s
+            s = float(np.float32(s * math.sqrt(area / p.full_area)))
+        if best is not None and scan and abs(best.full_area - area) > 0.5:
+            for f in np.linspace(0.8, 1.2, 41):
+                s = float(np.float32(best_s * f))
+                p = warp(s)
+                if p is not None and p.full_area and abs(p.full_area - area) < abs(best.full_area - area):
+                    best, best_s = p, s
+        return best, best_s
+
+    def design_layout(self, rng: np.random.Generator, ids: np.ndarray, isa: float, fa: float
+                      ) -> Tuple[Optional[List["Copy"]], int]:
+        """One layout of the targets ``ids`` for a design: returns ``(copies or None,
+        exact maps computed)``.
+
+        Sizes: each copy's footprint is fitted to its share, by its jitter squared
+        (``scale_jitter``), of the area the copies before it left (N ISA less what
+        they took), so the total is TSA = N ISA to a pixel or two (footprints grow in
+        steps of pixels; a layout that misses draws new jitters). Field: a disc of
+        area FA, placed uniformly inside the image, takes the items, uniformly over
+        its feasible positions; as the hull of items inside a disc is smaller than
+        the disc, their centres are then spread from the disc's centre by the
+        factor (found by bisection) that brings the hull to FA.
+        None when Size or Spacing misses ``design_tolerance``, an item does not fit,
+        or the spread copies overlap or leave the image.
+        """
+        sc = self.scene
+        H, W = sc.size
+        n = len(ids)
+        tol = sc.design_tolerance
+        u = rng.random(2 + n * (1 + self._per_copy))
+        w = uniform_from(u[2:2 + n], *sc.scale_jitter) ** 2  # relative areas
+        copies = self._copies(u[2 + n:], np.ones(n))
+        got = 0
+        for k, c in enumerate(copies):
+            want = (n * isa - got) * w[k] / w[k:].sum()
+            if want < 1:
+                return None, 0
+            # The last copy takes what is left: worth a scan of its scales.
+            patch, c.scale = self._fit_patch(self.mips[ids[k]], want, c.angle, c.flip, scan=k == n - 1)
+            if patch is None:
+                return None, 0
+            c.patch = patch
+            got += patch.full_area
+        if abs((got / (n * isa)) ** 2 - 1) > tol:
+            return None, 0
+        r = math.sqrt(fa / math.pi)
+        if 2 * r >= min(H, W):
+            return None, 0
+        cy, cx = float(uniform_from(u[0], r, H - r)), float(uniform_from(u[1], r, W - r))
+        yy, xx = np.ogrid[:H, :W]
+        layout = Layout(H, W, 1.0, sc.min_gap)
+        layout.block((yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 > r * r)
+        for k in sorted(range(n), key=lambda k: -copies[k].patch.full_area):
+            fp = copies[k].patch.footprint
+            pos = layout.find(rng, fp, sc.max_tries_per_object, area=copies[k].patch.full_area)
+            if pos is None:
+                return None, layout.maps_computed
+            layout.add(fp, *pos, area=copies[k].patch.full_area)
+            copies[k].pos = pos
+        return (copies if self._spread(copies, cy, cx, fa, n) else None), layout.maps_computed
+
+    def _spread(self, copies: List["Copy"], cy: float, cx: float, fa: float, n: int) -> bool:
+        """Move the copies' centres away from (cy, cx) by one factor s >= 1 so that the
+        field area (hull of their pixels) meets the design; False if no s within the
+        image does, or the copies then overlap (closer than ``min_gap``)."""
+        sc = self.scene
+        H, W = sc.size
+        tol = sc.design_tolerance
+        half = [(c.patch.shape[0] / 2, c.patch.shape[1] / 2) for c in copies]
+        cen = [(c.pos[0] + hy, c.pos[1] + hx) for c, (hy, hx) in zip(copies, half)]
+
+        def place(s):
+            out = []
+            for (ky, kx), (hy, hx), c in zip(cen, half, copies):
+                y, x = int(round(cy + s * (ky - cy) - hy)), int(round(cx + s * (kx - cx) - hx))
+                if y < 0 or x < 0 or y + c.patch.shape[0] > H or x + c.patch.shape[1] > W:
+                    return None
+                out.append((y, x))
+            return out
+
+        canvas = np.zeros((H, W), np.uint8)
+
+        def error(pos):
+            """(hull / FA)^2 - 1: the Spacing error (Spacing = FA^2 / N)."""
+            canvas[...] = 0
+            for (y, x), c in zip(pos, copies):
+                h, w = c.patch.shape
+                canvas[y:y + h, x:x + w] |= c.patch.footprint.view(np.uint8)
+            return (field_area(canvas) / fa) ** 2 - 1
+
+        aim = tol / 2  # the bisection aims within half the tolerance: margin for pixel steps
+        pos = [c.pos for c in copies]
+        e = error(pos)
+        if abs(e) > tol:
+            if e > 0:
+                return False  # (the hull lies inside the disc: not expected)
+            lo, hi = 1.0, 1.0
+            while place(hi * 1.25) is not None and hi < 64:
+                hi *= 1.25
+            a, b = hi, hi * 1.25
+            for _ in range(8):  # about the largest factor that keeps every copy inside
+                mid = (a + b) / 2
+                a, b = (mid, b) if place(mid) is not None else (a, mid)
+            hi = a
+            hi_pos = place(hi)
+            e_hi = error(hi_pos)
+            if e_hi < -tol:
+                return False
+            if abs(e_hi) <= tol:
+                pos = hi_pos
+            else:
+                pos = None
+                for _ in range(24):
+                    mid = (lo + hi) / 2
+                    p = place(mid)
+                    e = error(p)
+                    if abs(e) <= aim:
+                        pos = p
+                        break
+                    lo, hi = (mid, hi) if e < 0 else (lo, mid)
+                if pos is None:
+                    return False
+            check = Layout(H, W, 1.0, sc.min_gap)
+            for (y, x), c in zip(pos, copies):
+                if not check.fits(c.patch.footprint, y, x):
+                    return False
+                check.add(c.patch.footprint, y, x, area=c.patch.full_area)
+        for p, c in zip(pos, copies):
+            c.pos = p
+        return True
 
     def draw_distractors(self, rng: np.random.Generator, n: int, exclude: np.ndarray,
                          k: Optional[int] = None) -> Distractors:
@@ -772,6 +1027,9 @@ class Composer:
         rec["unfit_redraws"][row] = draw.redraws
         rec["num_distractors"][row] = nd
         rec["target_id"][row] = draw.target_id
+        rec["stimulus_set"][row] = draw.stimulus_set
+        if draw.design_target is not None:
+            rec["design_target"][row] = draw.design_target
         if draw.class_ids is not None:
             rec["class_ids"][row] = draw.class_ids
             rec["class_counts"][row] = draw.class_counts
@@ -782,7 +1040,7 @@ class Composer:
         if nd:
             rec["object_ids"][row, n:n + nd] = draw.distractors.ids
             rec["object_role"][row, n:n + nd] = ROLE_DISTRACTOR
-        total = 0
+        total, perimeter = 0, 0.0
         box = [label_map.shape[0], label_map.shape[1], 0, 0]  # union of the target patches, for the hull
         for k, c in enumerate(draw.copies):
             (py, px), patch = c.pos, c.patch
@@ -806,7 +1064,15 @@ class Composer:
             rec["object_areas"][row, k] = area
             total += area if k < n else 0
             if area:
-                bx, by, bw, bh = cv2.boundingRect(vis)
+                if k < n:
+                    # A target's boundaries give its perimeter and, from their points, its
+                    # box (the extreme pixels lie on them): cheaper than boundingRect's
+                    # scan of the mask.
+                    cs = object_contours(vis)
+                    bx, by, bw, bh = cv2.boundingRect(cs[0] if len(cs) == 1 else np.concatenate(cs))
+                    perimeter += sum(cv2.arcLength(c, True) for c in cs)
+                else:
+                    bx, by, bw, bh = cv2.boundingRect(vis)
                 rec["object_boxes"][row, k] = (py + by, px + bx, py + by + bh, px + bx + bw)
                 rec["object_centroids"][row, k] = (py + mo["m01"] / area, px + mo["m10"] / area)
         if n == 0:
@@ -816,7 +1082,12 @@ class Composer:
         hull = label_map[box[0]:box[2], box[1]:box[3]]
         if nd:
             hull = (hull <= n).view(np.uint8) * hull  # the targets' pixels only (labels 1..n)
-        rec["field_area"][row] = field_area(hull)
+        fa = field_area(hull)
+        rec["field_area"][row] = fa
+        rec["total_surface_area"][row] = total
+        rec["total_perimeter"][row] = perimeter
+        for key, v in derived(n, float(total), fa).items():
+            rec[key][row] = v
 
     def _exemplars_into(self, rec: Dict[str, np.ndarray], row: int, stream: ImageStreams, index: int,
                         n: int) -> None:

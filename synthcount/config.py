@@ -24,6 +24,8 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
+    "DESIGNS",
+    "MATCHES",
     "SceneConfig",
     "SourceConfig",
     "DatasetConfig",
@@ -38,6 +40,13 @@ BLENDS = ("soft", "hard", "feather")
 MODES = ("same", "mixed")
 AREA_MODES = ("independent", "decorrelated")
 UNFIT = ("error", "redraw")
+DESIGNS = ("dewind", "match")
+MATCHES = ("total-area", "item-area", "field-area", "density")
+# Scene fields added with the designed stimulus spaces (issue 25): left out of
+# ``DatasetConfig.to_dict`` while at their defaults, so that configs without a design
+# keep the bytes they had (shard ``config`` attributes, ``dataset.json``).
+DESIGN_FIELDS = {"design": None, "match": (), "design_count": (4, 16), "item_area_range": (0.003, 0.006),
+                 "field_area_range": (0.15, 0.3), "design_tolerance": 0.05}
 
 
 # Config input is bounded: a file's size, the nodes of its YAML with every alias expanded
@@ -186,6 +195,33 @@ class SceneConfig:
         the per-class counts are stored in ``class_counts`` and the classes in
         ``class_ids``. ``count`` stays the total N (so its distribution is the
         configured one); None (default): N different objects.
+    design : {None, "dewind", "match"}
+        A designed stimulus space (``synthcount.compose``, "Designs"): N is drawn
+        log-uniformly over ``design_count`` (``count_probs`` is not used), item area
+        ISA and field area FA from the design, and each image is laid out until its
+        achieved size and spacing are within ``design_tolerance`` of the design.
+        ``dewind``: log N, log Size (TSA x ISA) and log Spacing (FA x Sparsity) drawn
+        independently and uniformly; ``match``: a standard set and one control set per
+        ``match`` entry. Needs ``min_visible`` 1, no distractors, ``design_count``
+        high <= ``max_count``; ``scale_jitter`` jitters each item's size around ISA
+        (renormalised so that the items add up to N ISA). None (default): no design.
+    match : tuple of str
+        ``match`` design: the properties held constant across N, one control set each,
+        of ``total-area``, ``item-area``, ``field-area``, ``density``.
+    design_count : (int, int)
+        N range of a design (low >= 2: one item has no spacing of its own).
+    item_area_range : (float, float)
+        Item area ISA as a fraction of the image area at the geometric-mean N
+        N_g = sqrt(low x high). ``dewind``: Size = ISA^2 N_g (in image areas squared)
+        spans [low^2 N_g, high^2 N_g], so ISA = sqrt(Size / N). ``match``: the
+        standard set's ISA range; the matched constants are the geometric midpoints.
+    field_area_range : (float, float)
+        Field area FA as a fraction of the image area at N_g. ``dewind``: Spacing =
+        FA^2 / N_g spans [low^2 / N_g, high^2 / N_g], so FA = sqrt(Spacing x N).
+        ``match``: the standard set's FA range.
+    design_tolerance : float
+        Largest relative error of the achieved Size and Spacing (not their logs)
+        from the design's; an image whose layout misses it is laid out again.
     """
 
     size: Tuple[int, int] = (161, 161)
@@ -212,6 +248,12 @@ class SceneConfig:
     distractors: Any = (0, 0)
     distractor_min_visible: Optional[float] = None
     classes: Optional[int] = None
+    design: Optional[str] = None
+    match: Tuple[str, ...] = ()
+    design_count: Tuple[int, int] = (4, 16)
+    item_area_range: Tuple[float, float] = (0.003, 0.006)
+    field_area_range: Tuple[float, float] = (0.15, 0.3)
+    design_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -269,6 +311,41 @@ class SceneConfig:
         _check(self.classes is None or (_is_int(self.classes) and 1 <= self.classes <= 255), "classes",
                "null or an integer in 1..255", self.classes)
         _check(self.classes is None or self.mode == "mixed", "classes", "null unless mode is 'mixed'", self.classes)
+        self._check_design()
+
+    def _check_design(self) -> None:
+        """Normalise and check the design fields (see the class docstring)."""
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
+        m = self.match
+        if isinstance(m, str):
+            m = tuple(v.strip() for v in m.split(",") if v.strip())
+        _check(isinstance(m, (list, tuple)) and all(v in MATCHES for v in m) and len(set(m)) == len(m), "match",
+               f"distinct names of {MATCHES}", self.match)
+        set_("match", tuple(m))
+        d = self.design
+        if d is None and m:
+            d = "match"
+        _check(d is None or d in DESIGNS, "design", f"null or one of {DESIGNS}", self.design)
+        _check(d != "match" or bool(m), "match", f"at least one of {MATCHES} with design 'match'", self.match)
+        _check(d != "dewind" or not m, "match", "empty with design 'dewind' (match sets are their own design)",
+               self.match)
+        set_("design", d)
+        c = self.design_count
+        _check(isinstance(c, (list, tuple)) and len(c) == 2 and all(_is_int(v) for v in c) and 2 <= c[0] <= c[1]
+               <= 255, "design_count", "a pair of integers 2 <= low <= high <= 255", c)
+        set_("design_count", (int(c[0]), int(c[1])))
+        set_("item_area_range", _range("item_area_range", self.item_area_range, 1e-6, 1.0))
+        set_("field_area_range", _range("field_area_range", self.field_area_range, 1e-6, 1.0))
+        _check(_is_num(self.design_tolerance) and 0.001 <= float(self.design_tolerance) <= 0.5, "design_tolerance",
+               "in [0.001, 0.5]", self.design_tolerance)
+        set_("design_tolerance", float(self.design_tolerance))
+        if d is None:
+            return
+        _check(self.max_count >= self.design_count[1], "max_count", f"at least design_count's high "
+               f"({self.design_count[1]}) with a design", self.max_count)
+        _check(all(self.visible_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_visible",
+               "1.0 with a design (the design's areas are of whole items)", self.min_visible)
+        _check(self.max_distractors == 0, "distractors", "0 with a design", self.distractors)
 
     def _check_distractors(self) -> None:
         """Normalise ``distractors`` to a pair (A, B) and check it with its threshold."""
@@ -313,7 +390,13 @@ class SceneConfig:
         return float(mv[n]) if isinstance(mv, tuple) else float(mv)
 
     def count_distribution(self) -> Tuple[float, ...]:
-        """Probabilities of N = 0..max_count."""
+        """Probabilities of N = 0..max_count (with a design: log N uniform over
+        ``design_count`` widened by half a unit each side, then rounded)."""
+        if self.design is not None:
+            lo, hi = self.design_count
+            edges = np.log(np.arange(lo, hi + 2) - 0.5)
+            w = np.diff(edges) / (edges[-1] - edges[0])
+            return tuple([0.0] * lo + [float(v) for v in w] + [0.0] * (self.max_count - hi))
         if self.count_probs is not None:
             return self.count_probs
         k = self.max_count + 1
@@ -415,7 +498,11 @@ class DatasetConfig:
         return first, min(first + self.shard_size, self.num_images)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for k, v in DESIGN_FIELDS.items():  # left out at their defaults: older configs keep their bytes
+            if d["scene"].get(k) == v or (isinstance(v, tuple) and tuple(d["scene"].get(k)) == v):
+                del d["scene"][k]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -492,6 +579,15 @@ class DatasetConfig:
                 sources[k] = list(v) if k == "background_classes" else v
             else:
                 scene[k] = parse_size(v) if k == "size" else v
+        if ov.get("match") and "design" not in ov:
+            scene["design"] = "match"  # --match implies the match design, over a preset's or file's
+        if scene.get("design") or scene.get("match"):
+            # A design draws N from design_count, not from the count distribution (a
+            # preset's, say): max_count follows it unless a flag gives it.
+            hi = int(tuple(scene.get("design_count", DESIGN_FIELDS["design_count"]))[1])
+            if "max_count" not in ov:
+                scene["max_count"] = max(int(scene.get("max_count", 0)), hi)
+            scene["count_probs"] = None
         probs = scene.get("count_probs")
         m = ov.get("max_count")
         if m is not None and isinstance(probs, (list, tuple)) and len(probs) != m + 1:
@@ -597,6 +693,17 @@ PRESETS = {
                    area_mode="decorrelated", area_fraction_range=(0.06, 0.18), scale_jitter=(0.7, 1.3)),
     "fsc": dict(max_count=20, count_probs=None, distractors=(0, 10), ref_side_range=(0.1, 0.18),
                 min_visible=0.8, distractor_min_visible=0.8),
+    # Stoianov & Zorzi 2012: 30 x 30 binary images of 1..32 items, cumulative area drawn
+    # independently of N (log-uniform over 3.5-20% of the image: 32-180 px).
+    "stoianov-zorzi": dict(size=(30, 30), stimulus="binary", max_count=32, count_probs=(0.0,) + (1.0 / 32,) * 32,
+                           mode="mixed", blend="hard", rotation_range=(0.0, 0.0), flip_p=0.0, min_visible=1.0,
+                           min_gap=1, area_mode="decorrelated", area_fraction_range=(0.035, 0.2),
+                           scale_jitter=(0.8, 1.2)),
+    # A DeWind et al. 2015 space of binary items (log N, log Size, log Spacing independent).
+    "dewind": dict(size=(64, 64), stimulus="binary", max_count=16, mode="mixed", blend="hard",
+                   rotation_range=(0.0, 0.0), flip_p=0.0, min_visible=1.0, min_gap=1, design="dewind",
+                   scale_jitter=(0.9, 1.1), design_count=(4, 16), item_area_range=(0.003, 0.006),
+                   field_area_range=(0.15, 0.3)),
 }
 
 

@@ -46,6 +46,7 @@ from ._io import is_tmp_name, write_bytes_atomic
 from ._system import mem_available
 from .config import DatasetConfig
 from .locks import LOCK_FILE, LOCKS_DIR, FolderBusy, FolderLock, ShardLock
+from .properties import stimulus_set_names
 from .schema import new_records
 from .shards import FORMAT_VERSION, ShardWriter, _strip_sources, pack_names, shard_index_of, shard_name, write_manifest
 from .stats import corr_log_n_log_a  # noqa: F401 (also importable from here, as before 0.2)
@@ -278,6 +279,11 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
     if survey.unfit and config.scene.unfit == "error":
         pairs = survey.unfit_pairs([o.name for o in objects.objects])
         more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        if config.scene.design is not None:
+            raise ValueError(f"the design cannot be laid out (fewer than 4 of 2000 trial layouts fitted at its hardest "
+                             f"item and field area): {'; '.join(pairs[:3])}{more}; narrow item_area_range / "
+                             f"field_area_range / design_count (--item-area / --field-area / --design-count): small "
+                             f"fields with large items are too dense, large fields do not fit the image")
         raise ValueError(f"objects that cannot be laid out (fewer than 4 of 2000 trial layouts fitted): "
                          f"{'; '.join(pairs[:3])}{more}; lower the object sizes or min_visible, or set unfit: redraw "
                          f"(--unfit redraw) to draw another object for such images")
@@ -418,6 +424,7 @@ class _ShardMaker:
                 "first_image_index": first,
                 "end_image_index": end,
                 "layout_budget": composer.layout_budget,
+                "stimulus_sets": json.dumps(stimulus_set_names(cfg.scene)),
             }
             self._jobs.put(("open", k, (path, n, composer.scene.size, attrs),
                             dict(compression=cfg.compression, label_compression=cfg.label_compression,

@@ -92,6 +92,7 @@ class Layout:
         self.maps_computed = 0  # exact feasible maps drawn (a cost figure)
         self.coarse_maps = 0  # half-resolution superset maps drawn
         self._occupied = 0  # pixels of occ set (t == 1)
+        self._blocked = False  # block() marked pixels no footprint may cover
         if gap:
             self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
 
@@ -195,7 +196,7 @@ class Layout:
         if h > self.h or w > self.w:
             return None
         ny, nx = self.h - h + 1, self.w - w + 1
-        if not self.placed:
+        if not self.placed and not self._blocked:
             return int(rng.integers(ny)), int(rng.integers(nx))
         # Three phases, each uniform over the feasible set when it succeeds (blind
         # draws; rejection from the cheap superset; the exact map), so their
@@ -250,6 +251,16 @@ class Layout:
             cand = np.delete(cand, i)  # float error admitted it: drop and draw again
         return None
 
+    def block(self, mask: np.ndarray) -> None:
+        """Mark the pixels of the bool (H, W) ``mask`` as taken, so that no footprint
+        covers them (a region the objects must stay in; t == 1 only)."""
+        if not self.exclusive:
+            raise ValueError("block() needs t == 1")
+        self.occ |= mask
+        self._stale.append((0, 0, 0, self.h, self.w))
+        self._occupied = int(np.count_nonzero(self.occ))
+        self._blocked = True
+
     def add(self, fp: np.ndarray, y: int, x: int, t: Optional[float] = None, area: Optional[int] = None) -> None:
         """Record ``fp`` placed at (y, x), on top of everything placed before (``area``:
         its pixels, when the caller has counted them already).
@@ -263,7 +274,9 @@ class Layout:
         if self.exclusive:
             if self.gap:
                 g = self.gap
-                pad = cv2.dilate(np.pad(fp, g).astype(np.uint8), self._kernel).astype(bool)
+                # (OpenCV's constant border: the bytes of np.pad at a tenth of its time)
+                pad = cv2.dilate(cv2.copyMakeBorder(fp.view(np.uint8), g, g, g, g, cv2.BORDER_CONSTANT, value=0),
+                                 self._kernel).view(bool)
                 y0, x0 = y - g, x - g
                 sy, sx = max(0, -y0), max(0, -x0)
                 ey, ex = min(pad.shape[0], self.h - y0), min(pad.shape[1], self.w - x0)

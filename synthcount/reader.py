@@ -205,7 +205,8 @@ class Dataset:
             self._meta = {
                 "config": json.loads(f.attrs["config"]),
                 "image_size": tuple(int(v) for v in f["images"].shape[1:3]),
-                "fields": {k: (f[k].dtype, f[k].shape[1:]) for k in f.keys() if k not in NAME_DATASETS},
+                "fields": _with_computed({k: (f[k].dtype, f[k].shape[1:]) for k in f.keys() if k not in NAME_DATASETS}),
+                "stored": set(f.keys()),
                 "names": {k: [str(v) for v in f[k].asstr()[()]] if k in f else None for k in NAME_DATASETS},
                 "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()},
             }
@@ -252,6 +253,13 @@ class Dataset:
         return self._first_meta()["names"]["background_names"]
 
     @property
+    def stimulus_sets(self) -> List[str]:
+        """Names of the stimulus sets that ``stimulus_set`` indexes (the shard attribute
+        ``stimulus_sets``; ``["standard"]`` for datasets made before it)."""
+        text = self._first_meta()["attrs"].get("stimulus_sets")
+        return [str(v) for v in json.loads(text)] if text else ["standard"]
+
+    @property
     def num_shards(self) -> int:
         return len(self.files)
 
@@ -286,6 +294,8 @@ class Dataset:
             f = self._file(k)
             with self._naming(k):
                 rec = {key: f[key][()] for key in f.keys() if key not in _NOT_RECORDS}
+                if any(key not in rec for key in _COMPUTED):
+                    rec.update(_compute_missing(f, rec))
             self._records[k] = rec
             while len(self._records) > self._cache_shards:
                 self._records.popitem(last=False)
@@ -396,7 +406,7 @@ class Dataset:
                 a, b = int(self.offsets[k]), int(self.offsets[k + 1])
                 with self._naming(k):
                     for key in scalars:
-                        out[key][a:b] = f[key][()]
+                        out[key][a:b] = f[key][()] if key in f else self._shard_records(k)[key]
                 out["shard"][a:b] = k
             self._labels = out
         return self._labels
@@ -406,10 +416,52 @@ class Dataset:
         if name in _NOT_RECORDS or name not in self.fields:
             raise KeyError(f"column must be one of the small per-image fields {sorted(set(self.fields) - set(_BIG))}, "
                            f"got {name!r}")
+        if name not in self._first_meta()["stored"]:  # computed on read (an older dataset)
+            return np.concatenate([self._shard_records(k)[name] for k in range(self.num_shards)])
         return np.concatenate([self._file(k)[name][()] for k in range(self.num_shards)])
 
     def __repr__(self) -> str:
         return f"Dataset({self.path!r}, images={len(self)}, shards={self.num_shards})"
+
+
+def _with_computed(fields: dict) -> dict:
+    """The stored per-image fields plus those computed on read where a dataset made
+    before them lacks them (``_COMPUTED``)."""
+    out = dict(fields)
+    for key, (dt, shape) in _COMPUTED.items():
+        out.setdefault(key, (np.dtype(dt), shape))
+    return out
+
+
+def _compute_missing(f, rec: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The ``_COMPUTED`` fields a shard lacks, from its label maps and counts
+    (``synthcount.properties``); ``stimulus_set`` 0 and ``design_target`` NaN."""
+    from .properties import visual_properties
+
+    count = rec["count"].astype(np.int64)
+    n = count.size
+    missing = [k for k in _COMPUTED if k not in rec]
+    out = {k: np.full((n,) + _COMPUTED[k][1], np.nan if np.dtype(_COMPUTED[k][0]).kind == "f" else 0,
+                      _COMPUTED[k][0]) for k in missing}
+    if "stimulus_set" in out:
+        out["stimulus_set"][:] = 0
+    props = [k for k in missing if k not in ("stimulus_set", "design_target")]
+    if props:
+        lm = f["label_maps"]
+        for s in range(0, n, 256):
+            maps = lm[s:s + 256]
+            for j in range(len(maps)):
+                p = visual_properties(maps[j], int(count[s + j]))
+                for key in props:
+                    out[key][s + j] = p[key]
+    return out
+
+
+# Fields a dataset made before them gets on read: name -> (dtype, per-image shape).
+_COMPUTED = {"total_surface_area": ("int64", ()), "item_surface_area": ("float32", ()), "field_area": ("float32", ()),
+             "sparsity": ("float32", ()), "coverage": ("float32", ()), "total_perimeter": ("float32", ()),
+             "log_size": ("float32", ()), "log_spacing": ("float32", ()), "stimulus_set": ("int32", ()),
+             "design_target": ("float32", (3,))}
 
 
 def _check_version(f, path: str) -> None:

@@ -75,6 +75,16 @@ def record_spec(max_count: int, max_distractors: int = 0, classes: Optional[int]
         "num_distractors": (i32, ()),      # K (labels N+1..N+K)
         "target_id": (i32, ()),            # same mode: the counted object (N = 0 too); -1 in mixed mode
         "exemplar_boxes": (i32, (MAX_EXEMPLARS, 4)),  # boxes of up to 3 visible targets, -1 where absent
+        # DeWind et al.'s properties of the targets (synthcount.properties); NaN where undefined
+        "total_surface_area": (i64, ()),   # TSA (= cumulative_area)
+        "item_surface_area": (f32, ()),    # ISA = TSA / N (= mean_item_area)
+        "sparsity": (f32, ()),             # FA / N
+        "coverage": (f32, ()),             # TSA / FA
+        "total_perimeter": (f32, ()),      # summed boundary length of the visible targets
+        "log_size": (f32, ()),             # log TSA + log ISA
+        "log_spacing": (f32, ()),          # log FA + log sparsity
+        "stimulus_set": (i32, ()),         # set of a designed space (names: shard attribute stimulus_sets)
+        "design_target": (f32, (3,)),      # designed log N, log size, log spacing aimed at; NaN without a design
     }
     if classes:
         spec["class_counts"] = (i32, (classes,))  # targets per class of the image
@@ -82,10 +92,13 @@ def record_spec(max_count: int, max_distractors: int = 0, classes: Optional[int]
     return spec
 
 
+_NAN_SCALARS = ("ref_side", "target_area", "sparsity", "coverage", "log_size", "log_spacing")
+
+
 def fill_value(key: str, dtype: np.dtype, shape: tuple):
     """The "absent" value of a record field (see the module docstring)."""
     if dtype.kind == "f":
-        return np.nan if (shape or key in ("ref_side", "target_area")) else 0.0
+        return np.nan if (shape or key in _NAN_SCALARS) else 0.0
     if key == "target_id":
         return -1
     if key in ("object_areas", "object_full_areas", "object_flip", "class_counts") or not shape:

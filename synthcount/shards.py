@@ -156,7 +156,7 @@ _FIELD_INFO = {
     "object_angle": ("object", "degrees", "rotation, counter-clockwise, NaN where absent"),
     "object_flip": ("object", None, "1 = flipped horizontally"),
     "object_color": ("brightness,contrast,saturation", None, "colour jitter factors, NaN where absent"),
-    "field_area": (None, "pixels", "area of the convex hull through the centres of all target pixels"),
+    "field_area": (None, "pixels", "area of the convex hull through the centres of all visible target pixels"),
     "mean_item_area": (None, "pixels", "A / N (0 when N = 0)"),
     "background_id": (None, None, "index into background_names"),
     "bg_crop": ("y,x,h,w", "pixels", "background crop in the prescaled background"),
@@ -171,6 +171,18 @@ _FIELD_INFO = {
                               "-1 in mixed mode"),
     "exemplar_boxes": ("y0,x0,y1,x1", "pixels", "visible-pixel boxes of up to 3 targets (exemplars), -1 where "
                                                 "absent"),
+    "total_surface_area": (None, "pixels", "TSA: visible target pixels (= cumulative_area)"),
+    "item_surface_area": (None, "pixels", "ISA: TSA / N (0 when N = 0)"),
+    "sparsity": (None, "pixels", "field_area / N, NaN when N = 0"),
+    "coverage": (None, None, "TSA / field_area, NaN when N = 0 or field_area = 0"),
+    "total_perimeter": (None, "pixels", "summed boundary length (outer and holes, through boundary-pixel centres) "
+                                        "of each target's visible pixels"),
+    "log_size": (None, None, "log TSA + log ISA (natural logs; DeWind's size axis), NaN when N = 0"),
+    "log_spacing": (None, None, "log field_area + log sparsity (natural logs; DeWind's spacing axis), NaN when "
+                                "N = 0 or field_area = 0"),
+    "stimulus_set": (None, None, "stimulus set of the image: index into the shard attribute stimulus_sets"),
+    "design_target": ("log_n,log_size,log_spacing", None, "designed values aimed at (design dewind / match), "
+                                                          "NaN without a design"),
     "class_counts": ("class", None, "targets of each of the image's classes (mixed mode with classes)"),
     "class_ids": ("class", None, "index into object_names of each of the image's classes"),
     "object_names": (None, None, "name of each object of the asset pack (object_ids index it)"),
@@ -617,6 +629,21 @@ def _check_labels(f, name: str, problems: List[str], block: int = 256, maps: boo
     if bad.size:
         problems.append(f"{name}: cumulative_area differs from the sum of the targets' object_areas at image "
                         f"{int(bad[0])} ({bad.size} images)")
+    if "total_surface_area" in f:
+        bad = np.nonzero(f["total_surface_area"][()].astype(np.int64) != cum)[0]
+        if bad.size:
+            problems.append(f"{name}: total_surface_area differs from cumulative_area at image {int(bad[0])} "
+                            f"({bad.size} images)")
+    if "stimulus_set" in f:
+        try:
+            sets = len(json.loads(f.attrs.get("stimulus_sets", '["standard"]')))
+        except (TypeError, ValueError):
+            sets = 0
+            problems.append(f"{name}: attribute stimulus_sets is not a JSON list")
+        st = f["stimulus_set"][()]
+        bad = np.nonzero((st < 0) | (st >= sets))[0]
+        if bad.size and sets:
+            problems.append(f"{name}: stimulus_set outside the {sets} stimulus_sets at image {int(bad[0])}")
     bad = np.nonzero((full < areas).any(axis=1))[0]
     if bad.size:
         problems.append(f"{name}: object_full_areas < object_areas at image {int(bad[0])} ({bad.size} images)")

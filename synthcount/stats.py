@@ -9,7 +9,7 @@ import numpy as np
 
 from .reader import Dataset
 
-__all__ = ["summarize", "format_summary", "preview", "corr_log_n_log_a", "distractor_summary"]
+__all__ = ["summarize", "format_summary", "preview", "corr_log_n_log_a", "distractor_summary", "property_correlations"]
 
 
 def corr_log_n_log_a(count: np.ndarray, area: np.ndarray) -> Optional[float]:
@@ -92,7 +92,10 @@ def summarize(ds: Dataset) -> dict:
         (file, first index, images, count mean, area mean). Counts, areas and their
         correlation are about the targets. Where the dataset has them: ``distractors``
         (see :func:`distractor_summary`), ``classes`` (C, identities per image, mean
-        targets per class) and ``exemplars_per_image`` {exemplars: images}.
+        targets per class) and ``exemplars_per_image`` {exemplars: images}. Always (older
+        datasets compute them on read): ``property_correlations`` (see
+        :func:`property_correlations`); with more than one stimulus set,
+        ``stimulus_sets`` {name: images}.
     """
     if len(ds) == 0:
         return {"num_images": 0, "num_shards": int(ds.num_shards), "image_size": None, "seed": None,
@@ -133,6 +136,13 @@ def summarize(ds: Dataset) -> dict:
         if name in lab.dtype.names:
             out[name] = _stats(lab[name])
     out.update(_object_summaries(ds))
+    pc = property_correlations(ds)
+    if pc is not None:
+        out["property_correlations"] = pc
+    if "stimulus_set" in lab.dtype.names and len(ds.stimulus_sets) > 1:
+        names = ds.stimulus_sets
+        out["stimulus_sets"] = {names[int(v)] if 0 <= v < len(names) else str(int(v)): int(c)
+                                for v, c in zip(*np.unique(lab["stimulus_set"], return_counts=True))}
     rows = []
     for k in range(ds.num_shards):
         sel = lab["shard"] == k
@@ -142,6 +152,54 @@ def summarize(ds: Dataset) -> dict:
                      "cumulative_area_mean": float(area[sel].mean()) if sel.any() else None})
     out["shards"] = rows
     return out
+
+
+# Columns of the property correlation matrix: (label, field, take its log).
+_PROPERTY_AXES = (("log N", "count", True), ("log TSA", "total_surface_area", True),
+                  ("log ISA", "item_surface_area", True), ("log FA", "field_area", True),
+                  ("log Sparsity", "sparsity", True), ("log Coverage", "coverage", True),
+                  ("log Perimeter", "total_perimeter", True), ("log Size", "log_size", False),
+                  ("log Spacing", "log_spacing", False))
+
+
+def property_correlations(ds: Dataset) -> Optional[dict]:
+    """Pearson correlation matrix of log N and the logs of the visual properties
+    (``synthcount.properties``), over the images where all are finite (N >= 1,
+    field area > 0); None when fewer than 3 images are. A constant column (a matched
+    property, say) has no correlation: NaN, written null.
+
+    Returns
+    -------
+    dict or None
+        ``names`` (the axes, log N first), ``matrix`` (rows of floats or None) and
+        ``images`` (how many went in).
+    """
+    lab = ds.labels
+    if len(ds) == 0 or any(f not in lab.dtype.names for _, f, _ in _PROPERTY_AXES):
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols = [np.log(lab[f].astype(np.float64)) if lg else lab[f].astype(np.float64) for _, f, lg in _PROPERTY_AXES]
+    x = np.stack(cols, axis=1)
+    x = x[np.isfinite(x).all(axis=1)]
+    if len(x) < 3:
+        return None
+    sd = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / np.where(sd > 1e-12 * np.maximum(np.abs(x).max(axis=0), 1), sd, np.nan)
+    r = z.T @ z / len(x)
+    return {"names": [a for a, _, _ in _PROPERTY_AXES], "images": int(len(x)),
+            "matrix": [[None if not np.isfinite(v) else round(float(v), 4) for v in row] for row in r]}
+
+
+def format_property_correlations(pc: dict) -> list:
+    """Text lines of :func:`property_correlations`'s matrix."""
+    names = pc["names"]
+    short = [n.replace("log ", "") for n in names]
+    lines = [f"visual properties: correlations of the logs over {pc['images']} images with N >= 1 "
+             f"(DeWind axes: Size = TSA x ISA, Spacing = FA x Sparsity)",
+             " " * 14 + "".join(f"{s:>10}" for s in short)]
+    for name, row in zip(names, pc["matrix"]):
+        lines.append(f"{name:<14}" + "".join(f"{'-' if v is None else format(v, '.2f'):>10}" for v in row))
+    return lines
 
 
 def distractor_summary(ds: Dataset) -> Optional[dict]:
@@ -238,6 +296,10 @@ def format_summary(s: dict, max_shard_rows: int = 20) -> str:
             st = s[name]
             lines.append(f"{name}: mean {f(st['mean'])}, std {f(st['std'])}, min {f(st['min'])}, max {f(st['max'])}")
     lines += _format_objects(s)
+    if s.get("property_correlations"):
+        lines += [""] + format_property_correlations(s["property_correlations"])
+    if s.get("stimulus_sets"):
+        lines.append(f"stimulus sets: {s['stimulus_sets']}")
     lines += ["", "shard               first  images  count mean  area mean"]
     rows = s["shards"]
     for row in rows[:max_shard_rows]:

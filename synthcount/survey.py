@@ -34,6 +34,10 @@ with fewer need no more layouts than. Images with N = 0 are not surveyed when so
 is: their distractors alone are a subset of what an image with the smallest N lays
 out, at sizes no larger than the survey's (pure clutter, ``max_count`` 0, is surveyed
 as N = 0).
+A designed scene (``SceneConfig.design``) is surveyed at the smallest and the largest
+N of its ``design_count``, each pair at every (item area, field area) corner the design
+can draw at that N (``Composer.design_extremes``); the pair's result is its hardest
+corner's.
 Failing trial layouts are cheap (a copy is warped only when its turn comes), so the
 survey costs about ``SUCCESSES / p`` layouts per pair. Images larger than
 ``SURVEY_MAX_SIDE`` pixels on their shorter side are surveyed on the scene scaled
@@ -173,6 +177,8 @@ def _smallest_count(sc) -> int:
 
 def _try_pair(composer, obj: int, n: int) -> PairResult:
     sc = composer.scene
+    if sc.design is not None:
+        return _try_design_pair(composer, obj, n)
     H, W = sc.size
     rng = _pair_rng(obj, n)
     t = sc.visible_threshold(n)
@@ -192,6 +198,25 @@ def _try_pair(composer, obj: int, n: int) -> PairResult:
         trials += 1
         fits += copies is not None
     return PairResult(obj, n, trials, fits)
+
+
+def _try_design_pair(composer, obj: int, n: int) -> PairResult:
+    """A designed scene: trials at each (ISA, FA) corner of the design for this N
+    (``Composer.design_extremes``); the hardest corner is the pair's result."""
+    sc = composer.scene
+    rng = _pair_rng(obj, n)
+    others = np.array([i for i in range(len(composer.mips)) if i != obj], np.int64)
+    worst = None
+    for isa, fa in composer.design_extremes(n):
+        fits = trials = 0
+        while trials < MAX_TRIALS and fits < SUCCESSES:
+            ids, _ = _trial_ids(sc, rng, obj, n, others)
+            fits += composer.design_layout(rng, ids, isa, fa)[0] is not None
+            trials += 1
+        r = PairResult(obj, n, trials, fits)
+        if worst is None or (r.fit, r.p_lower) < (worst.fit, worst.p_lower):
+            worst = r
+    return worst
 
 
 def _survey_object(composer, obj: int, counts: Sequence[int], monotone: bool) -> List[PairResult]:
@@ -243,13 +268,17 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
     fp = float(sc.layout_failure_prob if failure_prob is None else failure_prob)
     probs = sc.count_distribution()
     counts = [n for n in range(1, sc.max_count + 1) if probs[n] > 0]
+    if sc.design is not None:
+        # A design is surveyed at its extreme N, at every corner of its sizes and
+        # fields (``_try_design_pair``): the hardest layouts are there.
+        counts = sorted(set(sc.design_count))
     if not counts and sc.max_distractors:
         counts = [0]  # pure clutter: the distractors alone
     t0 = time.perf_counter()
     if not counts:
         return LayoutSurvey(budget=1, failure_prob=fp)
     ts = [sc.visible_threshold(n) for n in counts]
-    monotone = sc.area_mode == "independent" and all(a <= b for a, b in zip(ts, ts[1:]))
+    monotone = sc.area_mode == "independent" and sc.design is None and all(a <= b for a, b in zip(ts, ts[1:]))
     tasks = [(i, counts, monotone) for i in range(len(composer.mips))]
     results: List[PairResult] = []
     if workers > 1 and len(tasks) > 1:

@@ -102,7 +102,11 @@ def test_reader_len_access_labels_iteration(tmp_path):
         with pytest.raises(IndexError):
             ds[15]
         lab = ds.labels
-        assert set(lab.dtype.names) == {"index", "count", "cumulative_area", "field_area", "shard"}
+        # The stored scalars, and the visual properties a shard without them gets on read.
+        from synthcount.reader import _COMPUTED
+
+        computed = {k for k, (_dt, shape) in _COMPUTED.items() if shape == ()}
+        assert set(lab.dtype.names) == {"index", "count", "cumulative_area", "field_area", "shard"} | computed
         np.testing.assert_array_equal(lab["index"], np.arange(15))
         np.testing.assert_array_equal(lab["shard"], [0] * 5 + [1] * 7 + [2] * 3)
         seen = [r["index"] for r in ds]
