@@ -67,17 +67,14 @@ def record_properties(opened, index: np.ndarray) -> Dict[str, np.ndarray]:
     Returns
     -------
     dict of numpy.ndarray
-        One array per field present; ``stimulus_set_names`` (list of str) too when
-        the first shard's ``stimulus_set`` dataset has a ``names`` attribute.
+        One array per field present; ``stimulus_set_names`` (list of str, the
+        dataset's ``stimulus_sets``) too when ``stimulus_set`` is present.
     """
     lab = opened.labels
     index = np.asarray(index, dtype=np.int64)
     out: Dict[str, np.ndarray] = {k: np.asarray(lab[k])[index] for k in PROPERTY_FIELDS if k in lab.dtype.names}
-    if "stimulus_set" in out and getattr(opened, "files", None):
-        with h5py.File(opened.files[0], "r") as f:
-            if "stimulus_set" in f and "names" in f["stimulus_set"].attrs:
-                out["stimulus_set_names"] = [v.decode() if isinstance(v, bytes) else str(v)
-                                             for v in f["stimulus_set"].attrs["names"]]
+    if "stimulus_set" in out and hasattr(opened, "stimulus_sets"):
+        out["stimulus_set_names"] = list(opened.stimulus_sets)  # the shards' attribute stimulus_sets
     return out
 
 
