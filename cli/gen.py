@@ -50,6 +50,22 @@ def _parse_distractors(text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def _pair(ctx, param, value):
+    """``A:B`` -> (A, B) floats (``--rotation D`` alone: -D:D); the ranges are checked by SceneConfig."""
+    if value is None:
+        return None
+    parts = str(value).split(":")
+    try:
+        vals = [float(v) for v in parts]
+    except ValueError:
+        vals = []
+    if param.name == "rotation_range" and len(vals) == 1:
+        vals = [-abs(vals[0]), abs(vals[0])]
+    if len(vals) != 2:
+        raise click.BadParameter(f"must be A:B (two numbers), got {value!r}")
+    return tuple(vals)
+
+
 def _check_distractor_objects(ctx, param, value):
     if value is not None and value != "builtin" and not os.path.exists(value):
         raise click.BadParameter(f"must be 'builtin' or an existing folder or pack, got {value!r}")
@@ -60,7 +76,10 @@ def _check_distractor_objects(ctx, param, value):
 _FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "--max-count", "min_gap": "--min-gap",
                 "num_images": "--num-images", "shard_size": "--shard-size", "seed": "--seed", "mode": "--mode",
                 "distractors": "--distractors", "distractor_min_visible": "--distractor-min-visible",
-                "distractor_objects": "--distractor-objects", "classes": "--classes"}
+                "distractor_objects": "--distractor-objects", "classes": "--classes",
+                "ref_side_range": "--object-size", "area_fraction_range": "--area-fraction",
+                "scale_jitter": "--scale-jitter", "rotation_range": "--rotation", "flip_p": "--flip",
+                "area_mode": "--area-mode", "blend": "--blend", "unfit": "--unfit"}
 
 
 def _flagify(msg: str) -> str:
@@ -110,10 +129,26 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="same: N copies of one object; mixed: N different objects.  [default: same]")
 @click.option("--min-visible", default=None, metavar="T",
               help="Occlusion threshold t in [0, 1], or one per N as t0,t1,...  [default: 1.0]")
-@click.option("--min-gap", type=click.IntRange(min=0), default=None, help="Minimum gap between objects (pixels).")
+@click.option("--min-gap", type=click.IntRange(min=0), default=None,
+              help="Minimum gap between objects (pixels; needs t = 1).  [default: 0]")
+@click.option("--object-size", "ref_side_range", default=None, metavar="A:B", callback=_pair,
+              help="Longer side of the objects relative to the image height, drawn in A..B per layout "
+                   "(--area-mode independent).  [default: 0.4:0.8; with distractors times "
+                   "sqrt(N_max / (N_max + B)), e.g. 0.302:0.605 for --distractors 1:3]")
+@click.option("--area-fraction", "area_fraction_range", default=None, metavar="A:B", callback=_pair,
+              help="--area-mode decorrelated: the targets' cumulative area relative to the image area, drawn "
+                   "log-uniformly in A..B.  [default: 0.04:0.16; with distractors times N_max / (N_max + B)]")
+@click.option("--scale-jitter", "scale_jitter", default=None, metavar="A:B", callback=_pair,
+              help="Per-copy size factor drawn in A..B.  [default: 0.85:1.15]")
+@click.option("--rotation", "rotation_range", default=None, metavar="A:B|D", callback=_pair,
+              help="Per-copy rotation in degrees drawn in A..B (D alone: -D..D).  [default: -10:10]")
+@click.option("--flip", "flip_p", type=click.FloatRange(0, 1), default=None, metavar="P",
+              help="Probability of a horizontal flip per copy.  [default: 0.5]")
 @click.option("--area-mode", type=click.Choice(["independent", "decorrelated"]), default=None,
-              help="decorrelated: cumulative area drawn independently of N.")
-@click.option("--blend", type=click.Choice(["soft", "hard", "feather"]), default=None, help="Alpha blending.")
+              help="independent: object sizes from --object-size (the paper); decorrelated: cumulative area "
+                   "drawn independently of N (--area-fraction).  [default: independent]")
+@click.option("--blend", type=click.Choice(["soft", "hard", "feather"]), default=None,
+              help="Alpha blending.  [default: soft]")
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
@@ -130,12 +165,13 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="--mode mixed: each image's targets are copies of C objects; class_counts (n, C) is stored "
                    "and count stays the total.")
 @click.option("--preset", "preset_name", default=None,
-              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary, fsc.")
+              type=click.Choice(["paper", "sos-occlusion", "regression", "decorrelated", "binary", "fsc"]),
+              help="Scene preset (README \"Presets\"); explicit flags override it.  [default: paper]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
 @click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,
               help="An object that cannot be laid out N times: refuse the run (error, default) or draw another "
-                   "object for such images (redraw, recorded in unfit_redraws).")
+                   "object for such images (redraw, recorded in unfit_redraws).  [default: error]")
 @click.option("--overwrite", is_flag=True, help="Replace a different dataset in OUT_DIR.")
 @click.option("--wait", is_flag=True, help="Wait for another run writing OUT_DIR instead of exiting 2.")
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS",

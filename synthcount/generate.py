@@ -263,25 +263,46 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
     if existing is not None and _same_dataset(existing, ident) and SURVEY_KEY in existing:
         try:
             survey = LayoutSurvey.from_dict(existing[SURVEY_KEY])
+            if not survey.complete:
+                survey = None  # stopped at an unfit pair: survey again
         except (ValueError, TypeError):
             survey = None  # garbled: survey again
     if survey is None:
         from tqdm import tqdm
 
+        # unfit "error": the first unfit pair refuses the request, so the survey stops there.
         with tqdm(total=len(objects.objects), unit="obj", file=sys.stderr, disable=not progress,
                   dynamic_ncols=True, desc="layout survey") as bar:
-            survey = survey_layouts(composer, workers=workers, progress=bar.update)
+            survey = survey_layouts(composer, workers=workers, progress=bar.update,
+                                    stop_at_unfit=config.scene.unfit == "error")
         log.info("layout survey: %d trial layouts in %.1f s; budget %d layouts per image; unfit pairs: %d",
                  survey.trials, survey.seconds, survey.budget, sum(len(v) for v in survey.unfit.values()))
     if survey.unfit and config.scene.unfit == "error":
-        pairs = survey.unfit_pairs([o.name for o in objects.objects])
-        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-        raise ValueError(f"objects that cannot be laid out (fewer than 4 of 2000 trial layouts fitted): "
-                         f"{'; '.join(pairs[:3])}{more}; lower the object sizes or min_visible, or set unfit: redraw "
-                         f"(--unfit redraw) to draw another object for such images")
+        raise ValueError(_unfit_message(composer, survey))
     composer.set_layout_plan(survey.budget, survey.unfit if config.scene.unfit == "redraw" else None)
     ident[SURVEY_KEY] = survey.to_dict()
     return GenerationPlan(out_dir, config, (i, j), ident, objects, backgrounds, overwrite, existing, composer, survey)
+
+
+def _unfit_message(composer, survey) -> str:
+    """Why a request with an unfit pair is refused, and the object sizes (computed by
+    ``survey.feasible_sizes``) that would fit."""
+    from .survey import MAX_TRIALS, SUCCESSES, SUGGEST_TRIALS, feasible_sizes, size_fields
+
+    sc = composer.scene
+    n, ids = next(iter(sorted(survey.unfit.items())))
+    name = composer.objects.objects[ids[0]].name
+    with_d = f" with {sc.max_distractors} distractors" if sc.max_distractors else ""
+    field, flag, (a, b) = size_fields(sc)
+    head = (f"{flag} {a:g}:{b:g} (or {field} in --config): {name!r} cannot be laid out {n} times{with_d} "
+            f"(fewer than {SUCCESSES} of {MAX_TRIALS} trial layouts fitted)")
+    fit = feasible_sizes(composer, hard=(ids[0], n))
+    if fit is None:
+        return (f"{head}, nor at a tenth of these sizes; lower --max-count, --distractors or --min-visible, or "
+                f"--unfit redraw to draw other objects for such images")
+    return (f"{head}; {flag} {fit[0]:g}:{fit[1]:g} fits every object (the largest sizes on a 10% grid at which each "
+            f"pair fits at least {SUCCESSES} of {SUGGEST_TRIALS} trial layouts), or --unfit redraw draws other "
+            f"objects for such images")
 
 
 # ----------------------------------------------------------------------------- workers
