@@ -182,6 +182,61 @@ def build_config(config_file=None, preset_name=None, **flags):
 def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
              distractors_text, **flags):
     """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
+    import signal
+
+    me = os.getpid()
+
+    def terminated(signum, frame):
+        if os.getpid() != me:  # a forked helper (a pool's worker) inherited this handler: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, terminated)
+    try:
+        _generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
+                  distractors_text, **flags)
+    except KeyboardInterrupt:
+        _interrupted(out_dir, "interrupted (Ctrl-C)", 130)
+    except _Terminated:
+        _interrupted(out_dir, "terminated (SIGTERM)", 143)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class _Terminated(BaseException):
+    """SIGTERM (what Slurm sends before SIGKILL), raised in the main thread so that the
+    run cleans up as for Ctrl-C."""
+
+
+def _interrupted(out_dir: str, what: str, code: int) -> None:
+    """One line: what an interrupted run kept and the command that resumes it; exit ``code``."""
+    import shlex
+    import sys
+
+    from synthcount.shards import read_manifest, shard_index_of
+
+    try:
+        kept = sorted(k for k in (shard_index_of(n) for n in os.listdir(out_dir)) if k is not None)
+    except OSError:
+        kept = []
+    try:
+        total = f" of {read_manifest(out_dir)['num_shards_planned']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        total = ""
+    argv = sys.argv[sys.argv.index("generate") + 1:] if "generate" in sys.argv else None
+    again = f"`synthcount generate {shlex.join(argv)}`" if argv else "the same command"
+    if kept:
+        click.echo(f"Error: {what}: {len(kept)}{total} finished shard(s) are kept in {out_dir}; {again} resumes "
+                   "the run from them", err=True)
+    else:
+        click.echo(f"Error: {what} before any shard was finished; nothing is kept; {again} starts it again",
+                   err=True)
+    sys.exit(code)
+
+
+def _generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
+              distractors_text, **flags):
     from synthcount.compose import PlacementError
     from synthcount.generate import plan_generation, run_plan
 
@@ -198,6 +253,9 @@ def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file,
             fail(str(e), 2)
     try:
         config = build_config(config_file, preset_name, **flags)
+        warning = config.scene.size_warning()
+        if warning:
+            click.echo(f"Warning: {warning}", err=True)
         # Validates everything (sources and the layout survey included) before OUT_DIR is touched.
         plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite, workers=workers,
                                progress=not quiet)

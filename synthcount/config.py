@@ -45,6 +45,8 @@ UNFIT = ("error", "redraw")
 # them (see ``distractor_size_factor``) unless sizes are given.
 DEFAULT_REF_SIDE = (0.4, 0.8)
 DEFAULT_AREA_FRACTION = (0.04, 0.16)
+# generate warns when objects can be smaller than this on their longer side (pixels).
+MIN_OBJECT_SIDE = 8
 
 
 def _check(cond: bool, name: str, rule: str, value: Any) -> None:
@@ -311,6 +313,33 @@ class SceneConfig:
         if self.min_gap > 0 and b > 0:
             _check(all(self.distractor_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_gap",
                    "0 unless distractor_min_visible is 1.0 too (a gap only makes sense without overlap)", self.min_gap)
+
+    def smallest_object_side(self) -> float:
+        """About the smallest longer side in pixels a copy can have: the lowest reference
+        side x the lowest jitter (independent mode), or the square root of the smallest
+        copy area, a low-jitter copy among N_max high-jitter ones at the lowest A
+        (decorrelated mode)."""
+        j_lo, j_hi = self.scale_jitter
+        H, W = self.size
+        if self.area_mode == "independent":
+            return self.ref_side_range[0] * j_lo * min(H, W)
+        probs = self.count_distribution()
+        n = max([k for k in range(1, self.max_count + 1) if probs[k] > 0], default=1)
+        return math.sqrt(self.area_fraction_range[0] * H * W * j_lo ** 2 / (j_lo ** 2 + (n - 1) * j_hi ** 2))
+
+    def size_warning(self, min_side: float = MIN_OBJECT_SIDE) -> Optional[str]:
+        """A warning when the image is too small for its objects (cut-outs whose longer
+        side can fall below ``min_side`` pixels), naming the smallest size that is not;
+        None otherwise, and for ``binary`` stimuli (dots by design)."""
+        side = self.smallest_object_side()
+        if self.stimulus == "binary" or side >= min_side:
+            return None
+        H, W = self.size
+        k = min_side / side
+        need = f"{math.ceil(H * k)}" if H == W else f"{math.ceil(H * k)}x{math.ceil(W * k)}"
+        return (f"--size {H if H == W else f'{H}x{W}'}: the smallest objects are about {side:.0f} px on their longer "
+                f"side, below {min_side} px (too small to tell shapes apart); --size {need} or more keeps them at "
+                f"{min_side} px, or raise {'--area-fraction' if self.area_mode == 'decorrelated' else '--object-size'}")
 
     @property
     def max_distractors(self) -> int:

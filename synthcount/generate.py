@@ -524,9 +524,15 @@ def _worker_init(parent: int) -> None:
     A run killed with SIGKILL must not leave orphans finishing shards in the background
     (the ``os.getppid`` check in ``_compose_shard`` covers systems without prctl).
     """
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent alone answers it (it kills the
+    # workers and says what is kept); SIGTERM kills a worker outright, whatever handler
+    # the parent had when it forked.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -716,8 +722,23 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
                  res.images_written, len(res.shards_made), len(res.shards_skipped), res.seconds,
                  len(res.skipped_sources))
     finally:
-        lock.release()
+        _release_folder(out_dir, lock)
     return res
+
+
+def _release_folder(out_dir: str, lock: FolderLock) -> None:
+    """Release the folder lock. The last run out removes the lock files (``.lock``,
+    which names its holder, ``.manifest.lock`` and the emptied ``.locks/``), so that a
+    dataset at rest holds nothing that looks like a run still going; a run that
+    others still share the folder with leaves them to the last one."""
+    if os.path.isdir(out_dir) and lock.fd is not None and lock.try_exclusive():
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(out_dir, ".manifest.lock"))
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(out_dir, LOCKS_DIR))  # only if empty: a shard lock is another run's
+        lock.release(remove=True)
+    else:
+        lock.release()
 
 
 def _make_folder(out_dir: str) -> bool:
@@ -809,7 +830,7 @@ def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: Fo
     except OSError as e:  # a full disk may refuse the manifest too: the shards themselves stay valid
         log.warning("cleaning up %s after a failed run: %s", out_dir, e)
     finally:
-        lock.release()
+        _release_folder(out_dir, lock)
 
 
 def _collect(res: GenerateResult, out: dict) -> None:
