@@ -109,20 +109,20 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--num-images", type=click.IntRange(min=1), default=None,
-              help="Images in the dataset (required unless in --config).")
+              help="Images in the dataset (required unless in --config).  [default: none, required]")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed.  [default: 0]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes; never changes the output. With --dask, local processes of the layout survey only.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Images per shard.  [default: 1000]")
 @click.option("--shards", "shards_text", default=None, metavar="I:J",
-              help="Make only shards I (inclusive) to J (exclusive) of the dataset.")
+              help="Make only shards I (inclusive) to J (exclusive) of the dataset.  [default: all]")
 @click.option("--size", default=None, metavar="161|HxW", help="Output size.  [default: 161]")
 @click.option("--objects", type=click.Path(exists=True), default=None,
-              help="Object source folder (MSRA10K layout or RGBA cut-outs) or pack; default built-in.")
+              help="Object source folder (MSRA10K layout or RGBA cut-outs) or pack.  [default: built-in]")
 @click.option("--backgrounds", type=click.Path(exists=True), default=None,
-              help="Background source folder (SUN397 layout or images) or pack; default built-in.")
+              help="Background source folder (SUN397 layout or images) or pack.  [default: built-in]")
 @click.option("--background-classes", multiple=True, metavar="/f/forest/needleleaf",
-              help="SUN397 class filter (repeatable).")
+              help="SUN397 class filter (repeatable).  [default: all classes]")
 @click.option("--max-count", type=click.IntRange(min=0, max=255), default=None,
               help="Largest number of objects N.  [default: 4]")
 @click.option("--mode", type=click.Choice(["same", "mixed"]), default=None,
@@ -163,12 +163,12 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Visibility threshold of the distractors in [0, 1].  [default: the targets' --min-visible]")
 @click.option("--classes", type=int, default=None, metavar="C",
               help="--mode mixed: each image's targets are copies of C objects; class_counts (n, C) is stored "
-                   "and count stays the total.")
+                   "and count stays the total.  [default: none: N different objects]")
 @click.option("--preset", "preset_name", default=None,
               type=click.Choice(["paper", "sos-occlusion", "regression", "decorrelated", "binary", "fsc"]),
               help="Scene preset (README \"Presets\"); explicit flags override it.  [default: paper]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
+              help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.  [default: none]")
 @click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,
               help="An object that cannot be laid out N times: refuse the run (error, default) or draw another "
                    "object for such images (redraw, recorded in unfit_redraws).  [default: error]")
@@ -177,7 +177,7 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
               help="Make the shards as tasks on a Dask cluster: tcp://HOST:PORT of a running scheduler, a scheduler "
                    "file (.json), or local / local:N for N worker processes here. OUT_DIR must be on a filesystem "
-                   "every worker mounts at the same path. Needs the [dask] extra.")
+                   "every worker mounts at the same path. Needs the [dask] extra.  [default: none: this machine]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
              distractors_text, **flags):
@@ -315,7 +315,8 @@ def _connect(address: str):
               help="Objects: longest side; backgrounds: shortest side (pixels).")
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Mask alpha at and above which a pixel counts as object (objects only).")
-@click.option("--classes", multiple=True, metavar="/f/forest/needleleaf", help="SUN397 class filter (repeatable).")
+@click.option("--classes", multiple=True, metavar="/f/forest/needleleaf",
+              help="SUN397 class filter (repeatable).  [default: all classes]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers, quiet):

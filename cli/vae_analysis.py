@@ -58,7 +58,8 @@ def _hidden(text: str):
               help="For an SOS folder (imgIdx.mat): which split to encode.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Encode only the first N images.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Encode only the first N images.  [default: all]")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="DataLoader worker processes.")
 def encode(run_dir, dataset, out_h5, which, split, batch_size, device, limit, workers):

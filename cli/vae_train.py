@@ -65,7 +65,8 @@ _D = TrainConfig()
 @click.option("--reduction", type=click.Choice(REDUCTIONS), default=_D.reduction, show_default=True,
               help="batch-mean: sum over elements, mean over batch; sum: the authors'; mean: over all elements.")
 @click.option("--natural", type=click.Path(), default=None,
-              help="Natural images: SOS folder (imgIdx.mat) or a folder/CSV with file,count[,split] columns.")
+              help="Natural images: SOS folder (imgIdx.mat) or a folder/CSV with file,count[,split] columns.  "
+                   "[default: none, synthetic only]")
 @click.option("--warmup-epochs", type=click.IntRange(min=0), default=_D.warmup_epochs, show_default=True,
               help="Synthetic-only epochs before natural images enter.")
 @click.option("--natural-ramp", type=click.IntRange(min=1), default=_D.natural_ramp, show_default=True,
@@ -79,8 +80,9 @@ _D = TrainConfig()
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=_D.checkpoint_every, show_default=True,
               help="Keep checkpoints/epoch-XXX.pt every k epochs (last.pt is written every epoch).")
 @click.option("--image-size", default=None, metavar="S|HxW",
-              help="Model input size instead of the preset's (images are resized to it).")
-@click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent size instead of the preset's.")
+              help="Model input size instead of the preset's (images are resized to it).  [default: the preset's]")
+@click.option("--latent-dim", type=click.IntRange(min=1), default=None,
+              help="Latent size instead of the preset's.  [default: the preset's]")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def train_cmd(ctx: click.Context, dataset: str, run_dir: str, resume: bool, quiet: bool, image_size, latent_dim,
