@@ -358,16 +358,39 @@ def feasible_sizes(composer, hard: Optional[Tuple[int, int]] = None):
         composer = _scaled(composer)
     bgs = AssetPack(backgrounds=composer.backgrounds.backgrounds[:1],
                     background_names=composer.backgrounds.background_names[:1])
-    for k in range(1, SUGGEST_STEPS + 1):
+    hard = [hard]
+
+    def fits(k: int) -> Optional[Tuple[float, float]]:
         scene = resized_scene(composer.scene, SUGGEST_STEP ** k)
         c = Composer(scene, composer.objects, bgs, distractor_objects=composer.distractor_objects)
-        if hard is not None and not _try_pair(c, hard[0], hard[1], SUGGEST_TRIALS).fit:
-            continue
+        if hard[0] is not None and not _try_pair(c, hard[0][0], hard[0][1], SUGGEST_TRIALS).fit:
+            return None
         s = survey_layouts(c, stop_at_unfit=True, max_trials=SUGGEST_TRIALS)
         if s.complete and not s.unfit:
             return size_fields(scene)[2]
         n, ids = next(iter(s.unfit.items()))
-        hard = (ids[0], n)
+        hard[0] = (ids[0], n)
+        return None
+
+    # Start where the default sizing rule with distractors would put the sizes (see
+    # config.distractor_size_factor), then walk the grid up while candidates fit or
+    # down until one does: smaller objects never fit less often.
+    from .config import distractor_size_factor
+
+    k = min(SUGGEST_STEPS, max(1, math.floor(math.log(distractor_size_factor(composer.scene)) /
+                                             math.log(SUGGEST_STEP))))
+    best = fits(k)
+    if best is not None:
+        while k > 1:
+            up = fits(k - 1)
+            if up is None:
+                break
+            best, k = up, k - 1
+        return best
+    for k in range(k + 1, SUGGEST_STEPS + 1):
+        best = fits(k)
+        if best is not None:
+            return best
     return None
 
 
