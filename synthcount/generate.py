@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -267,13 +267,6 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
                 survey = None  # stopped at an unfit pair: survey again
         except (ValueError, TypeError):
             survey = None  # garbled: survey again
-    # The survey is a function of the scene and the objects alone (never of the seed,
-    # the backgrounds or the size of the set): a process that plans the same scene
-    # again (a notebook, a test suite, pieces run one after another) reuses it.
-    key = (json.dumps(ident["config"]["scene"], sort_keys=True), ident["objects_fingerprint"],
-           ident.get("distractor_objects_fingerprint"))
-    if survey is None and key in _SURVEYS:
-        survey = LayoutSurvey.from_dict(_SURVEYS[key])
     if survey is None:
         from tqdm import tqdm
 
@@ -286,17 +279,9 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
                  survey.trials, survey.seconds, survey.budget, sum(len(v) for v in survey.unfit.values()))
     if survey.unfit and config.scene.unfit == "error":
         raise ValueError(_unfit_message(composer, survey))
-    if survey.complete:
-        if len(_SURVEYS) >= 64:
-            _SURVEYS.pop(next(iter(_SURVEYS)))
-        _SURVEYS[key] = survey.to_dict()
     composer.set_layout_plan(survey.budget, survey.unfit if config.scene.unfit == "redraw" else None)
     ident[SURVEY_KEY] = survey.to_dict()
     return GenerationPlan(out_dir, config, (i, j), ident, objects, backgrounds, overwrite, existing, composer, survey)
-
-
-# Layout surveys made in this process, by (scene, objects, distractor objects): see plan_generation.
-_SURVEYS: Dict[tuple, dict] = {}
 
 
 def _unfit_message(composer, survey) -> str:
