@@ -1,21 +1,27 @@
-"""Does a numerosity code emerge? One training run of the binary demo with one factor changed.
+"""Does a numerosity code emerge? One training run of a demo scene with one factor changed.
 
-``python -m benchmarks.emergence --out F.json [--set FIELD=VALUE ...] [--scene FIELD=VALUE ...]``
-trains the demo's VAE on Stoianov & Zorzi-style binary images for ``--minutes`` and,
+``python -m benchmarks.emergence --out F.json [--preset binary|regression|decorrelated]
+[--set FIELD=VALUE ...] [--scene FIELD=VALUE ...]`` trains the demo's VAE on
+Stoianov & Zorzi-style binary images (``binary``, the default) or on the cut-out
+scenes of the default demo (64x64 unless ``--scene size=...``) for ``--minutes`` and,
 after every epoch, encodes a held-out set and counts the Eq. 3 numerosity units
 (R^2 >= 0.05 and >= 0.1, |b_a| < 0.1) and area units, with the best candidate. At the
-end the same is done for the untrained (initial) weights and PCA of the pixels, and a
-linear probe for N is fitted on each representation.
+end the same is done for the untrained (initial) weights and PCA of the pixels, and the
+count probes (the exact-count logistic read-out, and the demo's Table 1 MLP and
+logistic probes with classes 0-4+) are fitted on each representation.
 
 Analysis-side factors are measured on every checkpoint of the same run (no
 retraining): the regression on mu or on one sample z ~ q(z|x), on the first 1,000 /
-3,000 / all held-out images, and with A measured as the cumulative visible object
-area (the label) or as the summed pixel intensity of the image.
+3,000 / all held-out images, with A measured as the cumulative visible object
+area (the label) or as the summed pixel intensity of the image, and with N = 0
+excluded (the default) or log(N + 1), log(A + 1) (``mu_plus1``).
 
 Training-side factors go through ``--set`` (TrainConfig fields, or ``model.FIELD`` for
 ModelConfig overrides, e.g. ``model.latent_dim=16``) and ``--scene`` (SceneConfig
-fields of the ``binary`` preset, e.g. ``max_count=4``). The table of what each factor
-does is in benchmarks/README.md ("Emergence: one factor at a time").
+fields of the chosen preset, e.g. ``max_count=4`` or ``mode=mixed``). ``--table`` prints
+one row per result file, ``--seed-table`` one row per factor over its seeds (files
+named ``ROW_s{SEED}.json``). The tables are in benchmarks/README.md ("Emergence: one
+factor at a time", and "... on the cut-out scene").
 """
 
 from __future__ import annotations
@@ -44,13 +50,15 @@ def _parse(items):
     return out
 
 
-def _units(z, count, area, r2_min):
+def _units(z, count, area, r2_min, log_n="exclude-zero"):
     from vae import regress
 
-    r = regress.regression_arrays(z, count, area, r2_min=r2_min, permutations=0)
-    b = r["best_numerosity_candidate"]
+    r = regress.regression_arrays(z, count, area, r2_min=r2_min, permutations=0, log_n=log_n)
+    b, ba = r["best_numerosity_candidate"], r["best_area_candidate"]
     return {"numerosity": len(r["numerosity_units"]), "area": len(r["area_units"]),
-            "best": None if b is None else {k: round(b[k], 4) for k in ("index", "r2", "b_n", "b_a")}}
+            "area_opposite_pair": r["area_units_opposite_signs"], "area_signs": "".join(r["area_unit_signs"]),
+            "best": None if b is None else {k: round(b[k], 4) for k in ("index", "r2", "b_n", "b_a")},
+            "best_area": None if ba is None else {k: round(ba[k], 4) for k in ("index", "r2", "b_n", "b_a")}}
 
 
 def analyse(mu, sigma, count, area, pixsum, rng) -> dict:
@@ -61,7 +69,18 @@ def analyse(mu, sigma, count, area, pixsum, rng) -> dict:
                           ("mu_1000", mu, area, min(1000, n)), ("mu_3000", mu, area, min(3000, n)),
                           ("mu_pixsum", mu, pixsum, n)):
         out[name] = {f"r2_{t}": _units(z[:k], count[:k], a[:k], t) for t in (0.05, 0.1)}
+    out["mu_plus1"] = {f"r2_{t}": _units(mu, count, area, t, "plus1") for t in (0.05, 0.1)}
     return out
+
+
+def table1_probes(z, count, seed=0) -> dict:
+    """The demo's Table 1 probes (MLP and logistic, classes 0-4+), same split as ``exact_probe``."""
+    from vae.probe import probe_arrays
+
+    te = np.ones(len(count), bool)
+    te[::3] = False
+    p = probe_arrays(z[~te], count[~te], z[te], count[te], seed=seed, max_epochs=100)
+    return {"mlp": round(p["mean_accuracy"], 4), "logistic": round(p["logistic"]["mean_accuracy"], 4)}
 
 
 def exact_probe(z, count) -> float:
@@ -88,7 +107,9 @@ def rescore(path: str) -> None:
 
     d = json.load(open(path))
     size = tuple(d["train_config"]["model_overrides"]["image_size"])
-    ds = ShardImages(_data_dir("out/emergence-data", d["scene_overrides"], "eval", d["eval_images"], d["seed"] + 1),
+    over = d["scene_overrides"] if d.get("preset", "binary") == "binary" else {"preset": d["preset"],
+                                                                             **d["scene_overrides"]}
+    ds = ShardImages(_data_dir("out/emergence-data", over, "eval", d["eval_images"], d["seed"] + 1),
                      image_size=size)
     reps = {}
     for name, which in (("trained", "last"), ("untrained", "init")):
@@ -125,6 +146,62 @@ def table(paths) -> str:
     return "\n".join(rows)
 
 
+def _row_name(path: str) -> str:
+    base = os.path.basename(path)[:-5]
+    stem, _, seed = base.rpartition("_s")
+    return stem if stem and seed.isdigit() else base
+
+
+def seed_table(paths) -> str:
+    """Markdown, one row per factor (files ``ROW_s{SEED}.json``), every figure given per seed (``a, b, c``).
+
+    Units: Eq. 3 numerosity units of mu (|b_a| < 0.1) at R² >= 0.05 and >= 0.1, trained /
+    untrained / PCA; area units at 0.05 and whether they include an opposite-sign pair;
+    the best number candidate at the last epoch; probes (mean per-class accuracy) as
+    trained / untrained / PCA, the worst seed's figure first, then the mean.
+    """
+    rows = {}
+    for p in paths:
+        rows.setdefault(_row_name(p), []).append(json.load(open(p)))
+
+    def per(ds, f):
+        return ", ".join(str(f(d)) for d in ds)
+
+    def probe(ds, key):
+        out = []
+        for rep in ("trained", "untrained", "pca"):
+            v = [key(d["final"][rep]) for d in ds]
+            out.append(f"{min(v):.3f} ({np.mean(v):.3f})")
+        return " / ".join(out)
+
+    def best(d):
+        b = d["final"]["trained"]["units"]["r2_0.05"]["best"]
+        return "none" if b is None else f"{b['r2']:.3f} ({b['b_n']:+.2f}, {b['b_a']:+.2f})"
+
+    hdr = ("| row | change | seeds | epochs | num. units 0.05: trained; untrained; PCA | num. units 0.1: trained; "
+           "untrained; PCA | area units 0.05 (opposite pair) | best number unit R² (b_n, b_a) | "
+           "MLP probe worst (mean): trained / untrained / PCA | logistic probe | exact-count probe | "
+           "units 0.05 with log(N+1) / sample / A = pixel sum |")
+    out = [hdr, "|" + "---|" * 12]
+    for name, ds in rows.items():
+        ds.sort(key=lambda d: d["seed"])
+        f = [d["final"] for d in ds]
+        u = {t: "; ".join(per(f, lambda x, r=r, t=t: x[r]["units"][f"r2_{t}"]["numerosity"])
+                          for r in ("trained", "untrained", "pca")) for t in ("0.05", "0.1")}
+        area = per(f, lambda x: f"{x['trained']['units']['r2_0.05']['area']}"
+                                f"{' (pair)' if x['trained']['units']['r2_0.05']['area_opposite_pair'] else ''}")
+        var = " / ".join(per(f, lambda x, k=k: x["trained"][k]["r2_0.05"]["numerosity"])
+                         for k in ("units_plus1", "units_sample", "units_pixsum"))
+        change = ", ".join(f"{k}={v}" for k, v in ds[0].get("changes", {}).items()) or "—"
+        out.append(f"| {name} | {ds[0].get('preset', 'binary')}{': ' + change if change != '—' else ''} | "
+                   f"{per(ds, lambda d: d['seed'])} | {per(ds, lambda d: len(d['epochs']))} | {u['0.05']} | "
+                   f"{u['0.1']} | {area} | {per(ds, best)} | "
+                   f"{probe(ds, lambda x: x['table1_probe']['mlp'])} | "
+                   f"{probe(ds, lambda x: x['table1_probe']['logistic'])} | "
+                   f"{probe(ds, lambda x: x['linear_probe'])} | {var} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", nargs="+", help="Print the markdown table of these result files and exit.")
@@ -140,10 +217,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], help="TrainConfig FIELD=VALUE or model.FIELD=VALUE")
-    ap.add_argument("--scene", nargs="*", default=[], help="binary SceneConfig FIELD=VALUE")
+    ap.add_argument("--preset", default="binary", choices=("binary", "regression", "decorrelated"),
+                    help="Scene preset: the binary demo's, or a cut-out scene of the default demo (64x64).")
+    ap.add_argument("--scene", nargs="*", default=[], help="SceneConfig FIELD=VALUE over the preset")
+    ap.add_argument("--seed-table", nargs="+", help="Print the per-factor table over seeds of these files and exit.")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.table))
+        return 0
+    if args.seed_table:
+        print(seed_table(args.seed_table))
         return 0
     if args.rescore:
         for p in args.rescore:
@@ -170,11 +253,15 @@ def main(argv=None) -> int:
     tr_over = _parse(args.set)
     model_over = {k[6:]: tuple(v) if isinstance(v, list) else v for k, v in tr_over.items() if k.startswith("model.")}
     tr_over = {k: v for k, v in tr_over.items() if not k.startswith("model.")}
-    scene = synthcount.preset("binary", **scene_over)
+    if args.preset != "binary":
+        scene_over.setdefault("size", (64, 64))  # the cut-out demo's size
+    scene = synthcount.preset(args.preset, **{k: tuple(v) if isinstance(v, list) else v
+                                              for k, v in scene_over.items()})
     img_size = tuple(model_over.pop("image_size", scene.size))
     paths = {}
     for split, n, seed in (("train", args.train_images, args.seed), ("eval", args.eval_images, args.seed + 1)):
-        p = _data_dir(args.data, scene_over, split, n, seed)
+        p = _data_dir(args.data, {"preset": args.preset, **scene_over} if args.preset != "binary" else scene_over,
+                      split, n, seed)
         if not os.path.exists(os.path.join(p, "manifest.json")):
             cfg = synthcount.DatasetConfig(scene=scene, num_images=n, shard_size=min(n, 1000), seed=seed)
             generate_dataset(p, cfg, workers=2, progress=False)
@@ -229,10 +316,13 @@ def main(argv=None) -> int:
     final = {}
     for k, z in reps.items():
         sig = lat["sigma"] if k == "trained" else (lat0["sigma"] if k == "untrained" else np.zeros_like(z))
-        final[k] = {"units": analyse(z, sig, count, area, pixsum, rng)["mu"],
-                    "linear_probe": exact_probe(z, count)}
+        an = analyse(z, sig, count, area, pixsum, rng)
+        final[k] = {"units": an["mu"], "units_plus1": an["mu_plus1"], "units_pixsum": an["mu_pixsum"],
+                    "units_sample": an["sample"], "linear_probe": exact_probe(z, count),
+                    "table1_probe": table1_probes(z, count, seed=args.seed)}
     out = {"benchmark": "emergence", "quick": args.quick, "machine": machine(), "train_config": cfg.to_dict(),
-           "scene_overrides": scene_over, "changes": {**_parse(args.scene), **_parse(args.set)},
+           "preset": args.preset, "scene_overrides": scene_over,
+           "changes": {**_parse(args.scene), **_parse(args.set)},
            "train_images": args.train_images, "eval_images": args.eval_images,
            "minutes": args.minutes, "seed": args.seed, "epochs": rows, "final": final,
            "chance": round(1 / len(np.unique(count)), 4),

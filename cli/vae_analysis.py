@@ -1,4 +1,5 @@
-"""``synthcount vae encode | probe | regress`` (thin over vae.encode, vae.probe, vae.regress).
+"""``synthcount vae encode | probe | regress | tuning | compare`` (thin over vae.encode, vae.probe,
+vae.regress, vae.numbersense).
 
 Exit codes: 0 success; 2 bad usage or bad input (one line on stderr, never a
 traceback); 1 the run failed.
@@ -10,7 +11,7 @@ import click
 
 from ._errors import fail
 
-__all__ = ["COMMANDS", "encode", "probe", "regress"]
+__all__ = ["COMMANDS", "encode", "probe", "regress", "tuning", "compare"]
 
 
 def _run(fn, *args, **kwargs):
@@ -100,6 +101,16 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
                f"wrote {out_dir}/probe.json and table1.md")
 
 
+def _controls(f):
+    """--untrained and --pca, shared by tuning and compare."""
+    f = click.option("--pca", is_flag=True,
+                     help="Also PCA of the pixels of the same images (needs the synthcount dataset LATENTS was "
+                          "encoded from).")(f)
+    return click.option("--untrained", type=click.Path(exists=True, dir_okay=False), default=None,
+                        help="Latents of the same images under the untrained weights (vae encode --which init), "
+                             "analysed beside LATENTS.")(f)
+
+
 @click.command("regress", short_help="Fit Eq. 3 per latent unit; select number and area units.")
 @click.argument("latents", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -113,14 +124,101 @@ def probe(train_latents, test_latents, out_dir, seed, hidden, unweighted, max_ep
               help="Joint shuffles of (N, A) for the chance baseline.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
-def regress(latents, out_dir, r2_min, coef_cut, log_n, permutations, seed, no_figures):
+@_controls
+@click.option("--design", type=click.Choice(["auto", "eq3", "dewind"]), default="auto", show_default=True,
+              help="Also fit z_i on DeWind's log N, log size, log spacing (units coding one axis, angle in the "
+                   "size-spacing plane): auto when the latents carry field areas or log_size/log_spacing; "
+                   "dewind: required; eq3: Eq. 3 only.")
+def regress(latents, out_dir, r2_min, coef_cut, log_n, permutations, seed, no_figures, design, untrained, pca):
     """Fit Eq. 3 (z_i = b_n log N + b_a log A) for every latent unit of LATENTS; select number/area units."""
+    from vae.dewind import dewind_text
     from vae.regress import run_regression, summary_text
 
     res = _run(run_regression, latents, out_dir, r2_min=r2_min, coef_cut=coef_cut, log_n=log_n,
-               permutations=permutations, seed=seed, figures=not no_figures)
+               permutations=permutations, seed=seed, figures=not no_figures, design=design, untrained=untrained,
+               pca=pca)
     click.echo(summary_text(res))
+    if "units" in res.get("dewind", {}):
+        click.echo(dewind_text(res["dewind"]))
+    elif res.get("dewind"):
+        click.echo(f"DeWind axes not fitted: {res['dewind']['error']}")
+    for name, c in res.get("controls", {}).items():
+        d = c.get("dewind")
+        click.echo(f"{name}: {len(c['numerosity_units'])} numerosity and {len(c['area_units'])} area unit(s)"
+                   + (f"; DeWind N / Sz / Sp units {len(d['n_units'])} / {len(d['sz_units'])} / {len(d['sp_units'])}"
+                      if d else "") + ".")
     click.echo(f"wrote {out_dir}/regression.json")
 
 
-COMMANDS = [encode, probe, regress]
+@click.command("tuning", short_help="Number-selective units (ANOVA), tuning curves, Gaussian fits.")
+@click.argument("latents", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@_controls
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True,
+              help="Significance level of the numerosity, set and interaction terms (Nasr et al.: 0.01).")
+@click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
+def tuning(latents, out_dir, untrained, pca, alpha, no_figures):
+    """Two-way ANOVA (numerosity x stimulus set) per latent unit of LATENTS, after Nasr et al. (2019).
+
+    Selective: p_N < alpha with neither the set nor the interaction significant (a
+    one-way ANOVA when the images hold one stimulus set). Writes tuning.json, tuning.md,
+    the histogram of preferred numerosities, average tuning curves and Gaussian widths.
+    """
+    from vae.numbersense import run_tuning
+    from vae.tuning import tuning_text
+
+    res = _run(run_tuning, latents, out_dir, untrained=untrained, pca=pca, alpha=alpha, figures=not no_figures)
+    reps = res["representations"]
+    click.echo(next(iter(reps.values()))["note"])
+    for k, r in reps.items():
+        click.echo(tuning_text(r, k))
+    click.echo(f"wrote {out_dir}/tuning.json and tuning.md")
+
+
+def _references(text: str):
+    if text.strip().lower() in ("", "all", "none"):
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or any(v < 1 for v in vals):
+        raise click.BadParameter(f"must be 'all' or comma-separated numerosities >= 1 such as 8,16, got {text!r}",
+                                 param_hint="--references")
+    return vals
+
+
+@click.command("compare", short_help="Numerosity comparison read-out and Weber fraction.")
+@click.argument("latents", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@_controls
+@click.option("--references", default="all", show_default=True,
+              help="Reference numerosities such as 8,16 (Stoianov & Zorzi): each pair holds one; 'all': pairs over "
+                   "the whole range.")
+@click.option("--pairs", type=click.IntRange(min=10), default=20000, show_default=True,
+              help="Training pairs, and as many test pairs.")
+@click.option("--max-ratio", type=click.FloatRange(min=1, min_open=True), default=None,
+              help="Only pairs whose larger / smaller N is at most this.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Bootstrap resamples of the test pairs for the interval on w.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--no-figures", is_flag=True, help="Skip the PNG figure.")
+def compare(latents, out_dir, untrained, pca, references, pairs, max_ratio, bootstrap, seed, no_figures):
+    """Which of two images has more? A logistic read-out on the pair's latents, and its Weber fraction w.
+
+    Trained on pairs from one half of the images, tested on pairs from the other half;
+    w is fitted to P(correct) = 1 - 0.5 erfc(|n1-n2| / (sqrt(2) w sqrt(n1^2+n2^2))).
+    Writes compare.json, compare.md and compare_psychometric.png.
+    """
+    from vae.compare import compare_text
+    from vae.numbersense import run_compare
+
+    res = _run(run_compare, latents, out_dir, untrained=untrained, pca=pca, references=_references(references),
+               pairs=pairs, max_ratio=max_ratio, bootstrap=bootstrap, seed=seed, figures=not no_figures)
+    for k, r in res["representations"].items():
+        click.echo(compare_text(r, k))
+    click.echo(f"wrote {out_dir}/compare.json and compare.md (Stoianov & Zorzi 2012, published: w = "
+               f"{res['published_w']:.2f})")
+
+
+COMMANDS = [encode, probe, regress, tuning, compare]

@@ -129,7 +129,8 @@ def test_demo_quick_two_seeds_writes_every_file(tmp_path):
     out = tmp_path / "demo"
     res = run_demo(str(out), DemoConfig(quick=True, progress=False, seed=1, seeds=2))
     for suffix in ("", "_seed2"):  # the first study keeps the plain names, the second carries its seed
-        for name in ("fig2_reconstructions.png", "fig3_traversal.png", "latents_trained.h5", "latents_untrained.h5"):
+        for name in ("fig2_reconstructions.png", "fig3_traversal.png", "fig3_units.png", "latents_trained.h5",
+                     "latents_untrained.h5"):
             stem, ext = name.rsplit(".", 1)
             assert (out / f"{stem}{suffix}.{ext}").stat().st_size > 0, (name, suffix)
         for rep in ("trained", "untrained", "pca"):
@@ -162,6 +163,15 @@ def test_demo_quick_two_seeds_writes_every_file(tmp_path):
     sm = res["summary"]["representations"]["trained"]["mlp_mean_accuracy"]
     assert sm["min"] <= sm["mean"] <= sm["max"] and len(sm["values"]) == 2
     assert isinstance(res["summary"]["trained_beats_controls_every_seed"], bool)
+    # issue 21's goal for the cut-out scene, per seed, from the same records
+    assert res["summary"]["goal"] == "cutout"
+    for c, s in zip(res["summary"]["checks"], res["per_seed"]):
+        t = s["representations"]["trained"]
+        assert c["trained_units_0.05"] == len(t["numerosity_units"]["0.05"])
+        assert c["units_goal"] == (c["trained_units_0.05"] >= 1 and c["trained_units_0.05"] > c["untrained_units_0.05"]
+                                   and c["best_numerosity_r2"] >= 0.06)
+    # the paper's Fig. 3 for every seed: best number and area candidates from the mean code
+    assert report.count("from -3 to +3 standard deviations") == 2
     # the two studies are independent: different data
     assert res["per_seed"][0]["representations"] != res["per_seed"][1]["representations"]
     # a second demo into the same folder is refused (exit 2 from the CLI)
@@ -200,6 +210,14 @@ def test_demo_binary_uses_the_sz_recipe_and_reads_out_exact_counts(tmp_path):
     assert ex["classes"] == sorted(ex["classes"]) and set(ex["classes"]) <= set(range(1, 9))
     assert ex["chance"] == 1 / len(ex["classes"]) and 0 <= ex["mean_accuracy"] <= 1
     assert "Exact count" in (tmp_path / "demo" / "report.md").read_text()
+    # the number-sense hook: w, selective units and DeWind units for every representation, figures in the report
+    ns = res["numbersense"][0]
+    assert set(ns["representations"]) == {"trained", "untrained", "pca"}
+    for r in ns["representations"].values():
+        assert r["weber"]["w"] > 0 and 0 <= r["tuning"]["share_selective"] <= 1 and "n_units" in r["dewind"]
+    rep = (tmp_path / "demo" / "report.md").read_text()
+    assert "## Number sense" in rep and all((tmp_path / "demo" / f).is_file() for f in ns["figures"].values())
+    assert all(f in rep for f in ns["figures"].values())
 
 
 def test_an_interrupted_demo_is_named_and_a_running_one_is_not_disturbed(tmp_path):

@@ -7,6 +7,9 @@ weights), ``data`` (datasets over shards, augmentation, curriculum), ``sos``
 checkpoints, ``load_model``), ``device`` (``resolve_device``), ``seeds`` (named random
 streams), ``train`` (the training program); analysis: ``encode`` (latents files),
 ``probe`` (Table 1 count probe: MLP and logistic), ``regress`` (Eq. 3), ``figures``,
+number sense: ``dewind`` (units on log N, log size, log spacing), ``tuning``
+(number-selective units, tuning curves), ``compare`` (comparison read-out, Weber
+fraction), ``numbersense`` (these on latents files, beside the controls),
 ``baselines`` (PCA of the pixels), ``counting`` (torchvision-style datasets for counting and
 detection models); the demo: ``demo`` (the pipeline, ``DemoConfig``)
 and ``report`` (its per-seed records and ``report.md``).

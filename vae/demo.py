@@ -41,6 +41,7 @@ from synthcount._system import usable_cores
 from synthcount.config import _check, _is_int  # the project's one 'name must be rule, got value' check
 from synthcount.locks import hold_folder
 from vae.baselines import pca_features
+from vae.numbersense import demo_numbersense
 
 __all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
 
@@ -58,9 +59,15 @@ SCALES = {
 # benchmarks/README.md ("Emergence: one factor at a time").
 RECIPES: Dict[str, dict] = {
     "tiny-pixel": dict(model_preset="tiny", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
-                       lr=0.0015, augment=True),
+                       lr=0.0015, augment=True,
+                       departure="a CPU-sized model (the tiny preset at 64x64) and the pixel BCE loss with the plain "
+                                 "ELBO instead of the paper's 161x161 network and VGG-19 perceptual loss; the encoder "
+                                 "flattens its last feature map as the paper's does"),
     "sz": dict(model_preset="sz", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
-               lr=0.0015, augment=True),
+               lr=0.0015, augment=True,
+               departure="a CPU-sized model and the pixel BCE loss with the plain ELBO, as tiny-pixel, and an encoder "
+                         "that averages its last feature map over positions (translation-invariant) where the "
+                         "paper's flattens it"),
 }
 
 
@@ -292,7 +299,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     from vae.checkpoint import load_model
     from vae.data import ShardImages, split_indices
     from vae.device import resolve_device
-    from vae.encode import encode_model, write_latents
+    from vae.encode import encode_model, record_properties, write_latents
 
     suffix = "" if k == 0 else f"_seed{seed}"
 
@@ -319,6 +326,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     # reserve for encoding, probes, regressions and figures: measured 16 s at the full scale (6000 images)
     # on a shared 2-core machine with one thread; ~3x that for safety
     reserve = 10.0 if cfg.quick else 20.0 + scale["eval_images"] / 200.0
+    reserve += 15.0 if cfg.binary and not cfg.quick else 0.0  # number sense: 6 s measured for 6000 images, load 5
     t_train = time.monotonic()
     log(f"{tag} 2/5 training ({cfg.recipe_name} recipe: {tcfg.preset} model, pixel BCE, alpha {tcfg.alpha:g}, "
         f"beta {tcfg.beta:g}, lr {tcfg.lr:g}, augment {tcfg.augment}, batch {cfg.batch_size}, device {dev}) for up to "
@@ -337,6 +345,7 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
         model, mcfg, meta = load_model(run_dir, which)
         models[name] = model.to(dev)
         lat[name] = encode_model(model, ds, batch_size=256, device=dev, progress=progress, desc=f"encode {name}")
+        lat[name].update(record_properties(ds.ds, lat[name]["index"]))  # visual properties for vae tuning etc.
         write_latents(paths(f"latents_{name}", ".h5"), lat[name],
                       {"run_dir": os.path.abspath(run_dir), "checkpoint": which, "checkpoint_path": meta["path"],
                        "epoch": meta["epoch"], "dataset": os.path.abspath(data_eval["path"]), "data_kind": "shards",
@@ -355,6 +364,8 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     results = {name: _analyse(name, mu, count, area, split, paths, seed=seed, probe_epochs=scale["probe_epochs"],
                               permutations=scale["permutations"], log=log, progress=progress)
                for name, mu in reps.items()}
+    # the binary demo's number sense: Weber fraction, selective units, DeWind axes (vae.numbersense)
+    ns = demo_numbersense(reps, lat["trained"], paths, seed=seed, quick=cfg.quick) if cfg.binary else None
     timings["analysis_s"] = round(time.monotonic() - t_an, 1)
 
     log(f"{tag} 5/5 figures")
@@ -372,12 +383,24 @@ def _study(out_dir: str, cfg: DemoConfig, k: int, seed: int, deadline: float, lo
     figs["traversal"] = os.path.basename(figures.traversal_grid(
         models["trained"], images[start], [r[0] for r in rows], paths("fig3_traversal", ".png"),
         scale=z_std, device=dev, labels=[r[1].split(":")[0] for r in rows]))
+    # the paper's Fig. 3: the best number and the best area candidate moved from the mean code (every other
+    # unit at its mean over the held-out set), so a reader sees what the unit does
+    reg = results["trained"]["regression"]
+    picks = [(kind, u) for kind, u in (("number", reg["best_numerosity_candidate"]),
+                                       ("area", reg["best_area_candidate"])) if u is not None]
+    if picks:
+        figs["unit_traversal"] = os.path.basename(figures.traversal_grid(
+            models["trained"], None, [u["index"] for _, u in picks], paths("fig3_units", ".png"), scale=z_std,
+            base=lat["trained"]["mu"].mean(axis=0), device=dev,
+            labels=[f"{kind}: z_{u['index']}\nR² {u['r2']:.2f}\nb_n {u['b_n']:+.2f} b_a {u['b_a']:+.2f}"
+                    for kind, u in picks],
+            title=f"seed {seed}: best number and area candidates, from the mean code, steps in sd of each unit"))
     timings["total_s"] = round(time.monotonic() - t0, 1)
     return {"seed": seed, "suffix": suffix, "device": str(dev), "latent_dim": int(mcfg.latent_dim),
             "train_config": tcfg.to_dict(),
             "data": {"train": data_train, "eval": data_eval, "eval_count_histogram": np.bincount(count).tolist(),
                      "probe_split": {"train": int(split[0].size), "test": int(split[1].size)}},
-            "training": tr, "timings": timings, "results": results, "figures": figs}
+            "training": tr, "timings": timings, "results": results, "figures": figs, "numbersense": ns}
 
 
 _PROBE_KEYS = ("ap_voc11", "ap", "accuracy", "mean_ap_voc11", "mean_ap", "mean_accuracy", "chance")
@@ -418,7 +441,8 @@ def _run(out_dir: str, cfg: DemoConfig) -> dict:
                     for k, v in first["results"].items()},
         "figures": first["figures"],
         "per_seed": per_seed,
-        "summary": report.summarize_seeds(per_seed),
+        "summary": report.summarize_seeds(per_seed, binary=cfg.binary),
+        "numbersense": [{"seed": s["seed"], **s["numbersense"]} for s in studies if s["numbersense"]],
     }
     write_json_atomic(os.path.join(out_dir, "demo.json"), summary)
     report.write_report(out_dir, summary, studies)

@@ -19,6 +19,12 @@ and :func:`vae.regress.run_regression`)::
     index            int64 (n,)                global image index / position in the list
     names            str (n,)                  image files (natural images only)
     istest           int8 (n,)                 SOS/CSV test flag (natural images only)
+    field_area, mean_item_area, total_surface_area, item_surface_area, sparsity,
+    coverage, total_perimeter, log_size, log_spacing   float (n,), optional
+                                               the dataset's per-image visual properties,
+                                               copied when its records hold them
+    stimulus_set     int (n,), optional        control set of each image; attribute
+                                               ``names`` (the sets' names) when known
     attrs: format, format_version, run_dir, checkpoint, checkpoint_path, epoch, dataset,
            data_kind, split, image_size, latent_dim, num_images, synthcount_version
 
@@ -38,11 +44,41 @@ import numpy as np
 from synthcount._io import atomic_path
 
 __all__ = ["FORMAT", "open_images", "encode_model", "encode_dataset", "write_latents", "resolve_device",
-           "IMAGE_EXTS"]
+           "IMAGE_EXTS", "PROPERTY_FIELDS", "record_properties"]
 
 FORMAT = "synthcount-latents"
 FORMAT_VERSION = 1
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# optional per-image record fields copied into a latents file when the dataset has them
+# (the number-sense analyses: vae.dewind, vae.tuning, vae.compare)
+PROPERTY_FIELDS = ("field_area", "mean_item_area", "total_surface_area", "item_surface_area", "sparsity", "coverage",
+                   "total_perimeter", "log_size", "log_spacing", "stimulus_set")
+
+
+def record_properties(opened, index: np.ndarray) -> Dict[str, np.ndarray]:
+    """The fields of :data:`PROPERTY_FIELDS` that an opened synthcount dataset holds, at ``index``.
+
+    Parameters
+    ----------
+    opened : synthcount.reader.Dataset
+    index : numpy.ndarray of int
+        Global image indices (a latents file's ``index``).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        One array per field present; ``stimulus_set_names`` (list of str) too when
+        the first shard's ``stimulus_set`` dataset has a ``names`` attribute.
+    """
+    lab = opened.labels
+    index = np.asarray(index, dtype=np.int64)
+    out: Dict[str, np.ndarray] = {k: np.asarray(lab[k])[index] for k in PROPERTY_FIELDS if k in lab.dtype.names}
+    if "stimulus_set" in out and getattr(opened, "files", None):
+        with h5py.File(opened.files[0], "r") as f:
+            if "stimulus_set" in f and "names" in f["stimulus_set"].attrs:
+                out["stimulus_set_names"] = [v.decode() if isinstance(v, bytes) else str(v)
+                                             for v in f["stimulus_set"].attrs["names"]]
+    return out
 
 
 def resolve_device(name: str) -> str:
@@ -178,6 +214,12 @@ def write_latents(out_h5: str, arrays: Dict[str, np.ndarray], attrs: dict, *, na
             f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
         if istest is not None:
             f.create_dataset("istest", data=np.asarray(istest, dtype=np.int8))
+        for k in PROPERTY_FIELDS:  # optional visual properties (record_properties)
+            if k in arrays:
+                f.create_dataset(k, data=np.asarray(arrays[k]))
+        if "stimulus_set" in arrays and arrays.get("stimulus_set_names"):
+            f["stimulus_set"].attrs["names"] = np.array([str(v) for v in arrays["stimulus_set_names"]],
+                                                        dtype=h5py.string_dtype())
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         for k, v in attrs.items():
@@ -221,6 +263,8 @@ def encode_dataset(run_dir: str, data: str, out_h5: str, which: Union[str, int] 
     ds, info = open_images(data, cfg.image_size, split=split, limit=limit)
     arr = encode_model(model, ds, batch_size=batch_size, device=dev, workers=workers, progress=progress,
                        desc=f"encode ({which})")
+    if info["kind"] == "shards":
+        arr.update(record_properties(ds.ds, arr["index"]))
     import synthcount
 
     attrs = {"run_dir": os.path.abspath(run_dir), "checkpoint": str(which), "checkpoint_path": meta["path"],

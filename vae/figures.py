@@ -79,32 +79,43 @@ def reconstruction_grid(model, images: np.ndarray, out_png: str, *, device: str 
     return out_png
 
 
-def traversal_grid(model, image: np.ndarray, units: Sequence[int], out_png: str, *,
+def traversal_grid(model, image: Optional[np.ndarray], units: Sequence[int], out_png: str, *,
                    deltas: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3), scale: Optional[np.ndarray] = None,
-                   device: str = "cpu", labels: Optional[Sequence[str]] = None) -> str:
-    """Fig. 3 style: decode mu + delta * scale_i * e_i for each chosen unit i.
+                   device: str = "cpu", labels: Optional[Sequence[str]] = None, base: Optional[np.ndarray] = None,
+                   title: Optional[str] = None) -> str:
+    """Fig. 3 style: decode z0 + delta * scale_i * e_i for each chosen unit i.
 
     Parameters
     ----------
-    image : numpy.ndarray, (H, W, 3) uint8 or (3, H, W) float in [0, 1]
-        The image whose latent is moved.
+    image : numpy.ndarray, (H, W, 3) uint8 or (3, H, W) float in [0, 1], or None
+        The image whose latent mean is z0 (shown in a first column); None with ``base``.
     units : sequence of int
         One row per unit.
     deltas : sequence of float
-        Steps, in units of ``scale`` (column 0 delta is the plain reconstruction).
+        Steps, in units of ``scale`` (delta 0 decodes z0 itself).
     scale : numpy.ndarray of float, shape (d,), optional
         Per-unit step size, e.g. the standard deviation of mu over a dataset;
         default 1 for every unit.
     labels : sequence of str, optional
         Row labels (default ``z_i``).
+    base : numpy.ndarray of float, shape (d,), optional
+        z0 itself instead of an image's code, e.g. the mean of mu over a dataset, so
+        that every other unit sits at its mean (the paper's Fig. 3).
+    title : str, optional
+        Figure title.
     """
     import torch
 
     if len(units) == 0:
         raise ValueError("units must name at least one latent unit")
-    x = _to_tensor(np.asarray(image)[None])
+    if (image is None) == (base is None):
+        raise ValueError("give either an image or a base code, not both or neither")
+    x = None if image is None else _to_tensor(np.asarray(image)[None])
     with torch.no_grad():
-        mu, _ = model.encode(x.to(device))
+        if x is not None:
+            mu, _ = model.encode(x.to(device))
+        else:
+            mu = torch.as_tensor(np.asarray(base, dtype=np.float32)[None], device=device)
         d = mu.shape[1]
         if any(not 0 <= int(u) < d for u in units):
             raise ValueError(f"units must be in 0..{d - 1}, got {list(units)}")
@@ -114,16 +125,23 @@ def traversal_grid(model, image: np.ndarray, units: Sequence[int], out_png: str,
             z = mu.repeat(len(deltas), 1)
             z[:, int(u)] += torch.tensor([float(t) * sc[int(u)] for t in deltas], dtype=z.dtype, device=z.device)
             rows.append(model.decode(z).cpu().numpy())
-    fig, axes = plt.subplots(len(units), len(deltas) + 1, figsize=(1.2 * (len(deltas) + 1), 1.3 * len(units) + 0.4),
+    c0 = 0 if x is None else 1  # the original's column
+    width = max(len(labels[0]) if labels else 4, 4)  # room for long row labels
+    fig, axes = plt.subplots(len(units), len(deltas) + c0,
+                             figsize=(1.2 * (len(deltas) + c0) + 0.05 * width, 1.3 * len(units) + 0.6),
                              squeeze=False)
     for r, u in enumerate(units):
-        _show(axes[r, 0], x[0].numpy())
-        axes[r, 0].set_ylabel(labels[r] if labels else f"z_{int(u)}", fontsize=8)
+        if x is not None:
+            _show(axes[r, 0], x[0].numpy())
+        axes[r, 0].set_ylabel(labels[r] if labels else f"z_{int(u)}", fontsize=7)
         for c, t in enumerate(deltas):
-            _show(axes[r, c + 1], rows[r][c])
+            _show(axes[r, c + c0], rows[r][c])
             if r == 0:
-                axes[r, c + 1].set_title(f"{float(t):+g}" + ("σ" if scale is not None else ""), fontsize=8)
-    axes[0, 0].set_title("original", fontsize=8)
+                axes[r, c + c0].set_title(f"{float(t):+g}" + ("σ" if scale is not None else ""), fontsize=8)
+    if x is not None:
+        axes[0, 0].set_title("original", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     _save(fig, out_png)
     plt.close(fig)

@@ -28,6 +28,7 @@ import numpy as np
 from synthcount._io import atomic_write, write_json_atomic
 
 from . import metrics
+from .encode import PROPERTY_FIELDS
 
 __all__ = ["NUM_CLASSES", "CLASS_NAMES", "PUBLISHED_TABLE1", "load_latents", "fit_probe", "fit_logistic",
            "exact_count_probe", "probe_arrays", "run_probe", "format_table1", "table1_rows",
@@ -54,7 +55,9 @@ def load_latents(path: str) -> Dict[str, np.ndarray]:
     -------
     dict
         ``mu`` float32 (n, d), ``count`` int64 (n,), and ``cumulative_area`` /
-        ``sigma`` / ``index`` when present.
+        ``sigma`` / ``index`` and the visual properties of
+        :data:`vae.encode.PROPERTY_FIELDS` when present (``stimulus_set_names``:
+        list of str, when ``stimulus_set`` carries a ``names`` attribute).
     """
     if not os.path.isfile(path):
         raise ValueError(f"latents file {path!r} does not exist")
@@ -64,9 +67,11 @@ def load_latents(path: str) -> Dict[str, np.ndarray]:
             for key in ("mu", "count"):
                 if key not in f:
                     raise ValueError(f"latents file {path!r} lacks the dataset {key!r}")
-            for key in ("mu", "sigma", "count", "cumulative_area", "index"):
+            for key in ("mu", "sigma", "count", "cumulative_area", "index") + PROPERTY_FIELDS:
                 if key in f:
                     out[key] = f[key][()]
+            if "stimulus_set" in f and "names" in f["stimulus_set"].attrs:
+                out["stimulus_set_names"] = [str(v) for v in f["stimulus_set"].attrs["names"]]
             out["attrs"] = dict(f.attrs)
     except OSError as e:
         raise ValueError(f"latents file {path!r} is not a readable HDF5 file ({e})") from None

@@ -30,7 +30,7 @@ import numpy as np
 
 from synthcount._io import atomic_write, write_json_atomic
 
-__all__ = ["LOG_N_MODES", "log_predictors", "fit_units", "select_units", "permutation_baseline",
+__all__ = ["LOG_N_MODES", "DESIGNS", "log_predictors", "fit_units", "select_units", "permutation_baseline",
            "regression_arrays", "run_regression", "summary_text", "summarize"]
 
 LOG_N_MODES = ("exclude-zero", "plus1")
@@ -309,9 +309,13 @@ def summary_text(res: dict) -> str:
 summarize = summary_text  # the old name, kept for compatibility
 
 
+DESIGNS = ("auto", "eq3", "dewind")
+
+
 def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_cut: float = 0.1,
                    log_n: str = "exclude-zero", permutations: int = 20, seed: int = 0,
-                   figures: bool = True) -> dict:
+                   figures: bool = True, design: str = "auto", untrained: Optional[str] = None,
+                   pca: bool = False) -> dict:
     """Fit Eq. 3 on a latents file; write ``regression.json``, ``regression.md`` and figures.
 
     Parameters
@@ -325,7 +329,19 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
         See :func:`regression_arrays`.
     figures : bool
         Draw ``fig4_profiles.png`` (response profiles of the selected units, or of
-        the best candidates when none is selected) and ``coefficients.png``.
+        the best candidates when none is selected) and ``coefficients.png`` (and
+        ``dewind.png`` with the DeWind fit).
+    design : {"auto", "eq3", "dewind"}
+        Besides Eq. 3, the three-axis fit on log N, log size and log spacing
+        (:func:`vae.dewind.dewind_arrays`, stored under ``dewind``): ``auto`` when the
+        latents carry what it needs (else ``dewind`` holds the reason), ``dewind``
+        always (bad input when it cannot), ``eq3`` never.
+    untrained : str, optional
+        Latents of the same images under the untrained weights: fitted the same way
+        (no permutations), compact results under ``controls["untrained"]``.
+    pca : bool
+        The same for PCA of the images' pixels (``controls["pca"]``; see
+        :func:`vae.numbersense.load_representations`).
 
     Returns
     -------
@@ -336,18 +352,91 @@ def run_regression(latents_h5: str, out_dir: str, *, r2_min: float = 0.05, coef_
     """
     from .probe import load_latents
 
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     lat = load_latents(latents_h5)
     if "cumulative_area" not in lat:
         raise ValueError(f"latents file {latents_h5!r} has no cumulative_area; the regression needs A")
     res = regression_arrays(lat["mu"], lat["count"], lat["cumulative_area"], r2_min=r2_min, coef_cut=coef_cut,
                             log_n=log_n, permutations=permutations, seed=seed)
     res["latents"] = os.path.abspath(latents_h5)
+    if design != "eq3":
+        from .dewind import dewind_arrays
+
+        try:
+            res["dewind"] = dewind_arrays(lat["mu"], lat, r2_min=r2_min, coef_cut=coef_cut,
+                                          permutations=permutations, seed=seed)
+        except ValueError as e:
+            if design == "dewind":
+                raise ValueError(f"latents file {latents_h5!r}: {e}") from None
+            res["dewind"] = {"error": str(e)}
+    if untrained is not None or pca:
+        res["controls"] = _controls(latents_h5, lat, res, untrained=untrained, pca=pca, r2_min=r2_min,
+                                    coef_cut=coef_cut, log_n=log_n, seed=seed)
     os.makedirs(out_dir, exist_ok=True)
     if figures:
         from . import figures as figs
 
         res["figures"] = figs.regression_figures(lat["mu"], lat["count"], lat["cumulative_area"], res, out_dir)
+        if "units" in res.get("dewind", {}):
+            from .dewind import dewind_figure
+
+            dewind_figure(res["dewind"], os.path.join(out_dir, "dewind.png"))
+            res["figures"]["dewind"] = "dewind.png"
     write_json_atomic(os.path.join(out_dir, "regression.json"), res, indent=2)
     with atomic_write(os.path.join(out_dir, "regression.md"), "w") as f:
-        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n")
+        f.write("# Eq. 3 regression\n\n" + summary_text(res) + "\n" + _dewind_md(res) + _controls_md(res))
     return res
+
+
+def _controls(latents_h5: str, lat: dict, res: dict, *, untrained, pca, r2_min, coef_cut, log_n, seed) -> dict:
+    """Eq. 3 (and the DeWind fit when the model got one) for the untrained control and PCA, compactly."""
+    from .dewind import dewind_arrays
+    from .numbersense import load_representations
+
+    reps, _ = load_representations(latents_h5, untrained=untrained, pca=pca)
+    out = {}
+    for name, mu in reps.items():
+        if name == "trained":
+            continue
+        r = regression_arrays(mu, lat["count"], lat["cumulative_area"], r2_min=r2_min, coef_cut=coef_cut,
+                              log_n=log_n, permutations=0, seed=seed)
+        c = {k: r[k] for k in ("numerosity_units", "area_units", "best_numerosity_candidate", "best_area_candidate")}
+        if "units" in res.get("dewind", {}):
+            d = dewind_arrays(mu, lat, r2_min=r2_min, coef_cut=coef_cut, permutations=0, seed=seed)
+            c["dewind"] = {k: d[k] for k in ("n_units", "sz_units", "sp_units")}
+            c["dewind"]["angle_deg"] = [u["angle_deg"] for u in d["units"]]
+        out[name] = c
+    return out
+
+
+def _controls_md(res: dict) -> str:
+    """The controls' table of ``regression.md`` ('' without controls)."""
+    if not res.get("controls"):
+        return ""
+    dw = "units" in res.get("dewind", {})
+    rows = [("trained", {**res, "dewind": res.get("dewind")})] + list(res["controls"].items())
+    L = ["", "## Beside the controls", "",
+         "| representation | numerosity units | area units" + (" | DeWind N / Sz / Sp units |" if dw else " |"),
+         "|---|---|---|" + ("---|" if dw else "")]
+    for name, c in rows:
+        line = f"| {name} | {c['numerosity_units'] or '–'} | {c['area_units'] or '–'} |"
+        if dw:
+            d = c["dewind"]
+            line += f" {d['n_units'] or '–'} / {d['sz_units'] or '–'} / {d['sp_units'] or '–'} |"
+        L.append(line)
+    return "\n".join(L) + "\n"
+
+
+def _dewind_md(res: dict) -> str:
+    """The DeWind section of ``regression.md`` ('' without the fit)."""
+    d = res.get("dewind")
+    if d is None:
+        return ""
+    if "error" in d:
+        return f"\n## DeWind axes\n\nNot fitted: {d['error']}.\n"
+    from .dewind import dewind_text
+
+    fig = "\n![DeWind axes](dewind.png)\n" if res.get("figures", {}).get("dewind") else ""
+    return ("\n## DeWind axes (after DeWind et al. 2015; angles as Testolin et al. 2020)\n\n" + dewind_text(d) + "\n"
+            + fig)
