@@ -27,9 +27,10 @@ from cli.main import main
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 SMALL = [
+    # fsc's N runs to 20: enough images that the number-sense examples find N = 8 and 16
+    (r"--preset fsc --num-images \d+", "--preset fsc --num-images=120 --shard-size 40"),
     (r"--num-images \d+", "--num-images 24 --shard-size 8"),
     (r"--workers \d+", "--workers 1"),
-    (r"--dask local(:\d+)?", "--dask local:1"),
     (r"--limit \d+", "--limit 5"),
     (r"--epochs \d+", "--epochs 2"),
     (r"(vae train \S+ \S+)(?!.*--epochs)", r"\1 --epochs 1"),
@@ -46,6 +47,7 @@ SKIP = {
     "hostA$": "a Dask cluster over several hosts",
     "hostB$": "a Dask cluster over several hosts",
     "torchrun": "several processes with DistributedDataParallel",
+    "--dask local": "starts a Dask LocalCluster (5-50 s here); tests/test_distributed.py runs a local:2 cluster",
     "vae vgg-slim": "needs the ImageNet VGG-19 file (a download)",
     " SOS ": "the Salient Object Subitizing data set (a download)",
     "vae probe latents/sos": "needs the SOS latents above",
