@@ -11,6 +11,7 @@ OUT    ?= out/quickstart
 run: $(VENV)/.generator
 	$(BIN)/synthcount generate $(OUT) --num-images 2000 --shard-size 500 --workers 2
 	$(BIN)/synthcount inspect $(OUT)
+	@echo "The synthcount command is $(BIN)/synthcount; or run 'source $(BIN)/activate' once per shell, then: synthcount --help"
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

@@ -23,9 +23,11 @@ _RECIPES = ("sz", "tiny-pixel")
 @click.option("--quick", is_flag=True, help="A much smaller run (one epoch on a few hundred images), for tests.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=9.0, show_default=True,
               help="Wall-clock budget for every seed together; training runs whole epochs within it.")
-@click.option("--train-images", type=click.IntRange(min=2), default=None, help="Training images per seed (10000).")
-@click.option("--eval-images", type=click.IntRange(min=30), default=None, help="Held-out images per seed (6000).")
-@click.option("--max-epochs", type=click.IntRange(min=1), default=None, help="Most epochs per seed (200).")
+@click.option("--train-images", type=click.IntRange(min=2), default=None,
+              help="Training images per seed.  [default: 10000]")
+@click.option("--eval-images", type=click.IntRange(min=30), default=None,
+              help="Held-out images per seed.  [default: 6000]")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=None, help="Most epochs per seed.  [default: 200]")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The first study's seed.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True)

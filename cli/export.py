@@ -32,11 +32,12 @@ def _flagify(msg: str) -> str:
               help="coco: instances.json + images; webdataset: tar shards; hf: Hugging Face save_to_disk; "
                    "imagefolder: one folder per count + labels.csv.")
 @click.option("--shards", "shards_text", default=None, metavar="I:J",
-              help="Only shards I (inclusive) to J (exclusive) of DATASET.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (of the shards).")
+              help="Only shards I (inclusive) to J (exclusive) of DATASET.  [default: all]")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N images (of the shards).  [default: all]")
 @click.option("--points", is_flag=True, help="Add one point per object (visible-pixel centroid, x, y).")
 @click.option("--density", type=float, default=None, metavar="SIGMA",
-              help="Also write a Gaussian density map per image (sigma in pixels) summing to N.")
+              help="Also write a Gaussian density map per image (sigma in pixels) summing to N.  [default: none]")
 @click.option("--image-format", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
               help="Image files: lossless PNG or JPEG quality 95 (masks are always PNG).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,

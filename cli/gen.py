@@ -11,6 +11,8 @@ import os
 
 import click
 
+from synthcount.config import PRESETS
+
 from ._errors import fail, usage
 
 __all__ = ["COMMANDS", "generate", "prepare", "inspect", "preview", "verify"]
@@ -70,6 +72,22 @@ def _parse_match(values):
     return out or None
 
 
+def _pair(ctx, param, value):
+    """``A:B`` -> (A, B) floats (``--rotation D`` alone: -D:D); the ranges are checked by SceneConfig."""
+    if value is None:
+        return None
+    parts = str(value).split(":")
+    try:
+        vals = [float(v) for v in parts]
+    except ValueError:
+        vals = []
+    if param.name == "rotation_range" and len(vals) == 1:
+        vals = [-abs(vals[0]), abs(vals[0])]
+    if len(vals) != 2:
+        raise click.BadParameter(f"must be A:B (two numbers), got {value!r}")
+    return tuple(vals)
+
+
 def _check_distractor_objects(ctx, param, value):
     if value is not None and value != "builtin" and not os.path.exists(value):
         raise click.BadParameter(f"must be 'builtin' or an existing folder or pack, got {value!r}")
@@ -82,7 +100,10 @@ _FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "
                 "distractors": "--distractors", "distractor_min_visible": "--distractor-min-visible",
                 "distractor_objects": "--distractor-objects", "classes": "--classes", "design": "--design",
                 "match": "--match", "design_count": "--design-count", "item_area_range": "--item-area",
-                "field_area_range": "--field-area", "design_tolerance": "--design-tolerance"}
+                "field_area_range": "--field-area", "design_tolerance": "--design-tolerance",
+                "ref_side_range": "--object-size", "area_fraction_range": "--area-fraction",
+                "scale_jitter": "--scale-jitter", "rotation_range": "--rotation", "flip_p": "--flip",
+                "area_mode": "--area-mode", "blend": "--blend", "unfit": "--unfit"}
 
 
 def _flagify(msg: str) -> str:
@@ -93,7 +114,7 @@ def _flagify(msg: str) -> str:
 def build_config(config_file=None, preset_name=None, **flags):
     """A DatasetConfig from a config file, a preset and explicit flags (flags win);
     see :meth:`synthcount.config.DatasetConfig.from_sources`."""
-    from synthcount.config import PRESETS, DatasetConfig
+    from synthcount.config import DatasetConfig
 
     if preset_name is not None and preset_name not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
@@ -112,30 +133,46 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--num-images", type=click.IntRange(min=1), default=None,
-              help="Images in the dataset (required unless in --config).")
+              help="Images in the dataset (required unless in --config).  [default: none, required]")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed.  [default: 0]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes; never changes the output. With --dask, local processes of the layout survey only.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Images per shard.  [default: 1000]")
 @click.option("--shards", "shards_text", default=None, metavar="I:J",
-              help="Make only shards I (inclusive) to J (exclusive) of the dataset.")
+              help="Make only shards I (inclusive) to J (exclusive) of the dataset.  [default: all]")
 @click.option("--size", default=None, metavar="161|HxW", help="Output size.  [default: 161]")
 @click.option("--objects", type=click.Path(exists=True), default=None,
-              help="Object source folder (MSRA10K layout or RGBA cut-outs) or pack; default built-in.")
+              help="Object source folder (MSRA10K layout or RGBA cut-outs) or pack.  [default: built-in]")
 @click.option("--backgrounds", type=click.Path(exists=True), default=None,
-              help="Background source folder (SUN397 layout or images) or pack; default built-in.")
+              help="Background source folder (SUN397 layout or images) or pack.  [default: built-in]")
 @click.option("--background-classes", multiple=True, metavar="/f/forest/needleleaf",
-              help="SUN397 class filter (repeatable).")
+              help="SUN397 class filter (repeatable).  [default: all classes]")
 @click.option("--max-count", type=click.IntRange(min=0, max=255), default=None,
               help="Largest number of objects N.  [default: 4]")
 @click.option("--mode", type=click.Choice(["same", "mixed"]), default=None,
               help="same: N copies of one object; mixed: N different objects.  [default: same]")
 @click.option("--min-visible", default=None, metavar="T",
               help="Occlusion threshold t in [0, 1], or one per N as t0,t1,...  [default: 1.0]")
-@click.option("--min-gap", type=click.IntRange(min=0), default=None, help="Minimum gap between objects (pixels).")
+@click.option("--min-gap", type=click.IntRange(min=0), default=None,
+              help="Minimum gap between objects (pixels; needs t = 1).  [default: 0]")
+@click.option("--object-size", "ref_side_range", default=None, metavar="A:B", callback=_pair,
+              help="Longer side of the objects relative to the image height, drawn in A..B per layout "
+                   "(--area-mode independent).  [default: 0.4:0.8; with distractors times "
+                   "sqrt(N_max / (N_max + B)), e.g. 0.302:0.605 for --distractors 1:3]")
+@click.option("--area-fraction", "area_fraction_range", default=None, metavar="A:B", callback=_pair,
+              help="--area-mode decorrelated: the targets' cumulative area relative to the image area, drawn "
+                   "log-uniformly in A..B.  [default: 0.04:0.16; with distractors times N_max / (N_max + B)]")
+@click.option("--scale-jitter", "scale_jitter", default=None, metavar="A:B", callback=_pair,
+              help="Per-copy size factor drawn in A..B.  [default: 0.85:1.15]")
+@click.option("--rotation", "rotation_range", default=None, metavar="A:B|D", callback=_pair,
+              help="Per-copy rotation in degrees drawn in A..B (D alone: -D..D).  [default: -10:10]")
+@click.option("--flip", "flip_p", type=click.FloatRange(0, 1), default=None, metavar="P",
+              help="Probability of a horizontal flip per copy.  [default: 0.5]")
 @click.option("--area-mode", type=click.Choice(["independent", "decorrelated"]), default=None,
-              help="decorrelated: cumulative area drawn independently of N.")
-@click.option("--blend", type=click.Choice(["soft", "hard", "feather"]), default=None, help="Alpha blending.")
+              help="independent: object sizes from --object-size (the paper); decorrelated: cumulative area "
+                   "drawn independently of N (--area-fraction).  [default: independent]")
+@click.option("--blend", type=click.Choice(["soft", "hard", "feather"]), default=None,
+              help="Alpha blending.  [default: soft]")
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
               help="Image compression.  [default: none]")
 @click.option("--label-compression", type=click.Choice(["lzf", "gzip", "none"]), default=None,
@@ -150,14 +187,14 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Visibility threshold of the distractors in [0, 1].  [default: the targets' --min-visible]")
 @click.option("--classes", type=int, default=None, metavar="C",
               help="--mode mixed: each image's targets are copies of C objects; class_counts (n, C) is stored "
-                   "and count stays the total.")
+                   "and count stays the total.  [default: none: N different objects]")
 @click.option("--design", type=click.Choice(["dewind", "match"]), default=None,
               help="Designed stimulus space: dewind (log N, log Size, log Spacing drawn independently and "
                    "uniformly) or match (a standard set and the --match control sets); stimulus_set and "
-                   "design_target are recorded.")
+                   "design_target are recorded.  [default: none]")
 @click.option("--match", "match_texts", multiple=True, metavar="PROPERTY",
               help="Control sets holding one property constant across N: total-area, item-area, field-area, "
-                   "density (repeatable or comma-separated; implies --design match).")
+                   "density (repeatable or comma-separated; implies --design match).  [default: none]")
 @click.option("--design-count", "design_count_text", default=None, metavar="A:B",
               help="N range of a design (log-uniform; A >= 2); --max-count defaults to B.  [default: 4:16]")
 @click.option("--item-area", "item_area_text", default=None, metavar="A:B",
@@ -169,24 +206,78 @@ def build_config(config_file=None, preset_name=None, **flags):
 @click.option("--design-tolerance", type=float, default=None, metavar="F",
               help="Design: largest relative error of the achieved Size and Spacing; layouts that miss are "
                    "redrawn.  [default: 0.05]")
-@click.option("--preset", "preset_name", default=None,
-              help="Scene preset: paper, sos-occlusion, regression, decorrelated, binary, fsc, stoianov-zorzi, "
-                   "dewind.")
+@click.option("--preset", "preset_name", default=None, type=click.Choice(sorted(PRESETS)),
+              help="Scene preset (README \"Presets\"); explicit flags override it.  [default: paper]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.")
+              help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.  [default: none]")
 @click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,
               help="An object that cannot be laid out N times: refuse the run (error, default) or draw another "
-                   "object for such images (redraw, recorded in unfit_redraws).")
+                   "object for such images (redraw, recorded in unfit_redraws).  [default: error]")
 @click.option("--overwrite", is_flag=True, help="Replace a different dataset in OUT_DIR.")
 @click.option("--wait", is_flag=True, help="Wait for another run writing OUT_DIR instead of exiting 2.")
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
               help="Make the shards as tasks on a Dask cluster: tcp://HOST:PORT of a running scheduler, a scheduler "
                    "file (.json), or local / local:N for N worker processes here. OUT_DIR must be on a filesystem "
-                   "every worker mounts at the same path. Needs the [dask] extra.")
+                   "every worker mounts at the same path. Needs the [dask] extra.  [default: none: this machine]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
              distractors_text, match_texts, design_count_text, item_area_text, field_area_text, **flags):
     """Generate a counting dataset into OUT_DIR (resumes a matching one)."""
+    import signal
+
+    me = os.getpid()
+
+    def terminated(signum, frame):
+        if os.getpid() != me:  # a forked helper (a pool's worker) inherited this handler: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, terminated)
+    try:
+        _generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
+                  distractors_text, match_texts, design_count_text, item_area_text, field_area_text, **flags)
+    except KeyboardInterrupt:
+        _interrupted(out_dir, "interrupted (Ctrl-C)", 130)
+    except _Terminated:
+        _interrupted(out_dir, "terminated (SIGTERM)", 143)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class _Terminated(BaseException):
+    """SIGTERM (what Slurm sends before SIGKILL), raised in the main thread so that the
+    run cleans up as for Ctrl-C."""
+
+
+def _interrupted(out_dir: str, what: str, code: int) -> None:
+    """One line: what an interrupted run kept and the command that resumes it; exit ``code``."""
+    import shlex
+    import sys
+
+    from synthcount.shards import read_manifest, shard_index_of
+
+    try:
+        kept = sorted(k for k in (shard_index_of(n) for n in os.listdir(out_dir)) if k is not None)
+    except OSError:
+        kept = []
+    try:
+        total = f" of {read_manifest(out_dir)['num_shards_planned']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        total = ""
+    argv = sys.argv[sys.argv.index("generate") + 1:] if "generate" in sys.argv else None
+    again = f"`synthcount generate {shlex.join(argv)}`" if argv else "the same command"
+    if kept:
+        click.echo(f"Error: {what}: {len(kept)}{total} finished shard(s) are kept in {out_dir}; {again} resumes "
+                   "the run from them", err=True)
+    else:
+        click.echo(f"Error: {what} before any shard was finished; nothing is kept; {again} starts it again",
+                   err=True)
+    sys.exit(code)
+
+
+def _generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file, preset_name, dask_address,
+              distractors_text, match_texts, design_count_text, item_area_text, field_area_text, **flags):
     from synthcount.compose import PlacementError
     from synthcount.generate import plan_generation, run_plan
 
@@ -207,6 +298,9 @@ def generate(out_dir, shards_text, workers, overwrite, wait, quiet, config_file,
             fail(str(e), 2)
     try:
         config = build_config(config_file, preset_name, **flags)
+        warning = config.scene.size_warning()
+        if warning:
+            click.echo(f"Warning: {warning}", err=True)
         # Validates everything (sources and the layout survey included) before OUT_DIR is touched.
         plan = plan_generation(out_dir, config, shards=shards, overwrite=overwrite, workers=workers,
                                progress=not quiet)
@@ -266,7 +360,8 @@ def _connect(address: str):
               help="Objects: longest side; backgrounds: shortest side (pixels).")
 @click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Mask alpha at and above which a pixel counts as object (objects only).")
-@click.option("--classes", multiple=True, metavar="/f/forest/needleleaf", help="SUN397 class filter (repeatable).")
+@click.option("--classes", multiple=True, metavar="/f/forest/needleleaf",
+              help="SUN397 class filter (repeatable).  [default: all classes]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers, quiet):

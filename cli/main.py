@@ -36,6 +36,16 @@ def _register() -> None:
         vae.add_command(cmd)
     for cmd in demo.COMMANDS:
         main.add_command(cmd)
+    _whole_short_help(main)
+
+
+def _whole_short_help(cmd: click.Command) -> None:
+    """Give every command its docstring's first paragraph, whole, as the one-liner of
+    the command lists (click cuts a derived one after 45 characters, mid-sentence)."""
+    if cmd.short_help is None and cmd.help:
+        cmd.short_help = " ".join(cmd.help.split("\n\n")[0].split())
+    for sub in getattr(cmd, "commands", {}).values():
+        _whole_short_help(sub)
 
 
 _register()

@@ -59,7 +59,8 @@ def _hidden(text: str):
               help="For an SOS folder (imgIdx.mat): which split to encode.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Encode only the first N images.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Encode only the first N images.  [default: all]")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="DataLoader worker processes.")
 def encode(run_dir, dataset, out_h5, which, split, batch_size, device, limit, workers):
@@ -107,7 +108,7 @@ def _controls(f):
                           "encoded from).")(f)
     return click.option("--untrained", type=click.Path(exists=True, dir_okay=False), default=None,
                         help="Latents of the same images under the untrained weights (vae encode --which init), "
-                             "analysed beside LATENTS.")(f)
+                             "analysed beside LATENTS.  [default: none]")(f)
 
 
 @click.command("regress", short_help="Fit Eq. 3 per latent unit; select number and area units.")
@@ -197,7 +198,7 @@ def _references(text: str):
 @click.option("--pairs", type=click.IntRange(min=10), default=20000, show_default=True,
               help="Training pairs, and as many test pairs.")
 @click.option("--max-ratio", type=click.FloatRange(min=1, min_open=True), default=None,
-              help="Only pairs whose larger / smaller N is at most this.")
+              help="Only pairs whose larger / smaller N is at most this.  [default: no limit]")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
               help="Bootstrap resamples of the test pairs for the interval on w.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)

@@ -67,10 +67,14 @@ from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, re
 from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
 
 __all__ = ["Composer", "Copy", "Draw", "Distractors", "PlacementError", "check_feasible", "copy_scales",
-           "distractor_scales", "field_area", "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET"]
+           "distractor_scales", "field_area", "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET",
+           "DISTRACTOR_REDRAW_AFTER"]
 
 # Layouts per image for a Composer made without a survey or an explicit max_layouts.
 DEFAULT_LAYOUT_BUDGET = 10_000
+# Layouts after which a distractor layout that fails redraws the distractors' objects
+# (see Composer._sample); the layout survey adds them to the budget.
+DISTRACTOR_REDRAW_AFTER = 64
 
 
 def copy_scales(scene: SceneConfig, jitter: np.ndarray, long_sides: Optional[np.ndarray], footprints: np.ndarray,
@@ -271,6 +275,8 @@ class Distractors:
     ids: np.ndarray             # distractor pack index per distractor, (k,)
     t: float                    # their visible-fraction threshold
     item_area: float            # decorrelated mode: footprint area of one at jitter 1 (pixels); else NaN
+    pool: Optional[np.ndarray] = None  # distractor pack indices they are drawn from
+    failed: bool = False        # set by try_layout: the targets fitted, these did not
 
 
 @dataclass
@@ -538,6 +544,16 @@ class Composer:
             maps += m
             if copies is not None:
                 break
+            if dis is not None and dis.failed and tries >= DISTRACTOR_REDRAW_AFTER:
+                # The distractors did not fit around the targets again: from here on
+                # each layout draws their objects afresh (K and the item area stay), so
+                # that an image's chance per layout is what the survey measured over
+                # distractor draws. Objects kept for good could make an image far
+                # harder than the survey's average (3 large compact distractors, say)
+                # and exhaust its budget. Not before DISTRACTOR_REDRAW_AFTER layouts,
+                # so that images made before this rule keep their bytes.
+                dis.failed = False
+                dis.ids = dis.pool[drng.integers(dis.pool.size, size=dis.ids.size)].astype(np.int64)
         else:
             names = sorted({self.objects.objects[i].name for i in ids})
             raise PlacementError(
@@ -844,7 +860,7 @@ class Composer:
                              "excluded; give distractor_objects (--distractor-objects)")
         ids = pool[rng.integers(pool.size, size=k)] if k else np.zeros(0, np.int64)
         item = self._distractor_item_area(rng) if sc.area_mode == "decorrelated" and k else math.nan
-        return Distractors(ids=ids.astype(np.int64), t=sc.distractor_threshold(n), item_area=item)
+        return Distractors(ids=ids.astype(np.int64), t=sc.distractor_threshold(n), item_area=item, pool=pool)
 
     def _distractor_item_area(self, rng: np.random.Generator) -> float:
         """Decorrelated mode: the distractors' item area A' / N', with A' and N' drawn as
@@ -914,6 +930,7 @@ class Composer:
             dscales = distractor_scales(sc, djit, self._dlong[d.ids], self._dfp[d.ids], ref_side, d.item_area)
             dcopies = self._copies(du[k:], dscales)
             if self._place(drng, layout, self.dmips, d.ids, dcopies, d.t, need) is None:
+                d.failed = True
                 return None, ref_side, layout.maps_computed
             copies += dcopies
         return copies, ref_side, layout.maps_computed

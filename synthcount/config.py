@@ -30,6 +30,9 @@ __all__ = [
     "SourceConfig",
     "DatasetConfig",
     "PRESETS",
+    "DEFAULT_REF_SIDE",
+    "DEFAULT_AREA_FRACTION",
+    "distractor_size_factor",
     "preset",
     "parse_size",
     "load_config_file",
@@ -62,6 +65,15 @@ def _show(value: Any) -> str:
     """``repr(value)`` for an error message, cut short (at most about 200 characters)."""
     text = _SHOW.repr(value)
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+# Default object sizes (the authors' generator): longer side / image height, and the
+# decorrelated mode's cumulative area / image area. Scenes with distractors shrink
+# them (see ``distractor_size_factor``) unless sizes are given.
+DEFAULT_REF_SIDE = (0.4, 0.8)
+DEFAULT_AREA_FRACTION = (0.04, 0.16)
+# generate warns when objects can be smaller than this on their longer side (pixels).
+MIN_OBJECT_SIDE = 8
 
 
 def _check(cond: bool, name: str, rule: str, value: Any) -> None:
@@ -110,6 +122,25 @@ def parse_size(text: Any) -> Tuple[int, int]:
     return (h, w)
 
 
+def distractor_size_factor(scene: "SceneConfig") -> float:
+    """Factor on the default object sides for a scene with distractors.
+
+    The rule: targets and distractors are scaled together so that the most objects an
+    image can hold (the largest N with P(N) > 0 plus the most distractors B) occupy
+    the area that the largest N alone occupies at the default sizes, i.e. sides times
+    ``sqrt(N_max / (N_max + B))`` (areas times ``N_max / (N_max + B)``). 1.0 without
+    distractors, so scenes without them keep the paper's sizes. Applied only to sizes
+    left at their default (None); an explicit ``ref_side_range`` /
+    ``area_fraction_range`` (``--object-size`` / ``--area-fraction``) is kept.
+    """
+    b = scene.distractors[1]
+    if not b:
+        return 1.0
+    probs = scene.count_distribution()
+    n_max = max([n for n in range(1, scene.max_count + 1) if probs[n] > 0], default=1)
+    return math.sqrt(n_max / (n_max + b))
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """What goes into one composite image.
@@ -124,10 +155,11 @@ class SceneConfig:
         Probability of N = 0..max_count; None means uniform. Must sum to 1.
     mode : {"same", "mixed"}
         ``same``: N copies of one object (the paper); ``mixed``: N different objects.
-    ref_side_range : (float, float)
+    ref_side_range : (float, float) or None
         Reference longer side of the object as a fraction of the image's shorter
         side (its height for the paper's square images), drawn per layout
-        (``independent`` area mode).
+        (``independent`` area mode). None (default): ``DEFAULT_REF_SIDE`` (0.4, 0.8),
+        shrunk with distractors by the rule of :func:`distractor_size_factor`.
     scale_jitter : (float, float)
         Per-copy multiplicative jitter of the reference size.
     rotation_range : (float, float)
@@ -148,9 +180,10 @@ class SceneConfig:
         ``decorrelated``: the cumulative area A is drawn log-uniformly from
         ``area_fraction_range`` x image area independently of N, and every copy gets
         area A / N (times jitter), so corr(log N, log A) is near 0.
-    area_fraction_range : (float, float)
+    area_fraction_range : (float, float) or None
         Range of the target cumulative area as a fraction of the image area
-        (``decorrelated`` mode only).
+        (``decorrelated`` mode only). None (default): ``DEFAULT_AREA_FRACTION``
+        (0.04, 0.16), times :func:`distractor_size_factor` squared with distractors.
     blend : {"soft", "hard", "feather"}
         ``soft``: out = bg * (1 - a) + obj * a with the mask's own soft alpha
         (the authors' choice); ``hard``: a = 1 where alpha >= 0.5 else 0;
@@ -228,7 +261,7 @@ class SceneConfig:
     max_count: int = 4
     count_probs: Optional[Tuple[float, ...]] = None
     mode: str = "same"
-    ref_side_range: Tuple[float, float] = (0.4, 0.8)
+    ref_side_range: Optional[Tuple[float, float]] = None
     scale_jitter: Tuple[float, float] = (0.85, 1.15)
     rotation_range: Tuple[float, float] = (-10.0, 10.0)
     flip_p: float = 0.5
@@ -236,7 +269,7 @@ class SceneConfig:
     min_visible: Any = 1.0
     min_gap: int = 0
     area_mode: str = "independent"
-    area_fraction_range: Tuple[float, float] = (0.04, 0.16)
+    area_fraction_range: Optional[Tuple[float, float]] = None
     blend: str = "soft"
     feather_sigma: float = 1.0
     bg_scale_range: Tuple[float, float] = (0.5, 1.0)
@@ -270,7 +303,6 @@ class SceneConfig:
                    "non-negative and summing to 1", self.count_probs)
             set_("count_probs", p)
         _check(self.mode in MODES, "mode", f"one of {MODES}", self.mode)
-        set_("ref_side_range", _range("ref_side_range", self.ref_side_range, 1e-3, 1.0))
         set_("scale_jitter", _range("scale_jitter", self.scale_jitter, 1e-3, 10.0))
         set_("rotation_range", _range("rotation_range", self.rotation_range, -180.0, 180.0))
         _check(_is_num(self.flip_p) and 0.0 <= float(self.flip_p) <= 1.0, "flip_p", "in [0, 1]", self.flip_p)
@@ -292,7 +324,6 @@ class SceneConfig:
             _check(all(self.visible_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_gap",
                    "0 unless min_visible is 1.0 (a gap only makes sense without overlap)", self.min_gap)
         _check(self.area_mode in AREA_MODES, "area_mode", f"one of {AREA_MODES}", self.area_mode)
-        set_("area_fraction_range", _range("area_fraction_range", self.area_fraction_range, 1e-5, 1.0))
         _check(self.blend in BLENDS, "blend", f"one of {BLENDS}", self.blend)
         _check(_is_num(self.feather_sigma) and 0.0 < float(self.feather_sigma) <= 20.0, "feather_sigma", "in (0, 20]",
                self.feather_sigma)
@@ -308,6 +339,15 @@ class SceneConfig:
                "layout_failure_prob", "in [1e-30, 0.01]", self.layout_failure_prob)
         _check(self.unfit in UNFIT, "unfit", f"one of {UNFIT}", self.unfit)
         self._check_distractors()
+        # The default sizes are resolved here, so that to_json() always holds the
+        # values used (and is unchanged for every scene without distractors).
+        f = distractor_size_factor(self)
+        if self.ref_side_range is None:
+            set_("ref_side_range", tuple(round(v * f, 4) for v in DEFAULT_REF_SIDE))
+        if self.area_fraction_range is None:
+            set_("area_fraction_range", tuple(round(v * f * f, 5) for v in DEFAULT_AREA_FRACTION))
+        set_("ref_side_range", _range("ref_side_range", self.ref_side_range, 1e-3, 1.0))
+        set_("area_fraction_range", _range("area_fraction_range", self.area_fraction_range, 1e-5, 1.0))
         _check(self.classes is None or (_is_int(self.classes) and 1 <= self.classes <= 255), "classes",
                "null or an integer in 1..255", self.classes)
         _check(self.classes is None or self.mode == "mixed", "classes", "null unless mode is 'mixed'", self.classes)
@@ -368,6 +408,33 @@ class SceneConfig:
         if self.min_gap > 0 and b > 0:
             _check(all(self.distractor_threshold(n) == 1.0 for n in range(self.max_count + 1)), "min_gap",
                    "0 unless distractor_min_visible is 1.0 too (a gap only makes sense without overlap)", self.min_gap)
+
+    def smallest_object_side(self) -> float:
+        """About the smallest longer side in pixels a copy can have: the lowest reference
+        side x the lowest jitter (independent mode), or the square root of the smallest
+        copy area, a low-jitter copy among N_max high-jitter ones at the lowest A
+        (decorrelated mode)."""
+        j_lo, j_hi = self.scale_jitter
+        H, W = self.size
+        if self.area_mode == "independent":
+            return self.ref_side_range[0] * j_lo * min(H, W)
+        probs = self.count_distribution()
+        n = max([k for k in range(1, self.max_count + 1) if probs[k] > 0], default=1)
+        return math.sqrt(self.area_fraction_range[0] * H * W * j_lo ** 2 / (j_lo ** 2 + (n - 1) * j_hi ** 2))
+
+    def size_warning(self, min_side: float = MIN_OBJECT_SIDE) -> Optional[str]:
+        """A warning when the image is too small for its objects (cut-outs whose longer
+        side can fall below ``min_side`` pixels), naming the smallest size that is not;
+        None otherwise, and for ``binary`` stimuli (dots by design)."""
+        side = self.smallest_object_side()
+        if self.stimulus == "binary" or side >= min_side:
+            return None
+        H, W = self.size
+        k = min_side / side
+        need = f"{math.ceil(H * k)}" if H == W else f"{math.ceil(H * k)}x{math.ceil(W * k)}"
+        return (f"--size {H if H == W else f'{H}x{W}'}: the smallest objects are about {side:.0f} px on their longer "
+                f"side, below {min_side} px (too small to tell shapes apart); --size {need} or more keeps them at "
+                f"{min_side} px, or raise {'--area-fraction' if self.area_mode == 'decorrelated' else '--object-size'}")
 
     @property
     def max_distractors(self) -> int:
@@ -685,8 +752,8 @@ PRESETS = {
     "paper": dict(),
     "sos-occlusion": dict(min_visible=(1.0, 0.5, 0.5, 0.6, 0.7)),
     "regression": dict(min_visible=1.0, ref_side_range=(0.3, 0.45), scale_jitter=(0.9, 1.1)),
-    "decorrelated": dict(min_visible=1.0, area_mode="decorrelated", area_fraction_range=(0.04, 0.16),
-                         scale_jitter=(0.95, 1.05)),
+    # area_fraction_range: the default (0.04, 0.16), left unset so that distractors shrink it.
+    "decorrelated": dict(min_visible=1.0, area_mode="decorrelated", scale_jitter=(0.95, 1.05)),
     "binary": dict(size=(48, 48), stimulus="binary", max_count=8,
                    count_probs=(0.0,) + (1.0 / 8,) * 8, mode="mixed", blend="hard",
                    rotation_range=(0.0, 0.0), flip_p=0.0, min_visible=1.0, min_gap=1,

@@ -266,30 +266,53 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
     if existing is not None and _same_dataset(existing, ident) and SURVEY_KEY in existing:
         try:
             survey = LayoutSurvey.from_dict(existing[SURVEY_KEY])
+            if not survey.complete:
+                survey = None  # stopped at an unfit pair: survey again
         except (ValueError, TypeError):
             survey = None  # garbled: survey again
     if survey is None:
         from tqdm import tqdm
 
+        # unfit "error": the first unfit pair refuses the request, so the survey stops there.
         with tqdm(total=len(objects.objects), unit="obj", file=sys.stderr, disable=not progress,
                   dynamic_ncols=True, desc="layout survey") as bar:
-            survey = survey_layouts(composer, workers=workers, progress=bar.update)
+            survey = survey_layouts(composer, workers=workers, progress=bar.update,
+                                    stop_at_unfit=config.scene.unfit == "error")
         log.info("layout survey: %d trial layouts in %.1f s; budget %d layouts per image; unfit pairs: %d",
                  survey.trials, survey.seconds, survey.budget, sum(len(v) for v in survey.unfit.values()))
     if survey.unfit and config.scene.unfit == "error":
-        pairs = survey.unfit_pairs([o.name for o in objects.objects])
-        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
         if config.scene.design is not None:
+            pairs = survey.unfit_pairs([o.name for o in objects.objects])
+            more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             raise ValueError(f"the design cannot be laid out (fewer than 4 of 2000 trial layouts fitted at its hardest "
                              f"item and field area): {'; '.join(pairs[:3])}{more}; narrow item_area_range / "
                              f"field_area_range / design_count (--item-area / --field-area / --design-count): small "
                              f"fields with large items are too dense, large fields do not fit the image")
-        raise ValueError(f"objects that cannot be laid out (fewer than 4 of 2000 trial layouts fitted): "
-                         f"{'; '.join(pairs[:3])}{more}; lower the object sizes or min_visible, or set unfit: redraw "
-                         f"(--unfit redraw) to draw another object for such images")
+        raise ValueError(_unfit_message(composer, survey))
     composer.set_layout_plan(survey.budget, survey.unfit if config.scene.unfit == "redraw" else None)
     ident[SURVEY_KEY] = survey.to_dict()
     return GenerationPlan(out_dir, config, (i, j), ident, objects, backgrounds, overwrite, existing, composer, survey)
+
+
+def _unfit_message(composer, survey) -> str:
+    """Why a request with an unfit pair is refused, and the object sizes (computed by
+    ``survey.feasible_sizes``) that would fit."""
+    from .survey import MAX_TRIALS, SUCCESSES, SUGGEST_TRIALS, feasible_sizes, size_fields
+
+    sc = composer.scene
+    n, ids = next(iter(sorted(survey.unfit.items())))
+    name = composer.objects.objects[ids[0]].name
+    with_d = f" with {sc.max_distractors} distractors" if sc.max_distractors else ""
+    field, flag, (a, b) = size_fields(sc)
+    head = (f"{flag} {a:g}:{b:g} (or {field} in --config): {name!r} cannot be laid out {n} times{with_d} "
+            f"(fewer than {SUCCESSES} of {MAX_TRIALS} trial layouts fitted)")
+    fit = feasible_sizes(composer, hard=(ids[0], n))
+    if fit is None:
+        return (f"{head}, nor at a tenth of these sizes; lower --max-count, --distractors or --min-visible, or "
+                f"--unfit redraw to draw other objects for such images")
+    return (f"{head}; {flag} {fit[0]:g}:{fit[1]:g} fits every object (the largest sizes on a 10% grid at which each "
+            f"pair fits at least {SUCCESSES} of {SUGGEST_TRIALS} trial layouts), or --unfit redraw draws other "
+            f"objects for such images")
 
 
 # ----------------------------------------------------------------------------- workers
@@ -512,9 +535,15 @@ def _worker_init(parent: int) -> None:
     A run killed with SIGKILL must not leave orphans finishing shards in the background
     (the ``os.getppid`` check in ``_compose_shard`` covers systems without prctl).
     """
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent alone answers it (it kills the
+    # workers and says what is kept); SIGTERM kills a worker outright, whatever handler
+    # the parent had when it forked.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -707,8 +736,23 @@ def run_plan(plan: GenerationPlan, *, workers: int = 1, progress: bool = False, 
                  res.images_written, len(res.shards_made), len(res.shards_skipped), res.seconds,
                  len(res.skipped_sources))
     finally:
-        lock.release()
+        _release_folder(out_dir, lock)
     return res
+
+
+def _release_folder(out_dir: str, lock: FolderLock) -> None:
+    """Release the folder lock. The last run out removes the lock files (``.lock``,
+    which names its holder, ``.manifest.lock`` and the emptied ``.locks/``), so that a
+    dataset at rest holds nothing that looks like a run still going; a run that
+    others still share the folder with leaves them to the last one."""
+    if os.path.isdir(out_dir) and lock.fd is not None and lock.try_exclusive():
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(out_dir, ".manifest.lock"))
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(out_dir, LOCKS_DIR))  # only if empty: a shard lock is another run's
+        lock.release(remove=True)
+    else:
+        lock.release()
 
 
 def _make_folder(out_dir: str) -> bool:
@@ -800,7 +844,7 @@ def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: Fo
     except OSError as e:  # a full disk may refuse the manifest too: the shards themselves stay valid
         log.warning("cleaning up %s after a failed run: %s", out_dir, e)
     finally:
-        lock.release()
+        _release_folder(out_dir, lock)
 
 
 def _collect(res: GenerateResult, out: dict) -> None:

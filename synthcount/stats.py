@@ -322,8 +322,12 @@ def _outline(label_map: np.ndarray) -> np.ndarray:
 
 
 # Outline colours of objects 1, 2, 3, ... (cycled): distinct hues that stand out on photos.
+# Targets: object k in _PALETTE[(k - 1) % 9]; distractors all in _DISTRACTOR_COLOUR
+# (white, which no target takes), dashed.
 _PALETTE = np.array([(255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0), (0, 128, 255),
-                     (255, 0, 0), (160, 255, 160), (255, 160, 200), (255, 255, 255)], np.uint8)
+                     (255, 0, 0), (160, 255, 160), (255, 160, 200)], np.uint8)
+_DISTRACTOR_COLOUR = np.array((255, 255, 255), np.uint8)
+_CAPTION_H = 14  # the caption strip above each tile (never over the image)
 
 
 def _dashed(mask: np.ndarray, period: int = 3) -> np.ndarray:
@@ -336,11 +340,13 @@ def _dashed(mask: np.ndarray, period: int = 3) -> np.ndarray:
 def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optional[int] = 160) -> str:
     """Write a contact sheet of ``n`` random images with outlines, counts and indices.
 
-    Each object's outline (from the label map: what the labels claim) is drawn in its
-    own colour (object k in ``_PALETTE[(k - 1) % 10]``); each tile is captioned
-    ``#<global image index> N=<count>``, so a suspect image can be looked up with
-    ``ds[index]``. Distractors (labels above the image's count) are outlined dashed
-    (every other run of 3 pixels black) and the caption adds ``+Kd`` for K of them.
+    Each target's outline (from the label map: what the labels claim) is drawn in its
+    own colour (target k in ``_PALETTE[(k - 1) % 9]``); distractors (labels above
+    the image's count) are all outlined in white, a colour no target takes, and
+    dashed (every other run of 3 pixels black). Above each tile, on a strip of its
+    own that covers no pixel of the image, the caption ``#<global image index>
+    N=<count>`` (``+Kd`` for K distractors), so a suspect image can be looked up with
+    ``ds[index]``.
 
     Parameters
     ----------
@@ -378,22 +384,25 @@ def preview(ds: Dataset, out_png: str, n: int = 64, seed: int = 0, tile: Optiona
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     pad = 2
-    sheet = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + pad) + pad), (32, 32, 32))
+    cap = _CAPTION_H
+    sheet = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + cap + pad) + pad), (32, 32, 32))
     for t in range(n):
         im = imgs[t].copy()
         edge = _outline(maps[t])
-        im[edge] = _PALETTE[(maps[t][edge].astype(np.int64) - 1) % len(_PALETTE)]  # object k in its own colour
-        gaps = edge & (maps[t] > counts[t]) & ~_dashed(edge)  # distractors (labels N+1..N+K): dashed
-        im[gaps] = 0
+        im[edge] = _PALETTE[(maps[t][edge].astype(np.int64) - 1) % len(_PALETTE)]  # target k in its own colour
+        dis = edge & (maps[t] > counts[t])  # distractors (labels N+1..N+K): white, dashed
+        im[dis] = _DISTRACTOR_COLOUR
+        im[dis & ~_dashed(edge)] = 0
         pil = Image.fromarray(im)
         if (th, tw) != (h, w):
             pil = pil.resize((tw, th), Image.NEAREST)
-        d = ImageDraw.Draw(pil)
+        strip = Image.new("RGB", (tw, cap), (0, 0, 0))
         text = f"#{int(gidx[t])} N={int(counts[t])}" + (f" +{int(nd[t])}d" if nd[t] else "")
-        d.rectangle([0, 0, 7 * len(text) + 4, 13], fill=(0, 0, 0))
-        d.text((2, 1), text, fill=(255, 255, 255))
+        ImageDraw.Draw(strip).text((2, 1), text, fill=(255, 255, 255))
         r, c = divmod(t, cols)
-        sheet.paste(pil, (pad + c * (tw + pad), pad + r * (th + pad)))
+        x, y = pad + c * (tw + pad), pad + r * (th + cap + pad)
+        sheet.paste(strip, (x, y))
+        sheet.paste(pil, (x, y + cap))
     import io
 
     from ._io import write_bytes_atomic

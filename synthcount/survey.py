@@ -55,7 +55,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["LayoutSurvey", "PairResult", "survey_layouts", "budget_for", "SUCCESSES", "MAX_TRIALS"]
+from .compose import DISTRACTOR_REDRAW_AFTER
+
+__all__ = ["LayoutSurvey", "PairResult", "survey_layouts", "budget_for", "feasible_sizes", "resized_scene",
+           "size_fields", "SUCCESSES", "MAX_TRIALS"]
 
 SUCCESSES = 4
 MAX_TRIALS = 2000
@@ -110,6 +113,8 @@ class LayoutSurvey:
     surveyed_at : [int, int] or None
         The image size the trials were drawn at, when the images are larger than
         ``SURVEY_MAX_SIDE`` on their shorter side (else None: at the real size).
+    complete : bool
+        False when the survey stopped at the first unfit pair (``stop_at_unfit``).
     """
 
     budget: int
@@ -119,6 +124,7 @@ class LayoutSurvey:
     trials: int = 0
     seconds: float = 0.0
     surveyed_at: Optional[List[int]] = None
+    complete: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -135,7 +141,7 @@ class LayoutSurvey:
         return cls(budget=int(d["budget"]), failure_prob=float(d.get("failure_prob", 0.0)),
                    unfit={int(n): [int(i) for i in ids] for n, ids in unfit.items()},
                    hardest=d.get("hardest"), trials=int(d.get("trials", 0)), seconds=float(d.get("seconds", 0.0)),
-                   surveyed_at=d.get("surveyed_at"))
+                   surveyed_at=d.get("surveyed_at"), complete=bool(d.get("complete", True)))
 
     def unfit_pairs(self, names: Sequence[str]) -> List[str]:
         """Human-readable 'name at N = k' for every unfit pair."""
@@ -175,7 +181,7 @@ def _smallest_count(sc) -> int:
     return min([n for n in range(1, sc.max_count + 1) if probs[n] > 0], default=1)
 
 
-def _try_pair(composer, obj: int, n: int) -> PairResult:
+def _try_pair(composer, obj: int, n: int, max_trials: int = MAX_TRIALS) -> PairResult:
     sc = composer.scene
     if sc.design is not None:
         return _try_design_pair(composer, obj, n)
@@ -185,7 +191,7 @@ def _try_pair(composer, obj: int, n: int) -> PairResult:
     target = sc.area_fraction_range[1] * H * W if sc.area_mode == "decorrelated" else math.nan
     others = np.array([i for i in range(len(composer.mips)) if i != obj], np.int64)
     fits = trials = 0
-    while trials < MAX_TRIALS and fits < SUCCESSES:
+    while trials < max_trials and fits < SUCCESSES:
         ids, exclude = _trial_ids(sc, rng, obj, n, others)
         dis = None
         if sc.max_distractors:
@@ -219,15 +225,16 @@ def _try_design_pair(composer, obj: int, n: int) -> PairResult:
     return worst
 
 
-def _survey_object(composer, obj: int, counts: Sequence[int], monotone: bool) -> List[PairResult]:
+def _survey_object(composer, obj: int, counts: Sequence[int], monotone: bool, stop_at_unfit: bool = False,
+                   max_trials: int = MAX_TRIALS) -> List[PairResult]:
     """Pairs of one object, hardest N first. Where p cannot grow with N (independent
     sizes, t not falling with N), every N below a fit N fits at least as often, and
-    is not tried."""
+    is not tried. ``stop_at_unfit``: stop at the first unfit pair."""
     out = []
     for n in sorted(counts, reverse=True):
-        r = _try_pair(composer, obj, n)
+        r = _try_pair(composer, obj, n, max_trials)
         out.append(r)
-        if r.fit and monotone:
+        if (r.fit and monotone) or (stop_at_unfit and not r.fit):
             break
     return out
 
@@ -236,12 +243,11 @@ _POOL_COMPOSER = None
 
 
 def _pool_task(args):
-    obj, counts, monotone = args
-    return _survey_object(_POOL_COMPOSER, obj, counts, monotone)
+    return _survey_object(_POOL_COMPOSER, *args)
 
 
 def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: int = 1,
-                   progress=None) -> LayoutSurvey:
+                   progress=None, stop_at_unfit: bool = False, max_trials: int = MAX_TRIALS) -> LayoutSurvey:
     """Try every (object, N) pair of ``composer``'s config (see the module docstring).
 
     Parameters
@@ -254,6 +260,12 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
         Processes (fork) to spread the objects over; the result does not depend on it.
     progress : callable or None
         Called with the number of objects finished, as they finish.
+    stop_at_unfit : bool
+        Stop at the first unfit pair found (a request that refuses unfit pairs is
+        refused then, whatever the other pairs do): ``unfit`` then holds that pair,
+        ``budget`` is meaningless, and ``complete`` is False.
+    max_trials : int
+        Trial layouts after which a pair with fewer than ``SUCCESSES`` fits is unfit.
 
     Returns
     -------
@@ -279,8 +291,9 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
         return LayoutSurvey(budget=1, failure_prob=fp)
     ts = [sc.visible_threshold(n) for n in counts]
     monotone = sc.area_mode == "independent" and sc.design is None and all(a <= b for a, b in zip(ts, ts[1:]))
-    tasks = [(i, counts, monotone) for i in range(len(composer.mips))]
+    tasks = [(i, counts, monotone, stop_at_unfit, max_trials) for i in range(len(composer.mips))]
     results: List[PairResult] = []
+    stopped = False
     if workers > 1 and len(tasks) > 1:
         _POOL_COMPOSER = composer  # inherited by the forked workers: no pickling
         try:
@@ -289,6 +302,9 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
                     results += rs
                     if progress:
                         progress(1)
+                    if stop_at_unfit and not rs[-1].fit:
+                        stopped = True
+                        break  # leaving the with block terminates the pool
         finally:
             _POOL_COMPOSER = None
     else:
@@ -296,6 +312,9 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
             results += _survey_object(composer, *task)
             if progress:
                 progress(1)
+            if stop_at_unfit and not results[-1].fit:
+                stopped = True
+                break
     results.sort(key=lambda r: (r.object_index, r.n))
     unfit: Dict[int, List[int]] = {}
     for r in results:
@@ -305,14 +324,103 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
     names = [o.name for o in composer.objects.objects]
     if fit:
         worst = min(fit, key=lambda r: (r.p_lower, r.object_index, r.n))
-        budget = budget_for(worst.p_lower, fp)
+        # With distractors an image may spend DISTRACTOR_REDRAW_AFTER layouts on the
+        # distractor objects it drew first (see compose.Composer._sample) before its
+        # layouts are independent draws like the survey's trials.
+        budget = budget_for(worst.p_lower, fp) + (DISTRACTOR_REDRAW_AFTER if sc.max_distractors else 0)
         hardest = {"object_index": worst.object_index, "object": names[worst.object_index], "n": worst.n,
                    "trials": worst.trials, "fits": worst.fits}
     else:
         budget, hardest = 1, None
     return LayoutSurvey(budget=budget, failure_prob=fp, unfit={n: sorted(v) for n, v in sorted(unfit.items())},
                         hardest=hardest, trials=sum(r.trials for r in results),
-                        seconds=round(time.perf_counter() - t0, 3), surveyed_at=surveyed_at)
+                        seconds=round(time.perf_counter() - t0, 3), surveyed_at=surveyed_at, complete=not stopped)
+
+
+# The search for sizes that fit (``feasible_sizes``): candidate side factors
+# SUGGEST_STEP**k, k = 1..SUGGEST_STEPS, each surveyed with SUGGEST_TRIALS trials per
+# pair (stricter than the survey's MAX_TRIALS: the sizes suggested pass it with room).
+SUGGEST_STEP = 0.9
+SUGGEST_STEPS = 22
+SUGGEST_TRIALS = 400
+
+
+def size_fields(scene) -> Tuple[str, str, Tuple[float, float]]:
+    """The sizes a scene's objects follow: (config field, flag, value)."""
+    if scene.area_mode == "decorrelated":
+        return "area_fraction_range", "--area-fraction", scene.area_fraction_range
+    return "ref_side_range", "--object-size", scene.ref_side_range
+
+
+def resized_scene(scene, f: float):
+    """``scene`` with its object sides times ``f`` (areas times f**2)."""
+    import dataclasses
+
+    name, _, (a, b) = size_fields(scene)
+    k = f * f if name == "area_fraction_range" else f
+    return dataclasses.replace(scene, **{name: (round(a * k, 4), round(b * k, 4))})
+
+
+def feasible_sizes(composer, hard: Optional[Tuple[int, int]] = None):
+    """The largest object sizes on a grid below the scene's at which every (object, N)
+    pair fits: side factors ``SUGGEST_STEP**k``, each candidate surveyed (stopping at
+    its first unfit pair) with ``SUGGEST_TRIALS`` trials per pair.
+
+    Parameters
+    ----------
+    composer : synthcount.compose.Composer
+    hard : (object index, N), optional
+        A pair known not to fit: tried first at each candidate, which rules most out
+        in a few hundred trial layouts.
+
+    Returns
+    -------
+    (float, float) or None
+        The value of the scene's size field (``size_fields``) at those sizes, or None
+        when even sides ``SUGGEST_STEP**SUGGEST_STEPS`` (about 0.1) times the scene's
+        do not fit.
+    """
+    from .compose import Composer
+    from .pack import AssetPack
+
+    if min(composer.scene.size) > SURVEY_MAX_SIDE:
+        composer = _scaled(composer)
+    bgs = AssetPack(backgrounds=composer.backgrounds.backgrounds[:1],
+                    background_names=composer.backgrounds.background_names[:1])
+    hard = [hard]
+
+    def fits(k: int) -> Optional[Tuple[float, float]]:
+        scene = resized_scene(composer.scene, SUGGEST_STEP ** k)
+        c = Composer(scene, composer.objects, bgs, distractor_objects=composer.distractor_objects)
+        if hard[0] is not None and not _try_pair(c, hard[0][0], hard[0][1], SUGGEST_TRIALS).fit:
+            return None
+        s = survey_layouts(c, stop_at_unfit=True, max_trials=SUGGEST_TRIALS)
+        if s.complete and not s.unfit:
+            return size_fields(scene)[2]
+        n, ids = next(iter(s.unfit.items()))
+        hard[0] = (ids[0], n)
+        return None
+
+    # Start where the default sizing rule with distractors would put the sizes (see
+    # config.distractor_size_factor), then walk the grid up while candidates fit or
+    # down until one does: smaller objects never fit less often.
+    from .config import distractor_size_factor
+
+    k = min(SUGGEST_STEPS, max(1, math.floor(math.log(distractor_size_factor(composer.scene)) /
+                                             math.log(SUGGEST_STEP))))
+    best = fits(k)
+    if best is not None:
+        while k > 1:
+            up = fits(k - 1)
+            if up is None:
+                break
+            best, k = up, k - 1
+        return best
+    for k in range(k + 1, SUGGEST_STEPS + 1):
+        best = fits(k)
+        if best is not None:
+            return best
+    return None
 
 
 def _scaled(composer):

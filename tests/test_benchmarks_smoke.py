@@ -173,6 +173,14 @@ def test_budget(tmp_path):
         assert r["ceiling_images_per_s"] > r["images_per_s"]
 
 
+def test_distractors(tmp_path):
+    res = _run("distractors", tmp_path)
+    assert res["surveys"][0]["answer"].startswith("admitted") and res["surveys"][0]["cpu_s"] > 0
+    r = res["runs"][0]
+    assert r["distractors"] == "1:3" and r["failed"] == 0 and r["images_written"] == 40
+    _positive(r, "images_per_s_cpu", "layout_budget", "most_layouts")
+
+
 # load and train import torch before parsing (seconds each); the parser is the same helper.
 @pytest.mark.parametrize("name", ["generate", "placement", "floor", "baseline", "scale", "export", "labels", "versus",
                                   "budget"])

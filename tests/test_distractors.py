@@ -235,10 +235,10 @@ def test_inspect_and_preview_report_distractors(made, tmp_path):
         dashed = plain = 0
         for i in range(len(ds)):
             r, c = divmod(i, cols)
-            tile = sheet[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + c * (w + 2):2 + c * (w + 2) + w]
+            y = 2 + r * (h + 14 + 2) + 14  # below the tile's caption strip
+            tile = sheet[y:y + h, 2 + c * (w + 2):2 + c * (w + 2) + w]
             lab, n = ds[i]["label_map"], int(ds[i]["count"])
             edge = _outline(lab)
-            edge[:14] = False  # under the caption
             black = np.all(tile == 0, axis=-1)
             plain += int(np.count_nonzero(black & edge & (lab <= n)))
             dashed += int(np.count_nonzero(black & edge & (lab > n)))

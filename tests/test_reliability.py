@@ -163,7 +163,7 @@ def _unfit_config(objects, **kw):
 
 def test_unfit_object_refused_at_plan_time_or_redrawn(tmp_path):
     objects = _cutouts(str(tmp_path / "cut"), {"bar.png": (6, 100), "square.png": (60, 60)})
-    with pytest.raises(ValueError, match=r"'square.png' at N = 2"):
+    with pytest.raises(ValueError, match=r"'square.png' cannot be laid out 2 times.*--object-size"):
         plan_generation(str(tmp_path / "no"), _unfit_config(objects))
     assert not (tmp_path / "no").exists()
     r = _run("generate", tmp_path / "no", "--config", _write_cfg(tmp_path, _unfit_config(objects)), "--quiet")

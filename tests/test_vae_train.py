@@ -100,11 +100,32 @@ def test_missing_vgg_weights_stop_before_anything_is_written(tmp_path):
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     try:
-        r = CliRunner().invoke(main, ["vae", "train", ds, str(tmp_path / "run"), "--preset", "tiny"])
+        r = CliRunner().invoke(main, ["vae", "train", ds, str(tmp_path / "run"), "--preset", "tiny", "--recon",
+                                      "perceptual"])
     finally:
         torch.hub.set_dir(old)
     assert r.exit_code == 2 and "--vgg-weights PATH" in r.output and "Traceback" not in r.output
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_cpu_path_defaults_without_gpu_or_vgg_weights(tmp_path, monkeypatch):
+    """No --preset and no --recon on a CPU without VGG weights: the tiny model and the
+    pixel loss, said in one line (the README's CPU path), instead of a refusal."""
+    ds = make_dataset()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        r = CliRunner().invoke(main, ["vae", "train", ds, str(tmp_path / "run"), "--image-size", "32",
+                                      "--latent-dim", "8", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                                      "--quiet", "--recon-every", "0"], catch_exceptions=False)
+    finally:
+        torch.hub.set_dir(old)
+    assert r.exit_code == 0, r.output
+    note = [ln for ln in r.output.splitlines() if ln.startswith("vae train:")]
+    assert len(note) == 1 and "--preset tiny" in note[0] and "--recon pixel" in note[0], r.output
+    cfg = json.load(open(tmp_path / "run" / "config.json"))["train"]
+    assert cfg["preset"] == "tiny" and cfg["recon"] == "pixel"
 
 
 def test_random_vgg_is_loud_and_recorded(tmp_path):
