@@ -7,7 +7,7 @@ import click
 __all__ = ["COMMANDS", "demo"]
 
 # the names of vae.demo.RECIPES, listed here so that --help works without torch
-_RECIPES = ("sz", "tiny-pixel")
+_RECIPES = ("sz", "tiny-mean", "tiny-pixel")
 
 
 @click.command("demo")
@@ -19,7 +19,7 @@ _RECIPES = ("sz", "tiny-pixel")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Whole studies (data, training, controls), seeds SEED, SEED+1, ...; --minutes covers them all.")
 @click.option("--recipe", type=click.Choice(_RECIPES), default=None,
-              help="Training recipe (vae.demo.RECIPES) [default: sz with --binary, else tiny-pixel].")
+              help="Training recipe (vae.demo.RECIPES) [default: sz with --binary, else tiny-mean].")
 @click.option("--quick", is_flag=True, help="A much smaller run (one epoch on a few hundred images), for tests.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=9.0, show_default=True,
               help="Wall-clock budget for every seed together; training runs whole epochs within it.")

@@ -185,7 +185,11 @@ def test_demo_config_is_validated():
     for bad in (dict(seeds=0), dict(minutes=0), dict(recipe="nope"), dict(scene="x"), dict(eval_images=10)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DemoConfig(**bad)
-    assert DemoConfig(binary=True).recipe_name == "sz" and DemoConfig().recipe_name == "tiny-pixel"
+    assert DemoConfig(binary=True).recipe_name == "sz" and DemoConfig().recipe_name == "tiny-mean"
+    from cli.demo import _RECIPES
+    from vae.demo import RECIPES
+
+    assert set(_RECIPES) == set(RECIPES)  # the CLI's list (no torch needed for --help) is the library's
     r = CliRunner().invoke(main, ["demo", "x", "--seeds", "0"])
     assert r.exit_code == 2 and "--seeds" in r.output
 

@@ -43,7 +43,7 @@ from synthcount.locks import hold_folder
 from vae.baselines import pca_features
 from vae.numbersense import demo_numbersense
 
-__all__ = ["DemoConfig", "RECIPES", "SCALES", "run_demo", "pca_features", "study_seed"]
+__all__ = ["DemoConfig", "RECIPES", "CUTOUT_RECIPE", "SCALES", "run_demo", "pca_features", "study_seed"]
 
 # (train_images, eval_images, max_epochs, probe_epochs, permutations) per scale
 SCALES = {
@@ -63,12 +63,22 @@ RECIPES: Dict[str, dict] = {
                        departure="a CPU-sized model (the tiny preset at 64x64) and the pixel BCE loss with the plain "
                                  "ELBO instead of the paper's 161x161 network and VGG-19 perceptual loss; the encoder "
                                  "flattens its last feature map as the paper's does"),
+    "tiny-mean": dict(model_preset="tiny", model_overrides={"enc_pool": "mean"}, recon="pixel", pixel_loss="bce",
+                      alpha=1.0, beta=1.0, lr=0.0015, augment=True,
+                      departure="a CPU-sized model (the tiny preset at 64x64) and the pixel BCE loss with the "
+                                "plain ELBO instead of the paper's 161x161 network and VGG-19 perceptual loss, and an "
+                                "encoder that averages its last feature map over positions (translation-invariant) "
+                                "where the paper's flattens it"),
     "sz": dict(model_preset="sz", model_overrides={}, recon="pixel", pixel_loss="bce", alpha=1.0, beta=1.0,
                lr=0.0015, augment=True,
                departure="a CPU-sized model and the pixel BCE loss with the plain ELBO, as tiny-pixel, and an encoder "
                          "that averages its last feature map over positions (translation-invariant) where the "
                          "paper's flattens it"),
 }
+
+# The cut-out scenes' default, chosen by the worst seed of the one-factor-at-a-time table
+# on those scenes (benchmarks/README.md, "Emergence on the cut-out scene").
+CUTOUT_RECIPE = "tiny-mean"
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,8 @@ class DemoConfig:
         ``regression`` is the paper's section 4.4 set (A grows with N); ``decorrelated``
         draws the cumulative area independently of N, so Eq. 3 can tell number from area.
     recipe : str or None
-        A name from ``RECIPES``; None = ``sz`` for binary images, ``tiny-pixel`` otherwise.
+        A name from ``RECIPES``; None = ``DEFAULT_RECIPE[binary]`` (``sz`` for binary
+        images, ``CUTOUT_RECIPE`` for the cut-out scenes).
     quick : bool
         A much smaller run (one epoch on a few hundred images) for tests.
     train_images, eval_images, max_epochs : int, optional
@@ -135,7 +146,7 @@ class DemoConfig:
 
     @property
     def recipe_name(self) -> str:
-        return self.recipe or ("sz" if self.binary else "tiny-pixel")
+        return self.recipe or ("sz" if self.binary else CUTOUT_RECIPE)
 
     @property
     def scale(self) -> dict:
