@@ -60,7 +60,7 @@ def _check_distractor_objects(ctx, param, value):
 _FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "--max-count", "min_gap": "--min-gap",
                 "num_images": "--num-images", "shard_size": "--shard-size", "seed": "--seed", "mode": "--mode",
                 "distractors": "--distractors", "distractor_min_visible": "--distractor-min-visible",
-                "distractor_objects": "--distractor-objects", "classes": "--classes"}
+                "distractor_objects": "--distractor-objects", "classes": "--classes", "source_mode": "--source-mode"}
 
 
 def _flagify(msg: str) -> str:
@@ -104,6 +104,9 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Background source folder (SUN397 layout or images) or pack; default built-in.")
 @click.option("--background-classes", multiple=True, metavar="/f/forest/needleleaf",
               help="SUN397 class filter (repeatable).")
+@click.option("--source-mode", type=click.Choice(["auto", "memory", "stream"]), default=None,
+              help="Hold --objects/--backgrounds in memory, stream them from disk per image (bounded cache), or "
+                   "auto: in memory when they fit, else streamed. Never changes the output.  [default: auto]")
 @click.option("--max-count", type=click.IntRange(min=0, max=255), default=None,
               help="Largest number of objects N.  [default: 4]")
 @click.option("--mode", type=click.Choice(["same", "mixed"]), default=None,
@@ -235,6 +238,11 @@ def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers,
         usage(str(e))
     except OSError as e:
         fail(f"prepare failed: {e}", 1)
+    except KeyboardInterrupt:
+        from synthcount.sources import PARTIAL_SUFFIX
+
+        fail(f"prepare interrupted: what is decoded so far is kept in {out_pack}{PARTIAL_SUFFIX}; "
+             "the same command resumes it", 130)
     n = len(pack.objects) if kind == "objects" else len(pack.backgrounds)
     click.echo(f"{out_pack}: {n} {kind}, {len(pack.skipped)} skipped (see {out_pack}.report.json)")
 

@@ -245,8 +245,13 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             raise ValueError(f"OUT_DIR {out_dir!r} cannot be created: {parent!r} is not a writable folder")
     _check_memory(config, workers)
-    objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus)
+    objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus, workers=workers, progress=progress)
     distractor_objects = resolve_distractor_objects(config.sources, config.scene.stimulus)
+    from .stream import is_streamed
+
+    # How the sources are read is logged, not recorded: it never changes a byte.
+    log.info("sources (--source-mode %s): objects %s, backgrounds %s", config.sources.source_mode,
+             *("streamed" if is_streamed(seq) else "in memory" for seq in (objects.objects, backgrounds.backgrounds)))
     check_feasible(config.scene, objects, distractor_objects)
     ident = _identity(config, objects, backgrounds, distractor_objects)
     existing = read_identity(out_dir)
@@ -274,7 +279,9 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
         log.info("layout survey: %d trial layouts in %.1f s; budget %d layouts per image; unfit pairs: %d",
                  survey.trials, survey.seconds, survey.budget, sum(len(v) for v in survey.unfit.values()))
     if survey.unfit and config.scene.unfit == "error":
-        pairs = survey.unfit_pairs([o.name for o in objects.objects])
+        from .stream import object_names
+
+        pairs = survey.unfit_pairs(object_names(objects.objects))
         more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
         raise ValueError(f"objects that cannot be laid out (fewer than 4 of 2000 trial layouts fitted): "
                          f"{'; '.join(pairs[:3])}{more}; lower the object sizes or min_visible, or set unfit: redraw "

@@ -176,10 +176,12 @@ _FIELD_INFO = {
 def pack_names(objects, backgrounds, distractor_objects=None) -> dict:
     """``{"object_names": [...], "background_names": [...]}`` of two asset packs, in pack
     order, and ``"distractor_object_names"`` when distractors have a pack of their own."""
-    names = {"object_names": [o.name for o in objects.objects],
+    from .stream import object_names
+
+    names = {"object_names": object_names(objects.objects),
              "background_names": list(backgrounds.background_names)}
     if distractor_objects is not None:
-        names["distractor_object_names"] = [o.name for o in distractor_objects.objects]
+        names["distractor_object_names"] = object_names(distractor_objects.objects)
     return names
 
 
