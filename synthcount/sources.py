@@ -67,6 +67,7 @@ __all__ = [
 SOURCE_MODES = ("auto", "memory", "stream")
 # An unfinished pack of ``prepare`` (kept on interruption; a rerun resumes from it).
 PARTIAL_SUFFIX = ".partial"
+CHECKPOINT_BYTES = 64 << 20  # decoded bytes between two checkpoints of prepare (its memory bound)
 
 log = logging.getLogger("synthcount")
 
@@ -755,7 +756,7 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
                 writer.add_object(ObjectAsset(r[1], r[2], r[3]))
             else:
                 writer.add_background(r[1], r[2])
-            if writer.buffered_bytes >= 64 << 20:
+            if writer.buffered_bytes >= CHECKPOINT_BYTES:
                 writer.checkpoint(i, skipped)
         writer.checkpoint(i, skipped)
         n = writer.f[f"{kind}/rgb_shapes"].shape[0]
