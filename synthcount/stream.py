@@ -33,6 +33,7 @@ __all__ = ["LazyAssets", "PackReader", "PackWriter", "open_pack_stream", "is_str
 STREAM_CACHE_BYTES = 192 << 20
 FINGERPRINT_SEPARATOR = b"--backgrounds--"  # as AssetPack.fingerprint
 _CHUNK = 1 << 16  # HDF5 chunk of the flat pixel arrays: a background spans a few
+_SLACK = 1 << 20  # room reserved for HDF5's own metadata on each write
 
 
 def _nbytes(item) -> int:
@@ -319,10 +320,18 @@ class PackWriter:
         self.tasks_done, self.skipped = 0, []
         self._buf: dict = {k: [] for k in ("orgb", "oalpha", "oshape", "ofp", "oname", "brgb", "bshape", "bname")}
         self._buffered = 0
+        self._fd: Optional[int] = None
         if _resume:
             self.f = h5py.File(path, "r+")
+            self._fd = os.open(path, os.O_RDWR)
             return
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        try:
+            self._reserve(fd, _SLACK)  # HDF5 may crash on a full disk: it never meets one here
+        finally:
+            os.close(fd)
         self.f = f = h5py.File(path, "w")
+        self._fd = os.open(path, os.O_RDWR)
         f.attrs["pack_format_version"] = PACK_FORMAT_VERSION
         f.attrs["ident"] = json.dumps(ident, sort_keys=True)
         comp = None if compression in (None, "none") else compression
@@ -361,7 +370,7 @@ class PackWriter:
             w._rehash()
             return w
         except (OSError, ValueError, KeyError, TypeError):
-            w.f.close()
+            w.close()
             return None
 
     def _rehash(self) -> None:
@@ -417,6 +426,14 @@ class PackWriter:
     def buffered_bytes(self) -> int:
         return self._buffered
 
+    def _reserve(self, fd: int, extra: int) -> None:
+        """Allocate room for ``extra`` more bytes before HDF5 writes them (HDF5 itself
+        can crash when a write finds the disk full; see ``shards.reserve_space``).
+        HDF5 cuts the file back to its data when it flushes."""
+        from .shards import reserve_space
+
+        reserve_space(fd, os.fstat(fd).st_size + int(extra), self.path)
+
     def _append(self, ds: str, parts: list, dtype) -> None:
         if not parts:
             return
@@ -428,6 +445,8 @@ class PackWriter:
 
     def _flush(self) -> None:
         b = self._buf
+        # Pixels stored raw at worst (lzf keeps a chunk that does not shrink as it is).
+        self._reserve(self._fd, self._buffered + self._buffered // 16 + 64 * len(b["oname"] + b["bname"]) + _SLACK)
         self._append("objects/rgb", b["orgb"], np.uint8)
         self._append("objects/alpha", b["oalpha"], np.uint8)
         self._append("objects/rgb_shapes", b["oshape"], np.int64)
@@ -460,13 +479,14 @@ class PackWriter:
         self._flush()
         self._separate()
         f = self.f
+        self._reserve(self._fd, 2 * len(json.dumps(skipped)) + _SLACK)
         del f["state"]
         f.create_dataset("skipped", data=np.frombuffer(json.dumps([list(s) for s in skipped]).encode("utf-8"),
                                                          np.uint8))
         f.attrs["source"] = source
         fp = self._hash.hexdigest()
         f.attrs["fingerprint"] = fp
-        f.close()
+        self.close()
         return fp
 
     def close(self) -> None:
@@ -474,3 +494,6 @@ class PackWriter:
             self.f.close()
         except Exception:  # noqa: BLE001 - already closed, or the file is gone
             pass
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
