@@ -63,8 +63,8 @@ from .pack import AssetPack
 from .placement import Layout, PlacementError, min_visible_pixels
 from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, ImageStreams, uniform_from
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
-from .stream import LazyAssets, is_streamed, object_dims
-from .transforms import MipAsset, Patch, transform_patch
+from .stream import LazyAssets, _one_array, is_streamed, object_dims, stage
+from .transforms import ALPHA_THRESHOLD_U8, RGBA_PAD, MipAsset, Patch, transform_patch
 
 __all__ = ["Composer", "Copy", "Draw", "Distractors", "PlacementError", "check_feasible", "copy_scales",
            "distractor_scales", "field_area", "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET"]
@@ -405,6 +405,49 @@ class Composer:
             return small, [s[1] / int(w) for s, (_, w, _) in zip(sizes, bgs.meta["shapes"])], sizes
         small = [_prescale_background(b, H, W, lo) for b in bgs]
         return small, [b.shape[1] / a.shape[1] for a, b in zip(bgs, small)], [b.shape[:2] for b in small]
+
+    # -- streamed sources ------------------------------------------------------
+    def streamed(self) -> List[LazyAssets]:
+        """The sequences read on demand: prescaled backgrounds, object pyramids."""
+        seqs = [self._bg_small, self.mips] + ([self.dmips] if self.dmips is not self.mips else [])
+        return [s for s in seqs if isinstance(s, LazyAssets)]
+
+    def stage(self, folder: str, images: int, *, workers: int = 1, progress: bool = False) -> List[str]:
+        """Streamed sources: compute the prescaled backgrounds and object pyramids once
+        into files under ``folder`` (``synthcount.stream.stage``), so that a cache miss
+        reads them instead of computing them; what memory mode does once, at a disk
+        cost instead of a memory one. Done for a sequence only when the run makes more
+        images than it has items (else computing per miss costs less), and only where
+        the disk has room. The items, and so the images, are the same bytes either
+        way. Returns the names of what was staged; undo with :meth:`unstage`."""
+        done = []
+        self._unstaged = getattr(self, "_unstaged", {})
+        for name, seq in (("backgrounds", self._bg_small), ("objects", self.mips), ("distractors", self.dmips)):
+            if not isinstance(seq, LazyAssets) or images <= len(seq) or id(seq) in self._unstaged:
+                continue
+            if name == "backgrounds":
+                est = sum(4 * h * w for h, w in self._bg_hw)
+                enc, dec = _background_arrays, _one_array
+            else:
+                shapes = (self.objects if name == "objects" else self.distractor_objects).objects.meta["shapes"]
+                p = 2 * RGBA_PAD
+                est = int(sum((4 * (h + p) * (w + p) + h * w) * 4 // 3 for h, w, _ in shapes))
+                enc, dec = _mip_arrays, _mip_from_arrays
+            load = seq.load
+            if stage(seq, enc, dec, folder, est, workers=workers, progress=progress, desc=f"stage {name}"):
+                self._unstaged[id(seq)] = (seq, load)
+                done.append(name)
+        return done
+
+    def unstage(self) -> None:
+        """Read streamed sources from their source again (see :meth:`stage`)."""
+        for seq, load in getattr(self, "_unstaged", {}).values():
+            staged, seq.load = seq.load, load
+            staged.close()
+            with seq._lock:
+                seq._cache.clear()
+                seq._held = 0
+        self._unstaged = {}
 
     # -- sampling -----------------------------------------------------------
     def _background(self, rng: np.random.Generator) -> Tuple[int, Tuple[int, int, int, int]]:
@@ -901,3 +944,23 @@ def _mips(objects) -> Sequence[MipAsset]:
     if is_streamed(objects):
         return LazyAssets(len(objects), _MipLoader(objects), names=objects.names, meta={})
     return [MipAsset(o) for o in objects]
+
+
+def _background_arrays(b: np.ndarray) -> List[np.ndarray]:
+    return [b]
+
+
+def _mip_arrays(m: MipAsset) -> List[np.ndarray]:
+    """A pyramid as its arrays: the RGBA levels, then the alpha levels."""
+    return list(m.rgba) + list(m.alpha)
+
+
+def _mip_from_arrays(arrays: List[np.ndarray]) -> MipAsset:
+    """The pyramid ``_mip_arrays`` took apart (nothing recomputed but the footprint)."""
+    m = MipAsset.__new__(MipAsset)
+    k = len(arrays) // 2
+    m.rgba, m.alpha = arrays[:k], arrays[k:]
+    m.height, m.width = m.alpha[0].shape
+    m.long_side = max(m.height, m.width)
+    m.footprint_area = int(np.count_nonzero(m.alpha[0] >= ALPHA_THRESHOLD_U8))
+    return m

@@ -740,6 +740,19 @@ def _make_missing(plan: GenerationPlan, res: GenerateResult, todo: List[int], wo
 
     cfg, out_dir, composer = plan.config, plan.out_dir, plan.composer
     total = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in todo)
+    stage_dir = None
+    if client is None and composer.streamed():
+        # Streamed sources: prescale / build pyramids once into a temporary folder (the
+        # work memory mode does once, held on disk), removed at the end of the run.
+        import tempfile
+
+        stage_dir = tempfile.mkdtemp(prefix="synthcount-stage-")
+        try:
+            staged = composer.stage(stage_dir, total, workers=workers, progress=progress)
+        except BaseException:
+            _unstage(composer, stage_dir)
+            raise
+        log.info("streamed sources staged in %s: %s", stage_dir, ", ".join(staged) or "none")
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
                desc=f"generate {os.path.basename(os.path.normpath(out_dir))}")
     t0 = time.perf_counter()
@@ -765,7 +778,16 @@ def _make_missing(plan: GenerationPlan, res: GenerateResult, todo: List[int], wo
         bar.close()
         _STATE.clear()
         cv2.setNumThreads(cv_threads)
+        if stage_dir is not None:
+            _unstage(composer, stage_dir)
     res.seconds = time.perf_counter() - t0
+
+
+def _unstage(composer, stage_dir: str) -> None:
+    import shutil
+
+    composer.unstage()
+    shutil.rmtree(stage_dir, ignore_errors=True)
 
 
 def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: FolderLock, created: bool,

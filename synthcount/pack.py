@@ -122,8 +122,11 @@ def _lazy(seq) -> bool:
     return hasattr(seq, "load") and hasattr(seq, "meta")
 
 
-def save_pack(pack: AssetPack, path: str, compression: str = "lzf") -> None:
+def save_pack(pack: AssetPack, path: str, compression: str = "none") -> None:
     """Write ``pack`` to an HDF5 file at ``path`` (written to a temporary name first).
+
+    Pixels are stored uncompressed by default (``compression="lzf"`` to compress):
+    decoded photos hardly shrink, and streamed packs are read per image.
 
     Raises ``synthcount._io.WriteError`` (naming ``path``) when the file cannot be
     written; ``path`` is then left as it was.

@@ -32,7 +32,10 @@ __all__ = ["LazyAssets", "PackReader", "PackWriter", "open_pack_stream", "is_str
 # and object pyramids in the compositor, raw items in a pack reader).
 STREAM_CACHE_BYTES = 192 << 20
 FINGERPRINT_SEPARATOR = b"--backgrounds--"  # as AssetPack.fingerprint
-_CHUNK = 1 << 16  # HDF5 chunk of the flat pixel arrays: a background spans a few
+# HDF5 chunk of the flat pixel arrays, stored uncompressed: decoded photos do not
+# shrink under lzf, and reading one background from an lzf pack took 3.7 ms against
+# 0.15 ms uncompressed (measured on 341x256 backgrounds).
+_CHUNK = 1 << 18
 _SLACK = 1 << 20  # room reserved for HDF5's own metadata on each write
 
 
@@ -312,7 +315,7 @@ class PackWriter:
     A ``state`` dataset marks an unfinished file.
     """
 
-    def __init__(self, path: str, ident: dict, compression: Optional[str] = "lzf", _resume: bool = False):
+    def __init__(self, path: str, ident: dict, compression: Optional[str] = None, _resume: bool = False):
         h5py = _h5()
         self.path, self.ident = path, ident
         self._hash = hashlib.sha256()
@@ -497,3 +500,99 @@ class PackWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+# --------------------------------------------------------------------------- staging
+
+class _Staged:
+    """Loader of items staged to files: the arrays of item ``i`` read back with one
+    ``preadv`` each (picklable; file handles are opened per process)."""
+
+    def __init__(self, paths: List[str], index: list, decode: Callable[[List[np.ndarray]], object]):
+        self.paths, self.index, self.decode = paths, index, decode
+        self._fds: dict = {}
+        self._pid = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fds"], state["_pid"] = {}, None
+        return state
+
+    def _fd(self, k: int) -> int:
+        if self._pid != os.getpid():
+            self._fds, self._pid = {}, os.getpid()  # never a descriptor inherited across fork
+        fd = self._fds.get(k)
+        if fd is None:
+            fd = self._fds[k] = os.open(self.paths[k], os.O_RDONLY)
+        return fd
+
+    def __call__(self, i: int):
+        arrays = []
+        for k, off, shape in self.index[i]:
+            a = np.empty(shape, np.uint8)
+            if os.preadv(self._fd(k), [a], off) != a.nbytes:
+                raise OSError(f"{self.paths[k]}: staged file cut short")
+            arrays.append(a)
+        return self.decode(arrays)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+
+def _one_array(arrays: List[np.ndarray]) -> np.ndarray:
+    return arrays[0]
+
+
+def _stage_part(task) -> list:
+    """Pool task: compute items lo..hi-1 with ``load`` and append their arrays to one file."""
+    path, load, encode, lo, hi = task
+    index = []
+    with open(path, "wb") as f:
+        for i in range(lo, hi):
+            entry = []
+            for a in encode(load(i)):
+                a = np.ascontiguousarray(a)
+                entry.append((f.tell(), a.shape))
+                f.write(memoryview(a).cast("B"))
+            index.append(entry)
+    return index
+
+
+def stage(seq: LazyAssets, encode: Callable[[object], List[np.ndarray]], decode: Callable, folder: str,
+          estimate: int, *, workers: int = 1, progress: bool = False, desc: str = "stage") -> bool:
+    """Compute every item of ``seq`` once (in ``workers`` processes, one item in memory
+    at a time each) into files under ``folder``, then read it from there: a cache
+    miss costs a read instead of the computation. Skipped (False) when the free disk
+    space is under ``estimate`` bytes plus 1 GiB."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    n = len(seq)
+    st = os.statvfs(folder)
+    if st.f_bavail * st.f_frsize < estimate + (1 << 30):
+        return False
+    parts = max(1, min(n, 4 * workers))
+    step = -(-n // parts)
+    tasks = [(os.path.join(folder, f"{desc}-{k}.bin"), seq.load, encode, lo, min(n, lo + step))
+             for k, lo in enumerate(range(0, n, step))]
+    index: list = []
+    with tqdm(total=n, desc=desc, unit="asset", file=__import__("sys").stderr, disable=not progress,
+              dynamic_ncols=True) as bar:
+        if workers > 1 and len(tasks) > 1:
+            with mp.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+                for part in pool.imap(_stage_part, tasks):
+                    index.append(part)
+                    bar.update(len(part))
+        else:
+            for t in tasks:
+                index.append(_stage_part(t))
+                bar.update(len(index[-1]))
+    flat = [[(k, off, shape) for off, shape in entry] for k, part in enumerate(index) for entry in part]
+    seq.load = _Staged([t[0] for t in tasks], flat, decode)
+    with seq._lock:
+        seq._cache.clear()
+        seq._held = 0
+    return True

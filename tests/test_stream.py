@@ -85,7 +85,7 @@ def test_stream_modes_load_nothing_up_front(msra_dir, sun_dir, packs, monkeypatc
         load_backgrounds(b, mode="disk")
 
 
-def test_cache_is_bounded_and_composer_pickles(packs):
+def test_cache_is_bounded_and_composer_pickles(packs, tmp_path):
     item = np.zeros((10, 10, 3), np.uint8)  # 300 bytes
     seq = LazyAssets(50, lambda i: item + i, names=[str(i) for i in range(50)], meta={}, cache_bytes=1000)
     for i in list(range(50)) * 2:
@@ -103,6 +103,16 @@ def test_cache_is_bounded_and_composer_pickles(packs):
     assert (img == img2).all() and (lab == lab2).all()
     m = Composer(SceneConfig(size=(64, 64), max_count=3), load_pack(packs[0]), load_pack(packs[1]))
     assert (m.compose(3, 5)[0] == img).all() and m.bg_prescale == c.bg_prescale
+    # Staged (prescaled backgrounds and pyramids computed once into files): the same bytes.
+    assert c.stage(str(tmp_path), images=3) == []  # fewer images than assets: not worth it
+    assert c.stage(str(tmp_path), images=100, workers=2) == ["backgrounds", "objects"]
+    assert len(os.listdir(tmp_path)) >= 2 and c._bg_small.loads == 0
+    for i in range(12):
+        a, b = c.compose(3, i), m.compose(3, i)
+        assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    assert c._bg_small.loads > 0
+    c.unstage()
+    assert (c.compose(3, 5)[0] == img).all()
 
 
 def test_prepare_resumes_after_an_interruption(sun_dir, tmp_path, monkeypatch):
