@@ -594,5 +594,5 @@ def stage(seq: LazyAssets, encode: Callable[[object], List[np.ndarray]], decode:
     seq.load = _Staged([t[0] for t in tasks], flat, decode)
     with seq._lock:
         seq._cache.clear()
-        seq._held = 0
+        seq._held = seq.loads = 0
     return True
