@@ -380,10 +380,16 @@ SOURCE_MEMORY_FACTOR = 2.0
 _MEMORY_SAMPLE = 64  # headers read to estimate a folder's decoded size
 
 
-def _fits(decoded: float) -> bool:
-    """Whether sources of ``decoded`` bytes fit in memory (``auto`` mode's test)."""
+def _fits(decoded: float, share: float = 1.0) -> bool:
+    """Whether sources of ``decoded`` bytes fit in ``share`` of the available memory."""
     avail = mem_available()
-    return avail is None or SOURCE_MEMORY_FACTOR * decoded <= avail
+    return avail is None or SOURCE_MEMORY_FACTOR * decoded <= share * avail
+
+
+def _stream(mode: str, decoded: float) -> bool:
+    """Whether to stream: asked to, or ``auto`` and the source would take more than
+    half of the available memory (objects and backgrounds may both be large)."""
+    return mode == "stream" or (mode == "auto" and not _fits(decoded, 0.5))
 
 
 def _check_source_memory(path: str, what: str, n: int, decoded: float, how: str, remedy: str) -> None:
@@ -433,7 +439,7 @@ def _pack_file(path: str, mode: str = "memory") -> Optional[AssetPack]:
         _check_source_memory(path, "assets", n, decoded, "from the pack's stored shapes",
                              "make a smaller pack (synthcount prepare of fewer files, or with a smaller --max-side)")
     try:
-        if mode == "stream" or (mode == "auto" and not _fits(decoded)):
+        if _stream(mode, decoded):
             return open_pack_stream(path)
         return load_pack(path)
     except ValueError as e:
@@ -497,7 +503,7 @@ def load_objects(path: str, *, mask_threshold: float = 0.5, max_side: int = 256,
         return 4 * max(1, round(w * s)) * max(1, round(h * s))
 
     per = _sampled_decoded_bytes(decodable, rgba_bytes)
-    if mode == "stream" or (mode == "auto" and not _fits(per * len(decodable))):
+    if _stream(mode, per * len(decodable)):
         return _scan_folder(path, "objects", tasks, [], workers, progress)
     _check_source_memory(path, "objects", len(decodable), per * len(decodable),
                          f"at most {per / 1024:,.0f} KB each at longer side {max_side}, from "
@@ -566,7 +572,7 @@ def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 
         return 3 * max(1, round(w * s)) * max(1, round(h * s))
 
     per = _sampled_decoded_bytes([os.path.join(path, t[1]) for t in tasks], rgb_bytes)
-    if mode == "stream" or (mode == "auto" and not _fits(per * len(tasks))):
+    if _stream(mode, per * len(tasks)):
         pack = _scan_folder(path, "backgrounds", tasks, skipped, workers, progress)
         if not len(pack.backgrounds):
             where = f" in classes {list(classes)}" if classes else ""
