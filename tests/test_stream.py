@@ -177,3 +177,17 @@ def test_format_1_packs_still_read(msra_dir, tmp_path):
     assert load_pack(path).fingerprint() == mem.fingerprint() == open_pack_stream(path).fingerprint()
     assert list(open_pack_stream(path).objects.meta["footprints"]) == [
         int((o.alpha >= 128).sum()) for o in mem.objects]
+
+
+def test_source_mode_is_a_config_field_left_out_of_the_dataset(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    cfg = DatasetConfig.from_dict({"sources": {"source_mode": "stream"}})
+    assert cfg.sources.source_mode == "stream" and "source_mode" not in cfg.to_json()
+    assert DatasetConfig.from_json(cfg.to_json()) == DatasetConfig()  # how, not what: like workers
+    with pytest.raises(ValueError, match="source_mode must be auto, memory or stream, got 'disk'"):
+        DatasetConfig.from_dict({"sources": {"source_mode": "disk"}})
+    r = CliRunner().invoke(main, ["generate", str(tmp_path / "d"), "--num-images", "2", "--source-mode", "disk"])
+    assert r.exit_code == 2 and "--source-mode" in r.output
