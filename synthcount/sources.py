@@ -754,7 +754,7 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
     done, skipped = writer.tasks_done, list(writer.skipped)
     try:
         i = done
-        for r in _iter_run(fn, tasks[done:], workers, progress, kind, done=done):
+        for r in _iter_run(fn, tasks[done:], workers, progress, f"{kind} (resumed)" if done else kind, done=done):
             i += 1
             if r[0] != "ok":
                 skipped.append((r[1], r[2]))
