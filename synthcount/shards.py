@@ -415,7 +415,17 @@ def truncate_to_eoa(path: str) -> None:
     40 in versions 0, 44 in version 1, 28 in versions 2 and 3, relative to the base
     address; 8-byte offsets).
     """
+    eoa = hdf5_eoa(path)
     with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > eoa:
+            f.truncate(eoa)
+
+
+def hdf5_eoa(path: str) -> int:
+    """End-of-file address of an HDF5 file as its superblock on disk records it (see
+    :func:`truncate_to_eoa`)."""
+    with open(path, "rb") as f:
         head = f.read(48)
         if head[:8] != _HDF5_SIGNATURE:
             raise OSError(f"{path}: not an HDF5 file with its superblock at offset 0")
@@ -431,10 +441,7 @@ def truncate_to_eoa(path: str) -> None:
         if size_off != 8:
             raise OSError(f"{path}: HDF5 offsets of {size_off} bytes are not supported here")
         base = int.from_bytes(head[base_at:base_at + 8], "little")
-        eoa = base + int.from_bytes(head[eof_at:eof_at + 8], "little")
-        f.seek(0, os.SEEK_END)
-        if f.tell() > eoa:
-            f.truncate(eoa)
+        return base + int.from_bytes(head[eof_at:eof_at + 8], "little")
 
 
 def read_manifest(folder: str) -> dict:

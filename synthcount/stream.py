@@ -433,9 +433,13 @@ class PackWriter:
         """Allocate room for ``extra`` more bytes before HDF5 writes them (HDF5 itself
         can crash when a write finds the disk full; see ``shards.reserve_space``).
         HDF5 cuts the file back to its data when it flushes."""
-        from .shards import reserve_space
+        from .shards import hdf5_eoa, reserve_space
 
-        reserve_space(fd, os.fstat(fd).st_size + int(extra), self.path)
+        try:
+            end = hdf5_eoa(self.path)  # what HDF5 uses (as of its last flush): not the last reservation
+        except OSError:
+            end = os.fstat(fd).st_size
+        reserve_space(fd, end + int(extra), self.path)
 
     def _append(self, ds: str, parts: list, dtype) -> None:
         if not parts:
@@ -490,6 +494,9 @@ class PackWriter:
         fp = self._hash.hexdigest()
         f.attrs["fingerprint"] = fp
         self.close()
+        from .shards import truncate_to_eoa
+
+        truncate_to_eoa(self.path)  # what is left of the last reservation
         return fp
 
     def close(self) -> None:
