@@ -17,14 +17,18 @@ memory is its own:
   uncompressed) from the two packs with ``--source-mode memory`` and ``stream``, at
   each ``--workers`` count, alternating modes: ``images_per_s`` by the generator's
   clock (sources loaded and the layout survey done before it starts),
-  ``setup_s`` the time before it (loading the packs, the survey),
-  ``parent_peak_rss_mb`` and ``worker_peak_rss_mb`` (the largest pool worker's
+  ``cpu_images_per_s`` the images per CPU second of all its processes (what a
+  shared machine cannot blur), ``plan_s`` the time to plan (loading the packs, the
+  layout survey), ``stage_s`` the streamed run's staging (prescaled backgrounds and
+  object pyramids written once to a temporary folder; timed apart, before the
+  clock), ``parent_peak_rss_mb`` and ``worker_peak_rss_mb`` (the largest pool worker's
   peak; with 1 worker the parent is the worker). Forked workers share the parent's
   pages, and RSS counts shared pages in full: an in-memory worker shows the whole
   sources, a streaming one its bounded caches.
 
-``stream_vs_memory`` is the ratio of the images/s at each worker count (goal >=
-0.85); the datasets of both modes are compared image by image (``same_bytes``).
+``stream_vs_memory`` is the ratio of the images/s (and of the images per CPU
+second) at each worker count (goal >= 0.85); the datasets of both modes are
+compared image by image (``same_bytes``).
 """
 
 from __future__ import annotations
@@ -144,20 +148,33 @@ print(json.dumps({"kind": kind, "files": n, "skipped": len(pack.skipped), "secon
 """
 
 _GENERATE = r"""
-import json, resource, sys, time
+import json, resource, shutil, sys, tempfile, time
 t00 = time.perf_counter()
 from synthcount.config import DatasetConfig, SourceConfig
-from synthcount.generate import generate_dataset
+from synthcount.generate import plan_generation, run_plan
 objects, backgrounds, mode, n, workers, out = sys.argv[1:7]
+w = int(workers)
 cfg = DatasetConfig(sources=SourceConfig(objects=objects, backgrounds=backgrounds, source_mode=mode),
-                    num_images=int(n), shard_size=max(1, int(n) // (4 * int(workers))), compression="none")
-res = generate_dataset(out, cfg, workers=int(workers))
-total = time.perf_counter() - t00
+                    num_images=int(n), shard_size=max(1, int(n) // (4 * w)), compression="none")
+plan = plan_generation(out, cfg, workers=w)
+plan_s = time.perf_counter() - t00
+# Streamed: stage here (what run_plan would do first), to time it apart from generation.
+t = time.perf_counter()
+d = tempfile.mkdtemp(prefix="bench-stage-")
+staged = plan.composer.stage(d, int(n), workers=w) if plan.composer.streamed() else []
+stage_s = time.perf_counter() - t
+cpu = lambda: sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for f in ("ru_utime", "ru_stime"))
+c0 = cpu()
+res = run_plan(plan, workers=w)
+gen_cpu = cpu() - c0
+plan.composer.unstage()
+shutil.rmtree(d, ignore_errors=True)
 self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({"images_per_s": res.images_per_second, "generate_s": res.seconds,
-                  "setup_s": total - res.seconds, "parent_peak_rss_mb": self_peak,
-                  "worker_peak_rss_mb": self_peak if int(workers) == 1 else kids}))
+print(json.dumps({"images_per_s": res.images_per_second, "cpu_images_per_s": res.images_written / gen_cpu,
+                  "generate_s": res.seconds, "plan_s": plan_s, "stage_s": stage_s, "staged": staged,
+                  "parent_peak_rss_mb": self_peak, "worker_peak_rss_mb": self_peak if w == 1 else kids}))
 """
 
 
@@ -224,14 +241,16 @@ def main(argv=None) -> Dict[str, object]:
             rows.append(r)
     result["runs"] = rows
     by = {(r["mode"], r["workers"]): r for r in rows}
-    result["stream_vs_memory"] = [{"workers": w, "ratio": by[("stream", w)]["images_per_s"] /
-                                   by[("memory", w)]["images_per_s"]} for w in counts]
+    result["stream_vs_memory"] = [
+        {"workers": w, "ratio": by[("stream", w)]["images_per_s"] / by[("memory", w)]["images_per_s"],
+         "cpu_ratio": by[("stream", w)]["cpu_images_per_s"] / by[("memory", w)]["cpu_images_per_s"]}
+        for w in counts]
     result["same_bytes"] = len(set(digests.values())) == 1
     tables = [format_table(prep, ["kind", "files", "seconds", "files_per_s", "parent_peak_rss_mb",
                                   "worker_peak_rss_mb", "pack_mb"], "prepare"),
-              format_table(rows, ["mode", "workers", "images_per_s", "setup_s", "parent_peak_rss_mb",
-                                  "worker_peak_rss_mb"], f"generate {ni} images from the packs"),
-              format_table(result["stream_vs_memory"], ["workers", "ratio"],
+              format_table(rows, ["mode", "workers", "images_per_s", "cpu_images_per_s", "plan_s", "stage_s",
+                                  "parent_peak_rss_mb", "worker_peak_rss_mb"], f"generate {ni} images from the packs"),
+              format_table(result["stream_vs_memory"], ["workers", "ratio", "cpu_ratio"],
                            f"streaming / in memory (same bytes: {result['same_bytes']})")]
     emit(result, tables, a.out)
     return result

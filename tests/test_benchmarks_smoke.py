@@ -255,5 +255,6 @@ def test_stream(tmp_path):
         _positive(p, "seconds", "files_per_s", "parent_peak_rss_mb", "pack_mb")
     assert {(r["mode"], r["workers"]) for r in res["runs"]} == {("memory", 1), ("stream", 1)}
     for r in res["runs"]:
-        _positive(r, "images_per_s", "setup_s", "parent_peak_rss_mb", "worker_peak_rss_mb")
-    assert [s["workers"] for s in res["stream_vs_memory"]] == [1] and res["stream_vs_memory"][0]["ratio"] > 0
+        _positive(r, "images_per_s", "cpu_images_per_s", "plan_s", "parent_peak_rss_mb", "worker_peak_rss_mb")
+    assert [s["workers"] for s in res["stream_vs_memory"]] == [1] and res["stream_vs_memory"][0]["cpu_ratio"] > 0
+    assert [r["staged"] for r in res["runs"]] == [[], ["backgrounds", "objects"]]  # 40 images > 24, 8 assets
