@@ -103,7 +103,8 @@ _FIELD_FLAGS = {"min_visible": "--min-visible", "size": "--size", "max_count": "
                 "field_area_range": "--field-area", "design_tolerance": "--design-tolerance",
                 "ref_side_range": "--object-size", "area_fraction_range": "--area-fraction",
                 "scale_jitter": "--scale-jitter", "rotation_range": "--rotation", "flip_p": "--flip",
-                "area_mode": "--area-mode", "blend": "--blend", "unfit": "--unfit"}
+                "area_mode": "--area-mode", "blend": "--blend", "unfit": "--unfit",
+                "source_mode": "--source-mode"}
 
 
 def _flagify(msg: str) -> str:
@@ -147,6 +148,9 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Background source folder (SUN397 layout or images) or pack.  [default: built-in]")
 @click.option("--background-classes", multiple=True, metavar="/f/forest/needleleaf",
               help="SUN397 class filter (repeatable).  [default: all classes]")
+@click.option("--source-mode", type=click.Choice(["auto", "memory", "stream"]), default=None,
+              help="Hold --objects/--backgrounds in memory, stream them from disk per image (bounded cache), or "
+                   "auto: in memory when they fit, else streamed. Never changes the output.  [default: auto]")
 @click.option("--max-count", type=click.IntRange(min=0, max=255), default=None,
               help="Largest number of objects N.  [default: 4]")
 @click.option("--mode", type=click.Choice(["same", "mixed"]), default=None,
@@ -375,6 +379,11 @@ def prepare(src_dir, out_pack, kind, max_side, mask_threshold, classes, workers,
         usage(str(e))
     except OSError as e:
         fail(f"prepare failed: {e}", 1)
+    except KeyboardInterrupt:
+        from synthcount.sources import PARTIAL_SUFFIX
+
+        fail(f"prepare interrupted: what is decoded so far is kept in {out_pack}{PARTIAL_SUFFIX}; "
+             "the same command resumes it", 130)
     n = len(pack.objects) if kind == "objects" else len(pack.backgrounds)
     click.echo(f"{out_pack}: {n} {kind}, {len(pack.skipped)} skipped (see {out_pack}.report.json)")
 

@@ -64,7 +64,8 @@ from .placement import Layout, PlacementError, min_visible_pixels
 from .properties import derived, field_area, object_contours
 from .rng import DISTRACTOR_STREAM, EXEMPLAR_STREAM, ImageStreams, uniform_from
 from .schema import MAX_EXEMPLARS, ROLE_DISTRACTOR, ROLE_TARGET, new_records, record_spec
-from .transforms import ALPHA_THRESHOLD_U8, MipAsset, Patch, transform_patch
+from .stream import LazyAssets, _one_array, is_streamed, object_dims, stage
+from .transforms import ALPHA_THRESHOLD_U8, RGBA_PAD, MipAsset, Patch, transform_patch
 
 __all__ = ["Composer", "Copy", "Draw", "Distractors", "PlacementError", "check_feasible", "copy_scales",
            "distractor_scales", "field_area", "new_records", "record_spec", "DEFAULT_LAYOUT_BUDGET",
@@ -148,9 +149,7 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
     best_area, best_dims = math.inf, None
     j_lo, j_hi = scene.scale_jitter
     counts = [n for n in range(1, scene.max_count + 1) if probs[n] > 0]
-    for o in objects.objects:
-        h, w = o.alpha.shape
-        fp = int(np.count_nonzero(o.alpha >= ALPHA_THRESHOLD_U8))
+    for name, h, w, fp in object_dims(objects):  # a streamed pack: from its metadata
         if fp == 0:
             continue
         if scene.area_mode == "independent":
@@ -169,7 +168,7 @@ def check_feasible(scene: SceneConfig, objects: AssetPack, distractor_objects: O
             bh, bw = _patch_dims(h, w, large, scene)
             if bh > H or bw > W:
                 raise ValueError(
-                    f"object {o.name!r} at the largest target area ({scene.area_fraction_range[1]:g} of the image) "
+                    f"object {name!r} at the largest target area ({scene.area_fraction_range[1]:g} of the image) "
                     f"needs {bh:.0f}x{bw:.0f} px, more than the {H}x{W} image: lower area_fraction_range")
         area = fp * s * s
         if area < best_area:
@@ -243,11 +242,10 @@ def _smallest_distractor_area(scene: SceneConfig, pack: AssetPack, counts: Seque
     j_lo = scene.scale_jitter[0]
     item = scene.area_fraction_range[0] * H * W / max(counts, default=1)  # decorrelated: the smallest A / N
     best = math.inf
-    for o in pack.objects:
-        fp = int(np.count_nonzero(o.alpha >= ALPHA_THRESHOLD_U8))
+    for _, h, w, fp in object_dims(pack):
         if fp == 0:
             continue
-        s = distractor_scales(scene, np.array([j_lo]), np.array([max(o.alpha.shape)], np.float64), np.array([fp]),
+        s = distractor_scales(scene, np.array([j_lo]), np.array([max(h, w)], np.float64), np.array([fp]),
                               scene.ref_side_range[0] * min(H, W), item)[0]
         best = min(best, fp * s * s)
     if not math.isfinite(best):
@@ -354,21 +352,24 @@ class Composer:
         self.scene = scene
         self.objects = objects
         self.backgrounds = backgrounds  # the pack, like ``objects``
-        self._bg_small, self.bg_prescale = self._prescale(backgrounds.backgrounds)
-        self.mips: List[MipAsset] = [MipAsset(o) for o in objects.objects]
+        self._bg_small, self.bg_prescale, self._bg_hw = self._prescale(backgrounds.backgrounds)
+        self.mips: Sequence[MipAsset] = _mips(objects.objects)
         self.distractor_objects = distractor_objects
         if distractor_objects is None:
             self.dmips, self._twin = self.mips, np.arange(len(self.mips))
         else:
             if not distractor_objects.objects:
                 raise ValueError("distractor_objects: the pack has no objects")
-            self.dmips = [MipAsset(o) for o in distractor_objects.objects]
-            self._twin = _twins(distractor_objects.objects, objects.objects)
-        # Longer side and footprint pixels of each asset, for the sizing rule.
-        self._long = np.array([m.long_side for m in self.mips], np.float64)
-        self._fp = np.array([m.footprint_area for m in self.mips], np.float64)
-        self._dlong = np.array([m.long_side for m in self.dmips], np.float64)
-        self._dfp = np.array([m.footprint_area for m in self.dmips], np.float64)
+            self.dmips = _mips(distractor_objects.objects)
+            self._twin = _twins(distractor_objects, objects)
+        # Longer side and footprint pixels of each asset, for the sizing rule (of a
+        # streamed pack, from its metadata: the pyramids are built on demand).
+        dims = object_dims(objects)
+        self._long = np.array([max(d[1], d[2]) for d in dims], np.float64)
+        self._fp = np.array([d[3] for d in dims], np.float64)
+        ddims = dims if distractor_objects is None else object_dims(distractor_objects)
+        self._dlong = np.array([max(d[1], d[2]) for d in ddims], np.float64)
+        self._dfp = np.array([d[3] for d in ddims], np.float64)
         # Uniforms per copy: rotation, flip, and 3 colour factors with colour jitter.
         self._per_copy = 5 if scene.color_jitter > 0 else 2
         self.record_spec = record_spec(scene.max_count, scene.max_distractors, scene.classes)
@@ -404,29 +405,68 @@ class Composer:
         1 / sqrt(min crop fraction) (1.41 by default), which a bilinear resize does
         without aliasing, instead of paying for INTER_AREA per composite. Crops are
         drawn (and recorded in ``bg_crop``) in the prescaled background's pixels;
-        ``Composer.bg_prescale[id]`` is the factor applied."""
+        ``Composer.bg_prescale[id]`` is the factor applied.
+
+        Streamed backgrounds are prescaled when first drawn, into a bounded cache;
+        their prescaled sizes come from the stored shapes, by the same rule.
+        Returns (prescaled backgrounds, factors, prescaled (h, w) of each)."""
         H, W = self.scene.size
         lo = self.scene.bg_scale_range[0]
-        small, factor = [], []
-        for b in bgs:
-            hb, wb = b.shape[:2]
-            k = math.sqrt(H * W / (lo * hb * wb))
-            if k < 1.0:
-                size = (max(1, int(round(wb * k))), max(1, int(round(hb * k))))
-                b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
-                factor.append(size[0] / wb)
+        if is_streamed(bgs):
+            sizes = [_prescaled_size(int(h), int(w), H, W, lo) for h, w, _ in bgs.meta["shapes"]]
+            small = LazyAssets(len(bgs), _Prescaler(bgs, H, W, lo), names=bgs.names, meta={})
+            return small, [s[1] / int(w) for s, (_, w, _) in zip(sizes, bgs.meta["shapes"])], sizes
+        small = [_prescale_background(b, H, W, lo) for b in bgs]
+        return small, [b.shape[1] / a.shape[1] for a, b in zip(bgs, small)], [b.shape[:2] for b in small]
+
+    # -- streamed sources ------------------------------------------------------
+    def streamed(self) -> List[LazyAssets]:
+        """The sequences read on demand: prescaled backgrounds, object pyramids."""
+        seqs = [self._bg_small, self.mips] + ([self.dmips] if self.dmips is not self.mips else [])
+        return [s for s in seqs if isinstance(s, LazyAssets)]
+
+    def stage(self, folder: str, images: int, *, workers: int = 1, progress: bool = False) -> List[str]:
+        """Streamed sources: compute the prescaled backgrounds and object pyramids once
+        into files under ``folder`` (``synthcount.stream.stage``), so that a cache miss
+        reads them instead of computing them; what memory mode does once, at a disk
+        cost instead of a memory one. Done for a sequence only when the run makes more
+        images than it has items (else computing per miss costs less), and only where
+        the disk has room. The items, and so the images, are the same bytes either
+        way. Returns the names of what was staged; undo with :meth:`unstage`."""
+        done = []
+        self._unstaged = getattr(self, "_unstaged", {})
+        for name, seq in (("backgrounds", self._bg_small), ("objects", self.mips), ("distractors", self.dmips)):
+            if not isinstance(seq, LazyAssets) or images <= len(seq) or id(seq) in self._unstaged:
+                continue
+            if name == "backgrounds":
+                est = sum(4 * h * w for h, w in self._bg_hw)
+                enc, dec = _background_arrays, _one_array
             else:
-                factor.append(1.0)
-            # Kept as RGBA: OpenCV's bit-exact resize runs about twice as fast on 4
-            # channels as on 3, and computes each channel alone (the same RGB bytes).
-            small.append(cv2.cvtColor(b, cv2.COLOR_RGB2RGBA))
-        return small, factor
+                shapes = (self.objects if name == "objects" else self.distractor_objects).objects.meta["shapes"]
+                p = 2 * RGBA_PAD
+                est = int(sum((4 * (h + p) * (w + p) + h * w) * 4 // 3 for h, w, _ in shapes))
+                enc, dec = _mip_arrays, _mip_from_arrays
+            load = seq.load
+            if stage(seq, enc, dec, folder, est, workers=workers, progress=progress, desc=f"stage {name}"):
+                self._unstaged[id(seq)] = (seq, load)
+                done.append(name)
+        return done
+
+    def unstage(self) -> None:
+        """Read streamed sources from their source again (see :meth:`stage`)."""
+        for seq, load in getattr(self, "_unstaged", {}).values():
+            staged, seq.load = seq.load, load
+            staged.close()
+            with seq._lock:
+                seq._cache.clear()
+                seq._held = 0
+        self._unstaged = {}
 
     # -- sampling -----------------------------------------------------------
     def _background(self, rng: np.random.Generator) -> Tuple[int, Tuple[int, int, int, int]]:
         H, W = self.scene.size
         bid = int(rng.integers(len(self._bg_small)))
-        hb, wb = self._bg_small[bid].shape[:2]
+        hb, wb = self._bg_hw[bid]
         frac = rng.uniform(*self.scene.bg_scale_range)
         r = W / H
         ch = math.sqrt(frac * hb * wb / r)
@@ -1118,24 +1158,25 @@ class Composer:
         rec["exemplar_boxes"][row, :visible.size] = rec["object_boxes"][row, visible]
 
 
-def _twins(candidates: Sequence, objects: Sequence) -> np.ndarray:
+def _twins(candidate_pack: AssetPack, object_pack: AssetPack) -> np.ndarray:
     """For each candidate asset, the index of an identical one (same pixels) among
-    ``objects``, else -1: a distractor pack may hold the targets' own objects (the
+    the objects, else -1: a distractor pack may hold the targets' own objects (the
     built-in ones, say), and a target must never reappear as a distractor. Only
-    assets of equal shape are hashed."""
+    assets of equal shape and footprint are loaded and hashed."""
     def key(o) -> bytes:
         return hashlib.blake2b(o.alpha.tobytes() + o.rgb.tobytes(), digest_size=16).digest()
 
+    candidates, objects = candidate_pack.objects, object_pack.objects
     by_shape: Dict[tuple, List[int]] = {}
-    for i, o in enumerate(objects):
-        by_shape.setdefault(o.alpha.shape, []).append(i)
+    for i, (_, h, w, fp) in enumerate(object_dims(object_pack)):
+        by_shape.setdefault((h, w, fp), []).append(i)
     keys: Dict[int, bytes] = {}
     out = np.full(len(candidates), -1, np.int64)
-    for j, o in enumerate(candidates):
-        same = by_shape.get(o.alpha.shape, [])
+    for j, (_, h, w, fp) in enumerate(object_dims(candidate_pack)):
+        same = by_shape.get((h, w, fp), [])
         if not same:
             continue
-        kj = key(o)
+        kj = key(candidates[j])
         for i in same:
             if i not in keys:
                 keys[i] = key(objects[i])
@@ -1143,3 +1184,71 @@ def _twins(candidates: Sequence, objects: Sequence) -> np.ndarray:
                 out[j] = i
                 break
     return out
+
+
+def _prescaled_size(hb: int, wb: int, H: int, W: int, lo: float) -> Tuple[int, int]:
+    """(h, w) of an hb x wb background after ``Composer._prescale``."""
+    k = math.sqrt(H * W / (lo * hb * wb))
+    if k < 1.0:
+        return max(1, int(round(hb * k))), max(1, int(round(wb * k)))
+    return hb, wb
+
+
+def _prescale_background(b: np.ndarray, H: int, W: int, lo: float) -> np.ndarray:
+    """One background as ``Composer._prescale`` keeps it (RGBA, downscaled)."""
+    hb, wb = b.shape[:2]
+    h, w = _prescaled_size(hb, wb, H, W, lo)
+    if (h, w) != (hb, wb):
+        b = cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA)
+    # Kept as RGBA: OpenCV's bit-exact resize runs about twice as fast on 4
+    # channels as on 3, and computes each channel alone (the same RGB bytes).
+    return cv2.cvtColor(b, cv2.COLOR_RGB2RGBA)
+
+
+class _Prescaler:
+    """Loader of a streamed background, prescaled (picklable, for Dask)."""
+
+    def __init__(self, bgs: LazyAssets, H: int, W: int, lo: float):
+        self.bgs, self.H, self.W, self.lo = bgs, H, W, lo
+
+    def __call__(self, i: int) -> np.ndarray:
+        b = self.bgs.load(i)  # the source's loader: the prescaled copy is what is cached
+        if b.shape != tuple(self.bgs.meta["shapes"][i]):
+            raise ValueError(f"background {self.bgs.names[i]!r} changed on disk since it was scanned "
+                             f"({b.shape} instead of {tuple(self.bgs.meta['shapes'][i])})")
+        return _prescale_background(b, self.H, self.W, self.lo)
+
+
+class _MipLoader:
+    def __init__(self, objects: LazyAssets):
+        self.objects = objects
+
+    def __call__(self, i: int) -> MipAsset:
+        return MipAsset(self.objects.load(i))
+
+
+def _mips(objects) -> Sequence[MipAsset]:
+    """Each object with its pyramid: all built now, or on demand for a streamed pack."""
+    if is_streamed(objects):
+        return LazyAssets(len(objects), _MipLoader(objects), names=objects.names, meta={})
+    return [MipAsset(o) for o in objects]
+
+
+def _background_arrays(b: np.ndarray) -> List[np.ndarray]:
+    return [b]
+
+
+def _mip_arrays(m: MipAsset) -> List[np.ndarray]:
+    """A pyramid as its arrays: the RGBA levels, then the alpha levels."""
+    return list(m.rgba) + list(m.alpha)
+
+
+def _mip_from_arrays(arrays: List[np.ndarray]) -> MipAsset:
+    """The pyramid ``_mip_arrays`` took apart (nothing recomputed but the footprint)."""
+    m = MipAsset.__new__(MipAsset)
+    k = len(arrays) // 2
+    m.rgba, m.alpha = arrays[:k], arrays[k:]
+    m.height, m.width = m.alpha[0].shape
+    m.long_side = max(m.height, m.width)
+    m.footprint_area = int(np.count_nonzero(m.alpha[0] >= ALPHA_THRESHOLD_U8))
+    return m

@@ -495,6 +495,11 @@ class SourceConfig:
         the image's target identities; ``"builtin"`` = the built-in objects; or a
         folder / asset pack like ``objects``. A distractor asset identical (same
         pixels) to one of the image's targets is never drawn.
+    source_mode : {"auto", "memory", "stream"}
+        Hold folders and packs in memory, stream them from disk per image through a
+        bounded cache, or (auto) whichever fits in memory. It changes how a dataset
+        is made, never its bytes, so it is left out of ``DatasetConfig.to_dict``
+        (like ``workers``): a run resumes across modes.
     """
 
     objects: Optional[str] = None
@@ -504,6 +509,7 @@ class SourceConfig:
     object_max_side: int = 256
     background_max_side: int = 256
     distractor_objects: Optional[str] = None
+    source_mode: str = "auto"
 
     def __post_init__(self) -> None:
         bc = self.background_classes
@@ -521,6 +527,8 @@ class SourceConfig:
                "an integer >= 8", self.object_max_side)
         _check(_is_int(self.background_max_side) and self.background_max_side >= 8, "background_max_side",
                "an integer >= 8", self.background_max_side)
+        _check(self.source_mode in ("auto", "memory", "stream"), "source_mode", "auto, memory or stream",
+               self.source_mode)
 
 
 @dataclass(frozen=True)
@@ -565,7 +573,10 @@ class DatasetConfig:
         return first, min(first + self.shard_size, self.num_images)
 
     def to_dict(self) -> dict:
+        """The config as a dict, without ``sources.source_mode`` (how the sources are
+        read, never what the dataset holds: the identity and the shards leave it out)."""
         d = dataclasses.asdict(self)
+        d["sources"].pop("source_mode", None)
         for k, v in DESIGN_FIELDS.items():  # left out at their defaults: older configs keep their bytes
             if d["scene"].get(k) == v or (isinstance(v, tuple) and tuple(d["scene"].get(k)) == v):
                 del d["scene"][k]

@@ -248,8 +248,13 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             raise ValueError(f"OUT_DIR {out_dir!r} cannot be created: {parent!r} is not a writable folder")
     _check_memory(config, workers)
-    objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus)
+    objects, backgrounds = resolve_sources(config.sources, config.scene.stimulus, workers=workers, progress=progress)
     distractor_objects = resolve_distractor_objects(config.sources, config.scene.stimulus)
+    from .stream import is_streamed
+
+    # How the sources are read is logged, not recorded: it never changes a byte.
+    log.info("sources (--source-mode %s): objects %s, backgrounds %s", config.sources.source_mode,
+             *("streamed" if is_streamed(seq) else "in memory" for seq in (objects.objects, backgrounds.backgrounds)))
     check_feasible(config.scene, objects, distractor_objects)
     ident = _identity(config, objects, backgrounds, distractor_objects)
     existing = read_identity(out_dir)
@@ -282,7 +287,9 @@ def plan_generation(out_dir: str, config: DatasetConfig, *, shards: Optional[Tup
                  survey.trials, survey.seconds, survey.budget, sum(len(v) for v in survey.unfit.values()))
     if survey.unfit and config.scene.unfit == "error":
         if config.scene.design is not None:
-            pairs = survey.unfit_pairs([o.name for o in objects.objects])
+            from .stream import object_names
+
+            pairs = survey.unfit_pairs(object_names(objects.objects))
             more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             raise ValueError(f"the design cannot be laid out (fewer than 4 of 2000 trial layouts fitted at its hardest "
                              f"item and field area): {'; '.join(pairs[:3])}{more}; narrow item_area_range / "
@@ -301,7 +308,9 @@ def _unfit_message(composer, survey) -> str:
 
     sc = composer.scene
     n, ids = next(iter(sorted(survey.unfit.items())))
-    name = composer.objects.objects[ids[0]].name
+    from .stream import object_names
+
+    name = object_names(composer.objects.objects)[ids[0]]
     with_d = f" with {sc.max_distractors} distractors" if sc.max_distractors else ""
     field, flag, (a, b) = size_fields(sc)
     head = (f"{flag} {a:g}:{b:g} (or {field} in --config): {name!r} cannot be laid out {n} times{with_d} "
@@ -789,6 +798,19 @@ def _make_missing(plan: GenerationPlan, res: GenerateResult, todo: List[int], wo
 
     cfg, out_dir, composer = plan.config, plan.out_dir, plan.composer
     total = sum(cfg.shard_range(k)[1] - cfg.shard_range(k)[0] for k in todo)
+    stage_dir = None
+    if client is None and composer.streamed():
+        # Streamed sources: prescale / build pyramids once into a temporary folder (the
+        # work memory mode does once, held on disk), removed at the end of the run.
+        import tempfile
+
+        stage_dir = tempfile.mkdtemp(prefix="synthcount-stage-")
+        try:
+            staged = composer.stage(stage_dir, total, workers=workers, progress=progress)
+        except BaseException:
+            _unstage(composer, stage_dir)
+            raise
+        log.info("streamed sources staged in %s: %s", stage_dir, ", ".join(staged) or "none")
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
                desc=f"generate {os.path.basename(os.path.normpath(out_dir))}")
     t0 = time.perf_counter()
@@ -814,7 +836,16 @@ def _make_missing(plan: GenerationPlan, res: GenerateResult, todo: List[int], wo
         bar.close()
         _STATE.clear()
         cv2.setNumThreads(cv_threads)
+        if stage_dir is not None:
+            _unstage(composer, stage_dir)
     res.seconds = time.perf_counter() - t0
+
+
+def _unstage(composer, stage_dir: str) -> None:
+    import shutil
+
+    composer.unstage()
+    shutil.rmtree(stage_dir, ignore_errors=True)
 
 
 def _clean_up_failed(out_dir: str, cfg: DatasetConfig, todo: List[int], lock: FolderLock, created: bool,

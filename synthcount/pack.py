@@ -2,7 +2,9 @@
 
 A pack is what the compositor reads: it never decodes an image file per composite.
 ``synthcount prepare`` writes packs to HDF5 (see ``save_pack`` / ``load_pack``);
-small folders are prepared in memory on the fly (``synthcount.sources``).
+small folders are prepared in memory on the fly (``synthcount.sources``). A pack's
+``objects`` / ``backgrounds`` may instead be read on demand (``synthcount.stream``)
+for sources larger than memory.
 
 Objects are RGB ``uint8 (h, w, 3)`` cut-outs cropped to their mask's bounding box
 with an alpha ``uint8 (h, w)`` in 0..255 (soft edges kept). Backgrounds are RGB
@@ -12,15 +14,16 @@ with an alpha ``uint8 (h, w)`` in 0..255 (soft edges kept). Backgrounds are RGB
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 __all__ = ["ObjectAsset", "AssetPack", "save_pack", "load_pack", "pack_decoded_bytes", "PACK_FORMAT_VERSION"]
 
-PACK_FORMAT_VERSION = 1
+# 2: names as string datasets, objects' footprints, the fingerprint stored, written
+# incrementally (synthcount.stream.PackWriter). Format 1 packs are still read.
+PACK_FORMAT_VERSION = 2
 
 
 def _name_bytes(name: str) -> bytes:
@@ -81,11 +84,13 @@ class AssetPack:
     def __post_init__(self) -> None:
         if len(self.background_names) != len(self.backgrounds):
             raise ValueError("background_names and backgrounds differ in length")
+        self._fingerprint: Optional[str] = None
+        if _lazy(self.backgrounds):
+            return  # streamed (synthcount.stream): items are checked as they are loaded
         self.backgrounds = [np.ascontiguousarray(b) for b in self.backgrounds]
         for b, n in zip(self.backgrounds, self.background_names):
             if b.dtype != np.uint8 or b.ndim != 3 or b.shape[2] != 3:
                 raise ValueError(f"background {n!r}: must be uint8 (h, w, 3), got {b.dtype} {b.shape}")
-        self._fingerprint: Optional[str] = None
 
     def fingerprint(self) -> str:
         """sha256 over every pixel and name: the identity of the pack's content."""
@@ -112,62 +117,42 @@ class AssetPack:
         }
 
 
-def _flatten(arrays: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    if not arrays:  # reshape(0, -1) is ambiguous; an empty side still has 3-column shapes
-        return np.zeros(0, np.uint8), np.zeros((0, 3), np.int64)
-    shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(len(arrays), -1)
-    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.uint8)
-    return flat, shapes
+def _lazy(seq) -> bool:
+    """A sequence read on demand (``synthcount.stream.LazyAssets``)."""
+    return hasattr(seq, "load") and hasattr(seq, "meta")
 
 
-def _unflatten(flat: np.ndarray, shapes: np.ndarray) -> List[np.ndarray]:
-    out, pos = [], 0
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append(flat[pos:pos + n].reshape(tuple(int(v) for v in s)))
-        pos += n
-    return out
-
-
-def save_pack(pack: AssetPack, path: str, compression: str = "lzf") -> None:
+def save_pack(pack: AssetPack, path: str, compression: str = "none") -> None:
     """Write ``pack`` to an HDF5 file at ``path`` (written to a temporary name first).
+
+    Pixels are stored uncompressed by default (``compression="lzf"`` to compress):
+    decoded photos hardly shrink, and streamed packs are read per image.
 
     Raises ``synthcount._io.WriteError`` (naming ``path``) when the file cannot be
     written; ``path`` is then left as it was.
 
-    Layout: ``objects/rgb`` and ``objects/alpha`` hold every object's pixels
-    concatenated as flat uint8 arrays, with shapes in ``objects/rgb_shapes``;
-    ``backgrounds/rgb`` likewise; names as JSON attributes; ``skipped`` as JSON.
+    Layout (format 2, see ``synthcount.stream.PackWriter``): ``objects/rgb`` and
+    ``objects/alpha`` hold every object's pixels concatenated as flat uint8 arrays,
+    with shapes in ``objects/rgb_shapes``; ``backgrounds/rgb`` likewise; names as
+    string datasets; ``skipped`` as JSON; the fingerprint as an attribute.
     """
-    import io
+    from ._io import atomic_path
+    from .stream import PackWriter
 
-    import h5py
-
-    from ._io import atomic_write
-
-    comp = None if compression == "none" else compression
-    # Built in memory, then written atomically with plain file I/O: a full disk is one
-    # OSError naming the file (HDF5 itself can crash on it), and a pack file on disk
-    # is always complete.
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        f.attrs["pack_format_version"] = PACK_FORMAT_VERSION
-        f.attrs["source"] = pack.source
-        f.attrs["skipped"] = json.dumps(pack.skipped)
-        g = f.create_group("objects")
-        rgb, rgb_shapes = _flatten([o.rgb for o in pack.objects])
-        al, _ = _flatten([o.alpha for o in pack.objects])
-        g.create_dataset("rgb", data=rgb, compression=comp, chunks=True if rgb.size else None)
-        g.create_dataset("alpha", data=al, compression=comp, chunks=True if al.size else None)
-        g.create_dataset("rgb_shapes", data=rgb_shapes)
-        g.attrs["names"] = json.dumps([o.name for o in pack.objects])
-        g = f.create_group("backgrounds")
-        bg, bg_shapes = _flatten(pack.backgrounds)
-        g.create_dataset("rgb", data=bg, compression=comp, chunks=True if bg.size else None)
-        g.create_dataset("rgb_shapes", data=bg_shapes)
-        g.attrs["names"] = json.dumps(list(pack.background_names))
-    with atomic_write(path, "wb") as out:
-        out.write(buf.getbuffer())
+    with atomic_path(path) as tmp:
+        w = PackWriter(tmp, {"saved": True}, compression=compression)
+        try:
+            for o in pack.objects:
+                w.add_object(o)
+                if w.buffered_bytes > 64 << 20:
+                    w.checkpoint(0, [])
+            for b, n in zip(pack.backgrounds, pack.background_names):
+                w.add_background(b, n)
+                if w.buffered_bytes > 64 << 20:
+                    w.checkpoint(0, [])
+            w.finish(pack.skipped, pack.source)
+        finally:
+            w.close()
 
 
 def pack_decoded_bytes(path: str) -> Tuple[int, int]:
@@ -189,34 +174,21 @@ def pack_decoded_bytes(path: str) -> Tuple[int, int]:
 
 
 def load_pack(path: str) -> AssetPack:
-    """Read an asset pack written by ``save_pack``.
+    """Read an asset pack written by ``save_pack`` or ``prepare`` into memory.
 
     Raises
     ------
     ValueError
         If ``path`` is not a synthcount asset pack.
     """
-    import h5py
+    from .stream import PackReader
 
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 asset pack ({e})") from None
-    with f:
-        if "pack_format_version" not in f.attrs:
-            raise ValueError(f"{path}: not a synthcount asset pack (no pack_format_version attribute)")
-        version = int(f.attrs["pack_format_version"])
-        if version > PACK_FORMAT_VERSION:
-            raise ValueError(f"{path}: pack format {version} is newer than this synthcount ({PACK_FORMAT_VERSION})")
-        g = f["objects"]
-        shapes = g["rgb_shapes"][()].reshape(-1, 3)
-        rgbs = _unflatten(g["rgb"][()], shapes)
-        alphas = _unflatten(g["alpha"][()], shapes[:, :2])
-        names = json.loads(g.attrs["names"])
-        objects = [ObjectAsset(r, a, n) for r, a, n in zip(rgbs, alphas, names)]
-        g = f["backgrounds"]
-        bgs = _unflatten(g["rgb"][()], g["rgb_shapes"][()].reshape(-1, 3))
-        bg_names = json.loads(g.attrs["names"])
-        skipped = [tuple(s) for s in json.loads(f.attrs.get("skipped", "[]"))]
-        source = str(f.attrs.get("source", path))
-    return AssetPack(objects, bgs, bg_names, skipped, source)
+    r = PackReader(path)
+    objects = [r.object(i) for i in range(len(r.object_names))]
+    bgs = [r.background(i) for i in range(len(r.background_names))]
+    if r._f is not None:
+        r._f.close()
+    pack = AssetPack(objects, bgs, list(r.background_names), r.skipped, r.source)
+    if r.stored_fingerprint is not None:
+        pack._fingerprint = r.stored_fingerprint  # hashed by the writer over these very items
+    return pack

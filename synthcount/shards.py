@@ -195,10 +195,12 @@ _FIELD_INFO = {
 def pack_names(objects, backgrounds, distractor_objects=None) -> dict:
     """``{"object_names": [...], "background_names": [...]}`` of two asset packs, in pack
     order, and ``"distractor_object_names"`` when distractors have a pack of their own."""
-    names = {"object_names": [o.name for o in objects.objects],
+    from .stream import object_names
+
+    names = {"object_names": object_names(objects.objects),
              "background_names": list(backgrounds.background_names)}
     if distractor_objects is not None:
-        names["distractor_object_names"] = [o.name for o in distractor_objects.objects]
+        names["distractor_object_names"] = object_names(distractor_objects.objects)
     return names
 
 
@@ -432,7 +434,17 @@ def truncate_to_eoa(path: str) -> None:
     40 in versions 0, 44 in version 1, 28 in versions 2 and 3, relative to the base
     address; 8-byte offsets).
     """
+    eoa = hdf5_eoa(path)
     with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > eoa:
+            f.truncate(eoa)
+
+
+def hdf5_eoa(path: str) -> int:
+    """End-of-file address of an HDF5 file as its superblock on disk records it (see
+    :func:`truncate_to_eoa`)."""
+    with open(path, "rb") as f:
         head = f.read(48)
         if head[:8] != _HDF5_SIGNATURE:
             raise OSError(f"{path}: not an HDF5 file with its superblock at offset 0")
@@ -448,10 +460,7 @@ def truncate_to_eoa(path: str) -> None:
         if size_off != 8:
             raise OSError(f"{path}: HDF5 offsets of {size_off} bytes are not supported here")
         base = int.from_bytes(head[base_at:base_at + 8], "little")
-        eoa = base + int.from_bytes(head[eof_at:eof_at + 8], "little")
-        f.seek(0, os.SEEK_END)
-        if f.tell() > eoa:
-            f.truncate(eoa)
+        return base + int.from_bytes(head[eof_at:eof_at + 8], "little")
 
 
 def read_manifest(folder: str) -> dict:

@@ -21,11 +21,20 @@ Bad files are skipped and listed in ``AssetPack.skipped`` as ``(relative path,
 reason)``; each reason starts with a fixed phrase (see ``REASONS``). Order is
 deterministic (sorted relative paths) and names are relative POSIX paths, so the
 pack -- and its fingerprint -- is the same for any ``workers``.
+
+Source modes (``SOURCE_MODES``): ``memory`` decodes every asset up front (refused,
+in one line, when the decoded pixels will not fit); ``stream`` reads them per image
+through a bounded cache (``synthcount.stream``): a pack from its file, a folder by
+decoding its files again after one scan that finds the usable ones, their shapes
+and the fingerprint. ``auto`` keeps what fits in memory and streams the rest. The
+assets, and so every dataset byte, are the same in all modes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 import struct
 import sys
@@ -39,7 +48,8 @@ from PIL import Image, ImageOps
 from ._io import remove_stale_tmps, write_json_atomic
 from ._system import mem_available
 from .config import SourceConfig
-from .pack import AssetPack, ObjectAsset, load_pack, pack_decoded_bytes, save_pack
+from .pack import AssetPack, ObjectAsset, load_pack, pack_decoded_bytes
+from .stream import FINGERPRINT_SEPARATOR, LazyAssets, PackWriter, _hash_background, _hash_object, open_pack_stream
 
 __all__ = [
     "SourceError",
@@ -50,7 +60,16 @@ __all__ = [
     "prepare",
     "MAX_IMAGE_PIXELS",
     "REASONS",
+    "SOURCE_MODES",
+    "PARTIAL_SUFFIX",
 ]
+
+SOURCE_MODES = ("auto", "memory", "stream")
+# An unfinished pack of ``prepare`` (kept on interruption; a rerun resumes from it).
+PARTIAL_SUFFIX = ".partial"
+CHECKPOINT_BYTES = 64 << 20  # decoded bytes between two checkpoints of prepare (its memory bound)
+
+log = logging.getLogger("synthcount")
 
 # Images with more pixels than this are refused as decompression bombs (checked on
 # the header, before decoding). PIL's own default; lower it in tests, or pass
@@ -327,25 +346,29 @@ def _check_args(max_side: int, workers: int, mask_threshold: float = 0.5) -> Non
 
 def _run(fn, tasks: list, workers: int, progress: bool, desc: str) -> list:
     """Map fn over tasks in order (a process pool when workers > 1)."""
+    return list(_iter_run(fn, tasks, workers, progress, desc))
+
+
+def _iter_run(fn, tasks: list, workers: int, progress: bool, desc: str, done: int = 0):
+    """Yield fn over tasks in order (a process pool when workers > 1), holding only a
+    few results at a time; the bar starts at ``done`` (a resumed run)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), desc=desc, unit="file", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=done + len(tasks), initial=done, desc=desc, unit="file", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
     try:
         if workers == 1 or len(tasks) < 2:
-            out = []
             for t in tasks:
-                out.append(fn(t))
+                yield fn(t)
                 bar.update()
-            return out
+            return
         import multiprocessing as mp
 
-        out = []
         chunk = max(1, min(64, len(tasks) // (4 * workers)))
         with mp.get_context().Pool(min(workers, len(tasks))) as pool:
             for r in pool.imap(fn, tasks, chunksize=chunk):  # imap keeps task order
-                out.append(r)
+                yield r
                 bar.update()
-        return out
     finally:
         bar.close()
 
@@ -357,15 +380,31 @@ SOURCE_MEMORY_FACTOR = 2.0
 _MEMORY_SAMPLE = 64  # headers read to estimate a folder's decoded size
 
 
-def _check_source_memory(path: str, what: str, n: int, decoded: float, how: str, remedy: str) -> None:
-    """Refuse sources whose decoded pixels cannot fit in memory: one line before the
-    first decode instead of an out-of-memory kill after minutes of decoding."""
+def _fits(decoded: float, share: float = 1.0) -> bool:
+    """Whether sources of ``decoded`` bytes fit in ``share`` of the available memory."""
     avail = mem_available()
-    if avail is None or SOURCE_MEMORY_FACTOR * decoded <= avail:
+    return avail is None or SOURCE_MEMORY_FACTOR * decoded <= share * avail
+
+
+def _stream(mode: str, decoded: float) -> bool:
+    """Whether to stream: asked to, or ``auto`` and the source would take more than
+    half of the available memory (objects and backgrounds may both be large)."""
+    return mode == "stream" or (mode == "auto" and not _fits(decoded, 0.5))
+
+
+def _check_source_memory(path: str, what: str, n: int, decoded: float, how: str, remedy: str) -> None:
+    """Refuse sources whose decoded pixels cannot fit in memory (``memory`` mode): one
+    line before the first decode instead of an out-of-memory kill after minutes."""
+    if _fits(decoded):
         return
     raise SourceError(f"{path}: {n:,} {what} take about {_human(decoded)} once decoded ({how}) and a run holds "
-                      f"about {SOURCE_MEMORY_FACTOR:g} times that, more than the {_human(avail)} of memory "
-                      f"available; {remedy}")
+                      f"about {SOURCE_MEMORY_FACTOR:g} times that, more than the {_human(mem_available())} of "
+                      f"memory available; {remedy}, or stream them (--source-mode stream)")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in SOURCE_MODES:
+        raise ValueError(f"source_mode must be one of {', '.join(SOURCE_MODES)}, got {mode!r}")
 
 
 def _human(b: float) -> str:
@@ -388,16 +427,20 @@ def _sampled_decoded_bytes(paths: List[str], per_image) -> float:
     return float(np.mean(sizes)) if sizes else 0.0
 
 
-def _pack_file(path: str) -> Optional[AssetPack]:
-    """An existing path: None for a folder, the loaded pack for a file; else SourceError."""
+def _pack_file(path: str, mode: str = "memory") -> Optional[AssetPack]:
+    """An existing path: None for a folder, the pack for a file (loaded, or streamed
+    as ``mode`` says); else SourceError."""
     if not os.path.exists(path):
         raise SourceError(f"{path}: no such file or folder")
     if os.path.isdir(path):
         return None
     n, decoded = pack_decoded_bytes(path)
-    _check_source_memory(path, "assets", n, decoded, "from the pack's stored shapes",
-                         "make a smaller pack (synthcount prepare of fewer files, or with a smaller --max-side)")
+    if mode == "memory":
+        _check_source_memory(path, "assets", n, decoded, "from the pack's stored shapes",
+                             "make a smaller pack (synthcount prepare of fewer files, or with a smaller --max-side)")
     try:
+        if _stream(mode, decoded):
+            return open_pack_stream(path)
         return load_pack(path)
     except ValueError as e:
         raise SourceError(f"{path}: not a folder nor an asset pack ({e})") from None
@@ -409,7 +452,7 @@ def _no_usable(path: str, what: str, skipped: list) -> SourceError:
 
 
 def load_objects(path: str, *, mask_threshold: float = 0.5, max_side: int = 256, workers: int = 1,
-                 progress: bool = False, max_pixels: Optional[int] = None) -> AssetPack:
+                 progress: bool = False, max_pixels: Optional[int] = None, mode: str = "memory") -> AssetPack:
     """Load object cut-outs from a folder or an objects pack made by ``prepare``.
 
     Parameters
@@ -428,6 +471,10 @@ def load_objects(path: str, *, mask_threshold: float = 0.5, max_side: int = 256,
         Show a tqdm bar on stderr.
     max_pixels : int, optional
         Decompression-bomb limit in pixels; default ``MAX_IMAGE_PIXELS``.
+    mode : {"memory", "stream", "auto"}
+        Decode every object now (refused when they will not fit in memory), read
+        them on demand (``objects`` is then a ``synthcount.stream.LazyAssets``), or
+        whichever fits (see ``SOURCE_MODES``). The objects are the same in all.
 
     Returns
     -------
@@ -440,7 +487,8 @@ def load_objects(path: str, *, mask_threshold: float = 0.5, max_side: int = 256,
         Missing path, a pack without objects, or no usable object in the folder.
     """
     _check_args(max_side, workers, mask_threshold)
-    pack = _pack_file(path)
+    _check_mode(mode)
+    pack = _pack_file(path, mode)
     if pack is not None:
         if not pack.objects:
             raise SourceError(f"{path}: not an objects pack (0 objects, {len(pack.backgrounds)} backgrounds)")
@@ -455,6 +503,8 @@ def load_objects(path: str, *, mask_threshold: float = 0.5, max_side: int = 256,
         return 4 * max(1, round(w * s)) * max(1, round(h * s))
 
     per = _sampled_decoded_bytes(decodable, rgba_bytes)
+    if _stream(mode, per * len(decodable)):
+        return _scan_folder(path, "objects", tasks, [], workers, progress)
     _check_source_memory(path, "objects", len(decodable), per * len(decodable),
                          f"at most {per / 1024:,.0f} KB each at longer side {max_side}, from "
                          f"{min(len(decodable), _MEMORY_SAMPLE)} sampled headers",
@@ -471,7 +521,7 @@ def load_objects(path: str, *, mask_threshold: float = 0.5, max_side: int = 256,
 
 
 def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 256, workers: int = 1,
-                     progress: bool = False, max_pixels: Optional[int] = None) -> AssetPack:
+                     progress: bool = False, max_pixels: Optional[int] = None, mode: str = "memory") -> AssetPack:
     """Load backgrounds from a SUN397 tree, any image folder, or a backgrounds pack.
 
     Parameters
@@ -485,7 +535,7 @@ def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 
         Ignored for packs.
     max_side : int >= 1
         Shorter side of every background after downscaling (cv2.INTER_AREA).
-    workers, progress, max_pixels
+    workers, progress, max_pixels, mode
         As in ``load_objects``.
 
     Returns
@@ -499,9 +549,10 @@ def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 
         Missing path, unknown class, a pack without backgrounds, or no usable image.
     """
     _check_args(max_side, workers)
+    _check_mode(mode)
     if isinstance(classes, str):
         classes = (classes,)
-    pack = _pack_file(path)
+    pack = _pack_file(path, mode)
     if pack is not None:
         if not pack.backgrounds:
             raise SourceError(f"{path}: not a backgrounds pack (0 backgrounds, {len(pack.objects)} objects)")
@@ -521,6 +572,12 @@ def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 
         return 3 * max(1, round(w * s)) * max(1, round(h * s))
 
     per = _sampled_decoded_bytes([os.path.join(path, t[1]) for t in tasks], rgb_bytes)
+    if _stream(mode, per * len(tasks)):
+        pack = _scan_folder(path, "backgrounds", tasks, skipped, workers, progress)
+        if not len(pack.backgrounds):
+            where = f" in classes {list(classes)}" if classes else ""
+            raise _no_usable(path + where, "background", pack.skipped)
+        return pack
     _check_source_memory(path, "backgrounds", len(tasks), per * len(tasks),
                          f"{per / 1024:,.0f} KB each at shorter side {max_side}, from "
                          f"{min(len(tasks), _MEMORY_SAMPLE)} sampled headers",
@@ -540,10 +597,13 @@ def load_backgrounds(path: str, *, classes: Sequence[str] = (), max_side: int = 
     return AssetPack(backgrounds=bgs, background_names=names, skipped=skipped, source=os.path.abspath(path))
 
 
-def resolve_sources(src: SourceConfig, stimulus: str = "cutout") -> Tuple[AssetPack, AssetPack]:
+def resolve_sources(src: SourceConfig, stimulus: str = "cutout", *, workers: int = 1,
+                    progress: bool = False) -> Tuple[AssetPack, AssetPack]:
     """(objects_pack, backgrounds_pack) for a SourceConfig; None paths -> built-in packs.
 
     ``stimulus="binary"`` selects the binary (white shapes on black) built-ins.
+    ``src.source_mode`` says whether folders and packs are held in memory or
+    streamed (see ``SOURCE_MODES``); ``workers`` processes decode (or scan) folders.
     """
     from . import assets
 
@@ -553,12 +613,14 @@ def resolve_sources(src: SourceConfig, stimulus: str = "cutout") -> Tuple[AssetP
     if src.objects is None:
         objects = assets.binary_objects() if binary else assets.builtin_objects()
     else:
-        objects = load_objects(src.objects, mask_threshold=src.mask_threshold, max_side=src.object_max_side)
+        objects = load_objects(src.objects, mask_threshold=src.mask_threshold, max_side=src.object_max_side,
+                               mode=src.source_mode, workers=workers, progress=progress)
     if src.backgrounds is None:
         backgrounds = assets.binary_backgrounds() if binary else assets.builtin_backgrounds()
     else:
         backgrounds = load_backgrounds(src.backgrounds, classes=src.background_classes,
-                                       max_side=src.background_max_side)
+                                       max_side=src.background_max_side, mode=src.source_mode, workers=workers,
+                                       progress=progress)
     return objects, backgrounds
 
 
@@ -574,16 +636,78 @@ def resolve_distractor_objects(src: SourceConfig, stimulus: str = "cutout") -> O
         return None
     if d == "builtin":
         return assets.binary_objects() if stimulus == "binary" else assets.builtin_objects()
-    return load_objects(d, mask_threshold=src.mask_threshold, max_side=src.object_max_side)
+    return load_objects(d, mask_threshold=src.mask_threshold, max_side=src.object_max_side, mode=src.source_mode)
+
+
+def _scan_folder(path: str, kind: str, tasks: list, skipped: list, workers: int, progress: bool) -> AssetPack:
+    """A folder as a streamed pack: one pass decodes every file to find the usable
+    ones, their shapes (and footprints) and the fingerprint, keeping none of them."""
+    from .transforms import ALPHA_THRESHOLD_U8
+
+    h = hashlib.sha256()
+    kept, names, shapes, fps, skipped = [], [], [], [], list(skipped)
+    if kind == "backgrounds":
+        h.update(FINGERPRINT_SEPARATOR)
+    fn = _decode_object if kind == "objects" else _decode_background
+    for t, r in zip(tasks, _iter_run(fn, tasks, workers, progress, f"scan {kind}")):
+        if r[0] != "ok":
+            skipped.append((r[1], r[2]))
+            continue
+        kept.append(t)
+        if kind == "objects":
+            o = ObjectAsset(r[1], r[2], r[3])
+            _hash_object(h, o)
+            names.append(o.name)
+            shapes.append(o.rgb.shape)
+            fps.append(int(np.count_nonzero(o.alpha >= ALPHA_THRESHOLD_U8)))
+        else:
+            _hash_background(h, r[1], r[2])
+            names.append(r[2])
+            shapes.append(r[1].shape)
+    if kind == "objects":
+        h.update(FINGERPRINT_SEPARATOR)
+        if not kept:
+            raise _no_usable(path, "object", skipped)
+    meta = {"shapes": np.array(shapes, np.int64).reshape(-1, 3)}
+    if kind == "objects":
+        meta["footprints"] = np.array(fps, np.int64)
+    seq = LazyAssets(len(kept), _FolderLoader(kind, kept), names=names, meta=meta, cache_bytes=32 << 20)
+    if kind == "objects":
+        pack = AssetPack(objects=seq, skipped=skipped, source=os.path.abspath(path))
+    else:
+        skipped.sort()
+        pack = AssetPack(backgrounds=seq, background_names=names, skipped=skipped, source=os.path.abspath(path))
+    pack._fingerprint = h.hexdigest()
+    return pack
+
+
+class _FolderLoader:
+    """Decode item ``i`` of a scanned folder again (picklable, for Dask)."""
+
+    def __init__(self, kind: str, tasks: list):
+        self.kind, self.tasks = kind, tasks
+
+    def __call__(self, i: int):
+        t = self.tasks[i]
+        r = (_decode_object if self.kind == "objects" else _decode_background)(t)
+        if r[0] != "ok":
+            raise SourceError(f"{os.path.join(t[0], t[1])}: unusable since the folder was scanned ({r[2]})")
+        return ObjectAsset(r[1], r[2], r[3]) if self.kind == "objects" else r[1]
 
 
 def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshold: float = 0.5, classes=(),
             workers: int = 1, progress: bool = False, max_pixels: Optional[int] = None) -> AssetPack:
-    """Decode a source folder once into an asset pack file plus a report.
+    """Decode a source folder once into an asset pack file plus a report, in bounded memory.
 
-    Writes ``out`` (HDF5, via ``pack.save_pack``) and ``out + ".report.json"``:
-    ``{"source", "kind", "params", "num_loaded", "num_skipped", "skipped":
-    [{"file", "reason"}], "fingerprint"}``.
+    Writes ``out`` (HDF5, format 2, see ``synthcount.stream.PackWriter``) and
+    ``out + ".report.json"``: ``{"source", "kind", "params", "num_loaded",
+    "num_skipped", "skipped": [{"file", "reason"}], "fingerprint"}``.
+
+    Decoded assets go to ``out + PARTIAL_SUFFIX`` as they come (never all in
+    memory), with a checkpoint about every 64 MiB. An interrupted run (Ctrl-C, a
+    kill) leaves that file, and the same call resumes from its last checkpoint; a
+    different call starts it afresh. The result is the same bytes either way. A
+    write error (disk full) removes it.
 
     Parameters
     ----------
@@ -593,27 +717,79 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
     Returns
     -------
     AssetPack
-        The pack written.
+        The pack written, streamed from ``out`` (``synthcount.stream``).
     """
     if kind not in ("objects", "backgrounds"):
         raise ValueError(f"kind must be 'objects' or 'backgrounds', got {kind!r}")
+    _check_args(max_side, workers, mask_threshold)
+    if not os.path.isdir(src):
+        raise SourceError(f"{src}: no such folder" if not os.path.exists(src) else f"{src}: not a folder")
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    if isinstance(classes, str):
+        classes = (classes,)
     if kind == "objects":
-        pack = load_objects(src, mask_threshold=mask_threshold, max_side=max_side, workers=workers,
-                            progress=progress, max_pixels=max_pixels)
+        tasks = [(src, rel, m, k, float(mask_threshold), int(max_side), limit) for rel, m, k in _object_tasks(src)]
         params = {"max_side": max_side, "mask_threshold": mask_threshold}
-        n = len(pack.objects)
+        skipped0, fn = [], _decode_object
     else:
-        pack = load_backgrounds(src, classes=classes, max_side=max_side, workers=workers,
-                                progress=progress, max_pixels=max_pixels)
-        params = {"max_side": max_side, "classes": list(classes) if not isinstance(classes, str) else [classes]}
-        n = len(pack.backgrounds)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
+        skipped0, tasks = [], []
+        for rel in _select_classes(src, _walk(src), classes):
+            if _ext(rel) in IMAGE_EXT:
+                tasks.append((src, rel, int(max_side), limit))
+            elif os.path.basename(rel).lower() not in _LAYOUT_FILES:
+                skipped0.append((display_name(rel),
+                                 display_name(f"unsupported file type {_ext(rel) or '(none)'!r}")))
+        params = {"max_side": max_side, "classes": list(classes)}
+        fn = _decode_background
+    source = os.path.abspath(src)
+    files = hashlib.sha256("\0".join(t[1] for t in tasks).encode("utf-8", "surrogateescape")).hexdigest()
+    ident = {"source": display_name(source), "kind": kind, "params": params, "max_pixels": limit, "files": files}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    partial = out + PARTIAL_SUFFIX
+    writer = PackWriter.resume(partial, ident) if os.path.exists(partial) else None
+    if writer is not None:
+        log.info("prepare: resuming %s at file %d of %d", partial, writer.tasks_done, len(tasks))
+    else:
+        writer = _new_writer(partial, ident)
+    done, skipped = writer.tasks_done, list(writer.skipped)
+    try:
+        i = done
+        for r in _iter_run(fn, tasks[done:], workers, progress, f"{kind} (resumed)" if done else kind, done=done):
+            i += 1
+            if r[0] != "ok":
+                skipped.append((r[1], r[2]))
+            elif kind == "objects":
+                writer.add_object(ObjectAsset(r[1], r[2], r[3]))
+            else:
+                writer.add_background(r[1], r[2])
+            if writer.buffered_bytes >= CHECKPOINT_BYTES:
+                writer.checkpoint(i, skipped)
+        writer.checkpoint(i, skipped)
+        n = writer.f[f"{kind}/rgb_shapes"].shape[0]
+        skipped = skipped0 + skipped
+        if kind == "backgrounds":
+            skipped.sort()
+        if n == 0:
+            writer.close()
+            os.remove(partial)
+            where = f" in classes {list(classes)}" if classes and kind == "backgrounds" else ""
+            raise _no_usable(src + where, "object" if kind == "objects" else "background", skipped)
+        fingerprint = writer.finish(skipped, source)
+    except OSError as e:  # disk full, ...: the partial file may be damaged; leave nothing
+        writer.close()
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        from ._io import WriteError, _describe
+
+        raise WriteError(e.errno, _describe(out, e)) from e
+    except BaseException:
+        writer.close()  # interrupted: the partial file resumes from its last checkpoint
+        raise
     report = {
-        "source": display_name(pack.source), "kind": kind, "params": params, "num_loaded": n,
-        "num_skipped": len(pack.skipped),
-        "skipped": [{"file": f, "reason": r} for f, r in pack.skipped],
-        "fingerprint": pack.fingerprint(),
+        "source": display_name(source), "kind": kind, "params": params, "num_loaded": n,
+        "num_skipped": len(skipped),
+        "skipped": [{"file": f, "reason": r} for f, r in skipped],
+        "fingerprint": fingerprint,
     }
     # Temporary files of an earlier prepare to the same pack killed outright (kill -9)
     # go first: only ours (``<out>.tmp-<pid>-<hex>``, the pid gone), never a foreign file.
@@ -625,11 +801,27 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
     # never a report without its pack), and a failed report write removes the new pack.
     with contextlib.suppress(OSError):
         os.remove(report_path)  # the old report describes the old pack, which goes now
-    save_pack(pack, out)
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, out)
     try:
         write_json_atomic(report_path, report)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(out)
         raise
-    return pack
+    return open_pack_stream(out)
+
+
+def _new_writer(partial: str, ident: dict) -> PackWriter:
+    try:
+        return PackWriter(partial, ident)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        from ._io import WriteError, _describe
+
+        raise WriteError(e.errno, _describe(partial, e)) from e

@@ -321,7 +321,9 @@ def survey_layouts(composer, *, failure_prob: Optional[float] = None, workers: i
         if not r.fit:
             unfit.setdefault(r.n, []).append(r.object_index)
     fit = [r for r in results if r.fit]
-    names = [o.name for o in composer.objects.objects]
+    from .stream import object_names
+
+    names = object_names(composer.objects.objects)  # a streamed pack: without loading pixels
     if fit:
         worst = min(fit, key=lambda r: (r.p_lower, r.object_index, r.n))
         # With distractors an image may spend DISTRACTOR_REDRAW_AFTER layouts on the

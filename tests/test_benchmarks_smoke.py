@@ -252,3 +252,17 @@ def test_emergence(tmp_path):
     table = subprocess.run([sys.executable, "-m", "benchmarks.emergence", "--table", str(tmp_path / "emergence.json")],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 3, table.stderr  # head, rule, row
+
+
+def test_stream(tmp_path):
+    res = _run("stream", tmp_path, "--root", str(tmp_path / "trees"), "--backgrounds", "24", "--objects", "8",
+               "--images", "40", "--workers", "1")
+    assert res["backgrounds"] == 24 and res["objects"] == 8 and res["same_bytes"] is True
+    assert {p["kind"]: p["files"] for p in res["prepare"]} == {"backgrounds": 24, "objects": 8}
+    for p in res["prepare"]:
+        _positive(p, "seconds", "files_per_s", "parent_peak_rss_mb", "pack_mb")
+    assert {(r["mode"], r["workers"]) for r in res["runs"]} == {("memory", 1), ("stream", 1)}
+    for r in res["runs"]:
+        _positive(r, "images_per_s", "cpu_images_per_s", "plan_s", "parent_peak_rss_mb", "worker_peak_rss_mb")
+    assert [s["workers"] for s in res["stream_vs_memory"]] == [1] and res["stream_vs_memory"][0]["cpu_ratio"] > 0
+    assert [r["staged"] for r in res["runs"]] == [[], ["backgrounds", "objects"]]  # 40 images > 24, 8 assets

@@ -244,5 +244,10 @@ def test_sources_that_cannot_fit_in_memory_are_refused_before_any_decode(msra_di
     with pytest.raises(SourceError, match=r"objects take about .* use part of the folder"):
         load_objects(msra_dir)
     r = CliRunner().invoke(main, ["generate", str(tmp_path / "ds"), "--num-images", "4", "--backgrounds", sun_dir,
+                                  "--source-mode", "memory", "--quiet"])
+    assert r.exit_code == 2 and "backgrounds take about" in r.output and "--source-mode stream" in r.output
+    assert not (tmp_path / "ds").exists(), r.output
+    # auto (the default) streams what does not fit instead of refusing it
+    r = CliRunner().invoke(main, ["generate", str(tmp_path / "ds"), "--num-images", "4", "--backgrounds", sun_dir,
                                   "--quiet"])
-    assert r.exit_code == 2 and "backgrounds take about" in r.output and not (tmp_path / "ds").exists(), r.output
+    assert r.exit_code == 0 and "4 images" in r.output, r.output
