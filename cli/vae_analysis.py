@@ -39,13 +39,17 @@ def _which(text: str):
 def _hidden(text: str):
     if text.strip() in ("", "0", "none"):
         return ()
+    return _positive_ints(text, "--hidden", "comma-separated positive widths such as 160,160 (or 'none')")
+
+
+def _positive_ints(text: str, flag: str, what: str) -> tuple:
+    """``"8,16"`` -> (8, 16); anything else is a usage error naming ``flag``."""
     try:
         vals = tuple(int(v) for v in text.split(","))
     except ValueError:
         vals = ()
     if not vals or any(v < 1 for v in vals):
-        raise click.BadParameter(f"must be comma-separated positive widths such as 160,160 (or 'none'), got {text!r}",
-                                 param_hint="--hidden")
+        raise click.BadParameter(f"must be {what}, got {text!r}", param_hint=flag)
     return vals
 
 
@@ -178,14 +182,7 @@ def tuning(latents, out_dir, untrained, pca, alpha, no_figures):
 def _references(text: str):
     if text.strip().lower() in ("", "all", "none"):
         return None
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if not vals or any(v < 1 for v in vals):
-        raise click.BadParameter(f"must be 'all' or comma-separated numerosities >= 1 such as 8,16, got {text!r}",
-                                 param_hint="--references")
-    return vals
+    return _positive_ints(text, "--references", "'all' or comma-separated numerosities >= 1 such as 8,16")
 
 
 @click.command("compare", short_help="Numerosity comparison read-out and Weber fraction.")

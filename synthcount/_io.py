@@ -192,6 +192,15 @@ def atomic_write(path: str, mode: str = "wb", *, fsync: bool = True) -> Iterator
             yield f
 
 
+def fsync_path(path: str) -> None:
+    """Flush a written file's data to the disk (before a rename publishes it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, *, fsync: bool = True) -> Iterator[str]:
     """:func:`atomic_write` for writers that want a file name (h5py): yields a temporary
@@ -202,11 +211,7 @@ def atomic_path(path: str, *, fsync: bool = True) -> Iterator[str]:
     try:
         yield tmp
         if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

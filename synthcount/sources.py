@@ -801,11 +801,9 @@ def prepare(src: str, out: str, kind: str, *, max_side: int = 256, mask_threshol
     # never a report without its pack), and a failed report write removes the new pack.
     with contextlib.suppress(OSError):
         os.remove(report_path)  # the old report describes the old pack, which goes now
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from ._io import fsync_path
+
+    fsync_path(partial)
     os.replace(partial, out)
     try:
         write_json_atomic(report_path, report)
