@@ -465,7 +465,9 @@ def test_prepare_killed_at_the_rename_then_rerun_removes_its_leftovers(tmp_path,
                         "objects", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == -signal.SIGKILL, p.stderr
     left = sorted(os.listdir(tmp_path))
-    assert left and all(n.startswith("objs.h5.tmp-") for n in left), left  # no report without its pack
+    # no report without its pack; the pack itself stays resumable (prepare writes it as OUT.h5.partial)
+    assert left and "objs.h5.report.json" not in left and "objs.h5" not in left, left
+    assert all(n.startswith("objs.h5.tmp-") or n == "objs.h5.partial" for n in left), left
     foreign = ["objs.h5.tmp-notes", "objs.h5.tmp-1-zzzzzzzz", f"objs.h5.tmp-{os.getpid()}-0123abcd", "other.tmp-1-ab"]
     for n in foreign:  # not ours, or a live writer's: kept
         (tmp_path / n).write_text("x")
