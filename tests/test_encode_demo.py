@@ -172,6 +172,7 @@ def test_demo_quick_two_seeds_writes_every_file(tmp_path):
                                    and c["best_numerosity_r2"] >= 0.06)
     # the paper's Fig. 3 for every seed: best number and area candidates from the mean code
     assert report.count("from -3 to +3 standard deviations") == 2
+    assert "What was tried on this scene" in report  # the cut-out evidence, said plainly
     # the two studies are independent: different data
     assert res["per_seed"][0]["representations"] != res["per_seed"][1]["representations"]
     # a second demo into the same folder is refused (exit 2 from the CLI)

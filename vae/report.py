@@ -281,6 +281,10 @@ def _findings(summary: dict, first: dict) -> List[str]:
         "- **Eq. 3 regression** (trained): " + regress.summary_text(r_tr).replace("\n", " "),
         "- " + _regress_verdict(results),
     ]
+    if not s["binary"]:
+        from vae.demo import CUTOUT_EVIDENCE
+
+        L.append("- **What was tried on this scene, and found** (across recipes, not this run): " + CUTOUT_EVIDENCE)
     for name in ("untrained", "pca"):
         r = results[name]["regression"]
         L.append(f"- {_NAMES[name][0].upper() + _NAMES[name][1:]}: {len(r['numerosity_units'])} numerosity and "
