@@ -387,9 +387,22 @@ def _signalled(monkeypatch, sig, step):
     monkeypatch.setattr(vtrain, "VAELoss", Signaller)
 
 
+@pytest.fixture
+def default_signals():
+    """Ctrl-C reaches Python as KeyboardInterrupt and SIGTERM kills, whatever the process
+    inherited (a job started in the background of a non-interactive shell ignores SIGINT)
+    or an earlier test left behind; the handlers are put back afterwards."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_at_three_points_of_the_first_epoch_then_resume(train_ref, tmp_path, monkeypatch, sig,
-                                                               one_torch_thread):
+                                                               one_torch_thread, default_signals):
     """Ctrl-C or Slurm's SIGTERM at the first, a middle and the last step of epoch 1 (a
     requeued job hit again each time): each writes interrupted.pt and says the checkpoint
     --resume really uses (init.pt), each --resume accepts the folder, and the last one
