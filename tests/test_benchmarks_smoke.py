@@ -266,3 +266,21 @@ def test_stream(tmp_path):
         _positive(r, "images_per_s", "cpu_images_per_s", "plan_s", "parent_peak_rss_mb", "worker_peak_rss_mb")
     assert [s["workers"] for s in res["stream_vs_memory"]] == [1] and res["stream_vs_memory"][0]["cpu_ratio"] > 0
     assert [r["staged"] for r in res["runs"]] == [[], ["backgrounds", "objects"]]  # 40 images > 24, 8 assets
+
+
+def test_emergence_on_the_cut_out_scene(tmp_path):
+    res = _run("emergence", tmp_path, "--data", str(tmp_path / "data"), "--preset", "regression",
+               "--set", "model.enc_pool=mean")
+    assert res["preset"] == "regression" and res["train_config"]["model_overrides"]["enc_pool"] == "mean"
+    for rep in ("trained", "untrained", "pca"):
+        f = res["final"][rep]
+        assert {"units", "units_plus1", "units_sample", "units_pixsum"} <= set(f)
+        assert 0 <= f["table1_probe"]["mlp"] <= 1 and 0 <= f["table1_probe"]["logistic"] <= 1
+    # the seed table groups ROW_s{SEED}.json files into one row per factor
+    text = (tmp_path / "emergence.json").read_text()
+    files = [tmp_path / f"row_s{s}.json" for s in (100, 101)]
+    for f in files:
+        f.write_text(text)
+    table = subprocess.run([sys.executable, "-m", "benchmarks.emergence", "--seed-table", *map(str, files)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60, check=True).stdout.strip().splitlines()
+    assert len(table) == 3 and table[2].startswith("| row | regression: model.enc_pool=mean | 0, 0 |"), table
