@@ -218,7 +218,7 @@ def dewind_text(res: dict) -> str:
 
 def dewind_figure(res: dict, out_png: str, *, title: Optional[str] = None) -> str:
     """Every unit's (b_sz, b_sp) with its b_n as colour, R^2 >= r2_min ringed, reference directions drawn."""
-    from .figures import _save, plt
+    from .figures import finish_scatter, plt
 
     units = res["units"]
     bsz = np.array([u["b_sz"] for u in units])
@@ -246,10 +246,4 @@ def dewind_figure(res: dict, out_png: str, *, title: Optional[str] = None) -> st
     ax.set_xlabel("b_sz (log size)")
     ax.set_ylabel("b_sp (log spacing)")
     ax.set_title(title or "DeWind axes per unit (colour: b_n)", fontsize=9)
-    fig.colorbar(sc, ax=ax, label="b_n (log N)")
-    if hi.any():
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    _save(fig, out_png)
-    plt.close(fig)
-    return out_png
+    return finish_scatter(fig, ax, sc, "b_n (log N)", hi, out_png)

@@ -236,8 +236,14 @@ def coefficient_plot(res: dict, out_png: str, *, title: str = "") -> str:
     ax.set_xlabel("b_n (log N)")
     ax.set_ylabel("b_a (log A)")
     ax.set_title(title or f"Eq. 3 per unit (corr(log N, log A) = {res['corr_log_n_log_a']:.2f})", fontsize=9)
-    fig.colorbar(sc, ax=ax, label="R²")
-    if hi.any():
+    return finish_scatter(fig, ax, sc, "R²", hi, out_png)
+
+
+def finish_scatter(fig, ax, sc, colour_label: str, marked: np.ndarray, out_png: str) -> str:
+    """The end of a per-unit coefficient scatter: colour bar, a legend when units are
+    marked, layout, the PNG through the atomic write; returns ``out_png``."""
+    fig.colorbar(sc, ax=ax, label=colour_label)
+    if marked.any():
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     _save(fig, out_png)

@@ -110,10 +110,15 @@ def run_tuning(latents: str, out_dir: str, *, untrained: Optional[str] = None, p
     os.makedirs(out_dir, exist_ok=True)
     if figures:
         res["figures"] = tuning.tuning_figures(res["representations"], out_dir)
-    write_json_atomic(os.path.join(out_dir, "tuning.json"), res, indent=1)
-    with atomic_write(os.path.join(out_dir, "tuning.md"), "w") as f:
-        f.write("\n".join(_tuning_md(res)) + "\n")
+    _write_results(out_dir, "tuning", res, _tuning_md(res))
     return res
+
+
+def _write_results(out_dir: str, stem: str, res: dict, lines: List[str]) -> None:
+    """``STEM.json`` and ``STEM.md`` in ``out_dir``, each through the atomic write."""
+    write_json_atomic(os.path.join(out_dir, f"{stem}.json"), res, indent=1)
+    with atomic_write(os.path.join(out_dir, f"{stem}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _tuning_md(res: dict) -> List[str]:
@@ -169,9 +174,7 @@ def run_compare(latents: str, out_dir: str, *, untrained: Optional[str] = None, 
     if figures:
         res["figures"] = {"psychometric": compare.compare_figure(
             res["representations"], os.path.join(out_dir, "compare_psychometric.png"))}
-    write_json_atomic(os.path.join(out_dir, "compare.json"), res, indent=1)
-    with atomic_write(os.path.join(out_dir, "compare.md"), "w") as f:
-        f.write("\n".join(_compare_md(res)) + "\n")
+    _write_results(out_dir, "compare", res, _compare_md(res))
     return res
 
 
