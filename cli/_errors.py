@@ -1,6 +1,6 @@
 """How every command ends when something is wrong: one line on stderr, the right exit code.
 
-Exit codes (README "Exit codes"): 0 success; 2 bad usage or bad input, nothing
+Exit codes (docs/scale.md, "Exit codes"): 0 success; 2 bad usage or bad input, nothing
 written; 1 a check failed or the run failed. Never a traceback.
 """
 

@@ -211,7 +211,7 @@ def build_config(config_file=None, preset_name=None, **flags):
               help="Design: largest relative error of the achieved Size and Spacing; layouts that miss are "
                    "redrawn.  [default: 0.05]")
 @click.option("--preset", "preset_name", default=None, type=click.Choice(sorted(PRESETS)),
-              help="Scene preset (README \"Presets\"); explicit flags override it.  [default: paper]")
+              help="Scene preset (docs/generation.md, \"Presets\"); explicit flags override it.  [default: paper]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML or JSON file with a DatasetConfig dict; explicit flags override it.  [default: none]")
 @click.option("--unfit", type=click.Choice(["error", "redraw"]), default=None,

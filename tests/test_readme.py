@@ -1,4 +1,4 @@
-"""Every command of README.md's ```bash blocks, run as written, with small sizes
+"""Every command of the ```bash blocks of README.md and docs/, run as written, with small sizes
 (issue 22): a README example that stops working fails here.
 
 How a command is made small (the README's "Checking the README" names this file):
@@ -55,14 +55,18 @@ SKIP = {
 }
 
 
+DOCS = [README] + [os.path.join(os.path.dirname(README), "docs", n) for n in
+                   ("generation.md", "dataset.md", "export.md", "scale.md", "vae.md", "speed.md")]
+
+
 def readme_commands():
-    """The commands of the README's bash blocks, continuation lines joined."""
-    text = open(README).read()
+    """The bash commands of README.md, then of the docs/ pages in reading order."""
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for cmd in block.replace("\\\n", " ").splitlines():
-            if cmd.strip():
-                out.append(" ".join(cmd.split()))
+    for path in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", open(path).read(), re.S):
+            for cmd in block.replace("\\\n", " ").splitlines():
+                if cmd.strip():
+                    out.append(" ".join(cmd.split()))
     return out
 
 
